@@ -1,0 +1,76 @@
+"""The 7-class label set, derived from the proto enum so there is exactly one source of truth."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from emotion.common.v1 import common_pb2
+
+# ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"): the Emotion enum without
+# UNSPECIFIED, in number order. Model outputs are exported in this order.
+LABELS: tuple[str, ...] = tuple(
+    name.removeprefix("EMOTION_").lower()
+    for name, number in sorted(common_pb2.Emotion.items(), key=lambda item: item[1])
+    if number != common_pb2.EMOTION_UNSPECIFIED
+)
+NUM_LABELS = len(LABELS)
+
+# Polarity of each label. Surprise is ambiguous in valence (it can be good or bad news), so it is
+# counted as neutral, as is neutral itself; happy is the only positive basic emotion.
+POLARITY_OF_LABEL: dict[str, int] = {
+    "angry": common_pb2.POLARITY_NEGATIVE,
+    "disgust": common_pb2.POLARITY_NEGATIVE,
+    "fear": common_pb2.POLARITY_NEGATIVE,
+    "happy": common_pb2.POLARITY_POSITIVE,
+    "sad": common_pb2.POLARITY_NEGATIVE,
+    "surprise": common_pb2.POLARITY_NEUTRAL,
+    "neutral": common_pb2.POLARITY_NEUTRAL,
+}
+
+
+def label_index(label: str) -> int:
+    """Index of a label name in LABELS; raises ValueError for unknown names."""
+    return LABELS.index(label.lower())
+
+
+def normalize_probs(probs: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Returns a float32 copy of probs, clipped to >= 0 and scaled to sum to 1.
+
+    A vector with no mass (all zeros, NaNs) becomes uniform rather than dividing by zero."""
+    arr = np.nan_to_num(np.asarray(probs, dtype=np.float64).reshape(-1), nan=0.0, posinf=0.0, neginf=0.0)
+    if arr.shape != (NUM_LABELS,):
+        raise ValueError(f"expected {NUM_LABELS} probabilities, got {arr.shape[0]}")
+    arr = np.clip(arr, 0.0, None)
+    total = arr.sum()
+    if total <= 0:
+        return np.full(NUM_LABELS, 1.0 / NUM_LABELS, dtype=np.float32)
+    return (arr / total).astype(np.float32)
+
+
+def distribution_from_probs(probs: Sequence[float] | np.ndarray) -> common_pb2.EmotionDistribution:
+    """Builds an EmotionDistribution message from a 7-vector in LABELS order."""
+    arr = normalize_probs(probs)
+    top = int(np.argmax(arr))
+    return common_pb2.EmotionDistribution(
+        probabilities=arr.tolist(), top=top + 1, confidence=float(arr[top])
+    )
+
+
+def probs_from_distribution(dist: common_pb2.EmotionDistribution) -> np.ndarray:
+    """The probabilities of a distribution message as a normalised float32 7-vector."""
+    return normalize_probs(list(dist.probabilities))
+
+
+def top_label(dist: common_pb2.EmotionDistribution) -> str:
+    return LABELS[int(np.argmax(probs_from_distribution(dist)))]
+
+
+def polarity_of(probs: Sequence[float] | np.ndarray) -> int:
+    """3-class polarity of a distribution: the polarity class with the most probability mass."""
+    arr = normalize_probs(probs)
+    mass = {common_pb2.POLARITY_NEGATIVE: 0.0, common_pb2.POLARITY_NEUTRAL: 0.0, common_pb2.POLARITY_POSITIVE: 0.0}
+    for label, p in zip(LABELS, arr, strict=True):
+        mass[POLARITY_OF_LABEL[label]] += float(p)
+    return max(mass, key=lambda k: mass[k])

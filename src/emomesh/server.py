@@ -1,0 +1,199 @@
+"""gRPC server bootstrap shared by every service: grpc.aio with health, reflection, request ids,
+metrics, error-to-status mapping and graceful shutdown on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from emomesh.config import ServerSettings
+from emomesh.errors import EmomeshError
+from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
+from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
+
+log = logging.getLogger(__name__)
+
+
+def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Channel/server options: message size limits on both directions and keepalive that survives
+    idle load balancers."""
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def _request_id_from(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return new_request_id()
+
+
+class _CallScope:
+    """What the interceptor does around one call: request id, in-flight gauge, latency histogram,
+    and turning exceptions into statuses."""
+
+    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.service, self.method, self.context = service, method, context
+        self.code = grpc.StatusCode.OK
+
+    def __enter__(self) -> _CallScope:
+        self.request_id = _request_id_from(self.context)
+        self.token = set_request_id(self.request_id)
+        self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        RPC_IN_FLIGHT.labels(self.service, self.method).inc()
+        self.start = time.perf_counter()
+        return self
+
+    async def fail(self, exc: BaseException) -> None:
+        """Aborts the call with the status that exc stands for. Always raises."""
+        if isinstance(exc, EmomeshError):
+            self.code = exc.code
+            log.info("request rejected", extra={"fields": {"method": self.method, "code": exc.code.name, "reason": exc.message}})
+            await self.context.abort(exc.code, exc.message)
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            # The servicer aborted by itself; its code is already on the context.
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        self.code = grpc.StatusCode.INTERNAL
+        log.exception("unhandled error", extra={"fields": {"method": self.method}})
+        await self.context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
+
+    def __exit__(self, *exc_info: object) -> None:
+        code = self.code.name if isinstance(self.code, grpc.StatusCode) else str(self.code)
+        RPC_LATENCY.labels(self.service, self.method, code).observe(time.perf_counter() - self.start)
+        RPC_IN_FLIGHT.labels(self.service, self.method).dec()
+        reset_request_id(self.token)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler in a _CallScope. Health and reflection calls are passed through so
+    that probes do not drown the service's own metrics."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        full_method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or full_method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
+        method = full_method.rsplit("/", 1)[-1]
+        service = self.service
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                with _CallScope(service, method, context) as scope:
+                    try:
+                        return await inner_uu(request, context)
+                    except BaseException as exc:  # noqa: BLE001 - every outcome is mapped to a status
+                        await scope.fail(exc)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                with _CallScope(service, method, context) as scope:
+                    try:
+                        async for item in inner_us(request, context):
+                            yield item
+                    except BaseException as exc:  # noqa: BLE001
+                        await scope.fail(exc)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler  # client-streaming methods are not used by Emomesh yet
+
+
+async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+    try:
+        return await received
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+class GrpcServer:
+    """A running Emomesh gRPC server. `start()` then `stop()`; `serve_forever()` for a main()."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServerSettings,
+        register: Callable[[grpc.aio.Server], None],
+        service_full_names: Sequence[str],
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.on_stop = on_stop
+        self.server = grpc.aio.server(
+            options=grpc_options(settings.max_message_bytes), interceptors=[ObservabilityInterceptor(name)]
+        )
+        register(self.server)
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_full_names = list(service_full_names)
+        reflection.enable_server_reflection(
+            [*self.service_full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"{name}: cannot listen on {settings.listen}")
+
+    @property
+    def address(self) -> str:
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        start_metrics_server(self.settings.metrics_port)
+        await self.server.start()
+        for service in ["", *self.service_full_names]:
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"fields": {"address": self.address, "metrics_port": self.settings.metrics_port}})
+
+    async def stop(self) -> None:
+        # Probes see NOT_SERVING first, so load balancers stop sending before connections close.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_s)
+        if self.on_stop is not None:
+            await self.on_stop()
+        log.info("stopped")
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        sig = await wait_for_signal()
+        log.info("shutting down", extra={"fields": {"signal": sig.name}})
+        await self.stop()

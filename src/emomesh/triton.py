@@ -1,0 +1,118 @@
+"""Async client for models served by Triton: named tensors in, named tensors out, one deadline per
+call, Triton errors mapped to Emomesh errors (and so to gRPC statuses) and latency recorded by model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from emomesh.config import TritonSettings
+from emomesh.errors import DeadlineExceeded, EmomeshError, InvalidInput, Unavailable
+from emomesh.logs import get_request_id
+from emomesh.metrics import TRITON_LATENCY
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    # Per-item shape (without the batch dimension); -1 for variable dimensions.
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What Triton reports about a model: its version and named tensors."""
+
+    name: str
+    version: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"model {self.name} has no input {name!r}")
+
+
+def _map_error(model: str, exc: InferenceServerException) -> EmomeshError:
+    status = (exc.status() or "").upper()
+    message = exc.message() or str(exc)
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+        return DeadlineExceeded(f"model {model} did not answer in time")
+    if "INVALID_ARG" in status:
+        return InvalidInput(f"model {model} rejected the input: {message}")
+    return Unavailable(f"model {model} is unavailable: {message}")
+
+
+class TritonClient:
+    """One gRPC channel to Triton, shared by all models of a process. Create inside the event loop."""
+
+    def __init__(self, settings: TritonSettings) -> None:
+        self.settings = settings
+        self._client = triton_aio.InferenceServerClient(url=settings.url)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def is_ready(self, model: str) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model, client_timeout=self.settings.timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def model_spec(self, model: str) -> ModelSpec:
+        try:
+            meta = await self._client.get_model_metadata(model, as_json=True, client_timeout=self.settings.timeout_s)
+            config = await self._client.get_model_config(model, as_json=True, client_timeout=self.settings.timeout_s)
+        except InferenceServerException as exc:
+            raise _map_error(model, exc) from exc
+        batched = int(config.get("config", {}).get("max_batch_size", 0)) > 0
+
+        def specs(items: list[dict[str, object]]) -> tuple[TensorSpec, ...]:
+            out = []
+            for item in items:
+                shape = tuple(int(d) for d in item.get("shape", []))  # type: ignore[union-attr]
+                out.append(TensorSpec(str(item["name"]), str(item["datatype"]), shape[1:] if batched else shape))
+            return tuple(out)
+
+        versions = meta.get("versions") or [""]
+        return ModelSpec(model, str(versions[-1]), specs(meta.get("inputs", [])), specs(meta.get("outputs", [])))
+
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        timeout_s: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs one inference. `timeout_s` defaults to the configured per-call deadline."""
+        infer_inputs = []
+        for name, array in inputs.items():
+            tensor = InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(np.ascontiguousarray(array))
+            infer_inputs.append(tensor)
+        requested = [InferRequestedOutput(name) for name in outputs]
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            result = await self._client.infer(
+                model,
+                infer_inputs,
+                outputs=requested,
+                request_id=get_request_id(),
+                client_timeout=timeout_s or self.settings.timeout_s,
+            )
+        except InferenceServerException as exc:
+            error = _map_error(model, exc)
+            outcome = type(error).__name__.lower()
+            raise error from exc
+        finally:
+            TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - start)
+        return {name: result.as_numpy(name) for name in outputs}

@@ -1,0 +1,77 @@
+"""Renders Triton model repositories from deploy/triton/models.yaml and one template.
+
+- `local`: Python backend running onnxruntime on CPU (the bundled tritonserver has no ONNX backend).
+  Rendered into a scratch folder with a link to each model.onnx.
+- `gpu`: Triton's onnxruntime backend on GPU instances, optionally with the TensorRT accelerator.
+  Rendered in place into deploy/triton/models/ (committed; CI checks it is current)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from emomesh.paths import MODEL_REPOSITORY, TRITON_DIR
+
+VARIANTS = ("local", "gpu")
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    variant: str = "local"
+    instances: int = 1
+    ort_threads: int = 1
+    tensorrt: bool = True
+
+
+def load_specs(path: Path = TRITON_DIR / "models.yaml") -> dict[str, dict[str, Any]]:
+    with path.open() as fh:
+        return dict(yaml.safe_load(fh)["models"])
+
+
+def render_config(name: str, model: dict[str, Any], options: RenderOptions) -> str:
+    if options.variant not in VARIANTS:
+        raise ValueError(f"unknown variant {options.variant!r}; expected one of {VARIANTS}")
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TRITON_DIR), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    return env.get_template("config.pbtxt.j2").render(
+        name=name,
+        model=model,
+        variant=options.variant,
+        instances=options.instances,
+        ort_threads=options.ort_threads,
+        tensorrt=options.tensorrt,
+    )
+
+
+def render_repository(
+    out: Path,
+    options: RenderOptions,
+    source: Path = MODEL_REPOSITORY,
+    only: list[str] | None = None,
+) -> list[str]:
+    """Writes config.pbtxt (and, for `local`, model.py plus a link to model.onnx) for every model
+    whose ONNX file exists. Returns the names rendered."""
+    rendered = []
+    for name, model in load_specs().items():
+        if only is not None and name not in only:
+            continue
+        onnx_path = source / name / "1" / "model.onnx"
+        if not onnx_path.exists():
+            continue
+        model_dir = out / name
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        (model_dir / "config.pbtxt").write_text(render_config(name, model, options))
+        if options.variant == "local":
+            shutil.copyfile(TRITON_DIR / "python_backend_model.py", model_dir / "1" / "model.py")
+            link = model_dir / "1" / "model.onnx"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(onnx_path.resolve())
+        rendered.append(name)
+    return rendered
