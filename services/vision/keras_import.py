@@ -21,8 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 SUPPORTED = {
-    "InputLayer", "Conv2D", "SeparableConv2D", "BatchNormalization", "Activation",
-    "MaxPooling2D", "Add", "GlobalAveragePooling2D",
+    "InputLayer",
+    "Conv2D",
+    "SeparableConv2D",
+    "BatchNormalization",
+    "Activation",
+    "MaxPooling2D",
+    "Add",
+    "GlobalAveragePooling2D",
 }
 
 
@@ -56,9 +62,11 @@ def load_keras_h5(path: Path) -> KerasGraph:
             inbound = [node[0] for node in raw["inbound_nodes"][0]] if raw.get("inbound_nodes") else []
             weights: dict[str, np.ndarray] = {}
             if name in weight_root:
+
                 def collect(key: str, obj: Any, weights: dict[str, np.ndarray] = weights) -> None:
                     if isinstance(obj, h5py.Dataset):
                         weights[key.rsplit("/", 1)[-1].split(":")[0]] = np.asarray(obj, dtype=np.float32)
+
                 weight_root[name].visititems(collect)
             layers.append(KerasLayer(name, kind, raw["config"], inbound, weights))
         input_cfg = config["config"]["layers"][0]["config"]
@@ -140,8 +148,13 @@ class KerasGraphModule(nn.Module):
             elif layer.kind == "BatchNormalization":
                 (y,) = inputs
                 y = F.batch_norm(
-                    y, self._p(layer, "moving_mean"), self._p(layer, "moving_variance"),
-                    self._p(layer, "gamma"), self._p(layer, "beta"), training=False, eps=cfg["epsilon"],
+                    y,
+                    self._p(layer, "moving_mean"),
+                    self._p(layer, "moving_variance"),
+                    self._p(layer, "gamma"),
+                    self._p(layer, "beta"),
+                    training=False,
+                    eps=cfg["epsilon"],
                 )
             elif layer.kind == "Activation":
                 y = self._activation(inputs[0], cfg["activation"])
@@ -184,7 +197,7 @@ def _np_conv(x: np.ndarray, kernel: np.ndarray, stride: int, padding: str) -> np
         top, bottom = same_padding(x.shape[1], kh, stride)
         left, right = same_padding(x.shape[2], kw, stride)
         x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    n, h, w, c = x.shape
+    n, h, w, _c = x.shape
     oh, ow = (h - kh) // stride + 1, (w - kw) // stride + 1
     out = np.zeros((n, oh, ow, kernel.shape[3]), dtype=np.float64)
     for i in range(kh):

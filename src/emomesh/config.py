@@ -23,7 +23,7 @@ class Env:
         value = self.environ.get(self.prefix + name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def get_str(self, name: str, default: str | None = None) -> str:
         value = self._raw(name)
         if value is None:
             if default is None:
@@ -31,10 +31,10 @@ class Env:
             return default
         return value
 
-    def optional_str(self, name: str) -> str | None:
+    def get_optional_str(self, name: str) -> str | None:
         return self._raw(name)
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def get_int(self, name: str, default: int, *, minimum: int | None = None) -> int:
         value = self._raw(name)
         try:
             result = default if value is None else int(value)
@@ -44,7 +44,7 @@ class Env:
             raise ConfigError(f"{self.prefix + name}={result} is below the minimum {minimum}")
         return result
 
-    def float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def get_float(self, name: str, default: float, *, minimum: float | None = None) -> float:
         value = self._raw(name)
         try:
             result = default if value is None else float(value)
@@ -54,7 +54,7 @@ class Env:
             raise ConfigError(f"{self.prefix + name}={result} is below the minimum {minimum}")
         return result
 
-    def bool(self, name: str, default: bool) -> bool:
+    def get_bool(self, name: str, default: bool) -> bool:
         value = self._raw(name)
         if value is None:
             return default
@@ -81,13 +81,13 @@ class ServerSettings:
         env = Env(f"EMOMESH_{service.upper()}_", environ)
         shared = Env("EMOMESH_", environ)
         return cls(
-            listen=env.str("LISTEN", f"127.0.0.1:{default_port}"),
-            metrics_port=env.int("METRICS_PORT", default_port + 1000, minimum=0),
-            grace_s=env.float("GRACE_S", shared.float("GRACE_S", 5.0), minimum=0),
-            max_message_bytes=env.int(
-                "MAX_MESSAGE_BYTES", shared.int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
+            listen=env.get_str("LISTEN", f"127.0.0.1:{default_port}"),
+            metrics_port=env.get_int("METRICS_PORT", default_port + 1000, minimum=0),
+            grace_s=env.get_float("GRACE_S", shared.get_float("GRACE_S", 5.0), minimum=0),
+            max_message_bytes=env.get_int(
+                "MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
             ),
-            log_level=shared.str("LOG_LEVEL", "INFO").upper(),
+            log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
         )
 
 
@@ -101,4 +101,4 @@ class TritonSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TritonSettings:
         env = Env("EMOMESH_TRITON_", environ)
-        return cls(url=env.str("URL", "127.0.0.1:8001"), timeout_s=env.float("TIMEOUT_S", 10.0, minimum=0.001))
+        return cls(url=env.get_str("URL", "127.0.0.1:8001"), timeout_s=env.get_float("TIMEOUT_S", 10.0, minimum=0.001))

@@ -40,3 +40,7 @@ class Unavailable(EmomeshError):
 
 class DeadlineExceeded(EmomeshError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unimplemented(EmomeshError):
+    code = grpc.StatusCode.UNIMPLEMENTED

@@ -19,7 +19,7 @@ NUM_LABELS = len(LABELS)
 
 # Polarity of each label. Surprise is ambiguous in valence (it can be good or bad news), so it is
 # counted as neutral, as is neutral itself; happy is the only positive basic emotion.
-POLARITY_OF_LABEL: dict[str, int] = {
+POLARITY_OF_LABEL: dict[str, common_pb2.Polarity] = {
     "angry": common_pb2.POLARITY_NEGATIVE,
     "disgust": common_pb2.POLARITY_NEGATIVE,
     "fear": common_pb2.POLARITY_NEGATIVE,
@@ -54,7 +54,7 @@ def distribution_from_probs(probs: Sequence[float] | np.ndarray) -> common_pb2.E
     arr = normalize_probs(probs)
     top = int(np.argmax(arr))
     return common_pb2.EmotionDistribution(
-        probabilities=arr.tolist(), top=top + 1, confidence=float(arr[top])
+        probabilities=arr.tolist(), top=common_pb2.Emotion.Name(top + 1), confidence=float(arr[top])
     )
 
 
@@ -67,10 +67,14 @@ def top_label(dist: common_pb2.EmotionDistribution) -> str:
     return LABELS[int(np.argmax(probs_from_distribution(dist)))]
 
 
-def polarity_of(probs: Sequence[float] | np.ndarray) -> int:
+def polarity_of(probs: Sequence[float] | np.ndarray) -> common_pb2.Polarity:
     """3-class polarity of a distribution: the polarity class with the most probability mass."""
     arr = normalize_probs(probs)
-    mass = {common_pb2.POLARITY_NEGATIVE: 0.0, common_pb2.POLARITY_NEUTRAL: 0.0, common_pb2.POLARITY_POSITIVE: 0.0}
+    mass: dict[common_pb2.Polarity, float] = {
+        common_pb2.POLARITY_NEGATIVE: 0.0,
+        common_pb2.POLARITY_NEUTRAL: 0.0,
+        common_pb2.POLARITY_POSITIVE: 0.0,
+    }
     for label, p in zip(LABELS, arr, strict=True):
         mass[POLARITY_OF_LABEL[label]] += float(p)
     return max(mass, key=lambda k: mass[k])

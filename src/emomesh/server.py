@@ -62,7 +62,10 @@ class _CallScope:
         """Aborts the call with the status that exc stands for. Always raises."""
         if isinstance(exc, EmomeshError):
             self.code = exc.code
-            log.info("request rejected", extra={"fields": {"method": self.method, "code": exc.code.name, "reason": exc.message}})
+            log.info(
+                "request rejected",
+                extra={"fields": {"method": self.method, "code": exc.code.name, "reason": exc.message}},
+            )
             await self.context.abort(exc.code, exc.message)
         if isinstance(exc, asyncio.CancelledError):
             self.code = grpc.StatusCode.CANCELLED
@@ -95,7 +98,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method  # type: ignore[attr-defined]
+        full_method: str = handler_call_details.method
         if handler is None or full_method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
         method = full_method.rsplit("/", 1)[-1]
@@ -108,7 +111,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 with _CallScope(service, method, context) as scope:
                     try:
                         return await inner_uu(request, context)
-                    except BaseException as exc:  # noqa: BLE001 - every outcome is mapped to a status
+                    except BaseException as exc:
                         await scope.fail(exc)
 
             return grpc.unary_unary_rpc_method_handler(
@@ -122,7 +125,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                     try:
                         async for item in inner_us(request, context):
                             yield item
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:
                         await scope.fail(exc)
 
             return grpc.unary_stream_rpc_method_handler(
@@ -134,8 +137,13 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
 async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
     for sig in signals:
-        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         return await received
     finally:
@@ -165,7 +173,11 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_full_names = list(service_full_names)
         reflection.enable_server_reflection(
-            [*self.service_full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            [
+                *self.service_full_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self.server,
         )
         self.port = self.server.add_insecure_port(settings.listen)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
@@ -33,6 +34,13 @@ class ModelSpec:
     version: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    # The config's string parameters (e.g. `emomesh_model_version`, the artifact's own version).
+    parameters: dict[str, str]
+
+    @property
+    def display_version(self) -> str:
+        return self.parameters.get("emomesh_model_version", self.version)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
@@ -73,17 +81,29 @@ class TritonClient:
             config = await self._client.get_model_config(model, as_json=True, client_timeout=self.settings.timeout_s)
         except InferenceServerException as exc:
             raise _map_error(model, exc) from exc
-        batched = int(config.get("config", {}).get("max_batch_size", 0)) > 0
+        max_batch_size = int(config.get("config", {}).get("max_batch_size", 0))
+        batched = max_batch_size > 0
+        parameters = {
+            key: str(value.get("string_value", ""))
+            for key, value in config.get("config", {}).get("parameters", {}).items()
+        }
 
-        def specs(items: list[dict[str, object]]) -> tuple[TensorSpec, ...]:
+        def specs(items: list[dict[str, Any]]) -> tuple[TensorSpec, ...]:
             out = []
             for item in items:
-                shape = tuple(int(d) for d in item.get("shape", []))  # type: ignore[union-attr]
+                shape = tuple(int(d) for d in item.get("shape", []))
                 out.append(TensorSpec(str(item["name"]), str(item["datatype"]), shape[1:] if batched else shape))
             return tuple(out)
 
         versions = meta.get("versions") or [""]
-        return ModelSpec(model, str(versions[-1]), specs(meta.get("inputs", [])), specs(meta.get("outputs", [])))
+        return ModelSpec(
+            model,
+            str(versions[-1]),
+            specs(meta.get("inputs", [])),
+            specs(meta.get("outputs", [])),
+            max_batch_size,
+            parameters,
+        )
 
     async def infer(
         self,

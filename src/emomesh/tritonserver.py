@@ -37,7 +37,7 @@ class TritonPorts:
 
 def _pytriton_root() -> Path:
     try:
-        import pytriton  # type: ignore[import-not-found]
+        import pytriton
     except ImportError as exc:
         raise TritonNotInstalled("nvidia-pytriton is not installed: pip install 'emomesh[embedded]'") from exc
     return Path(pytriton.__file__).resolve().parent
@@ -52,8 +52,11 @@ def prepare_backend_dir(state_dir: Path) -> Path:
         raise TritonNotInstalled(f"nvidia-pytriton has no Python backend stub for Python {version}")
     backend = state_dir / "backends" / "python"
     backend.mkdir(parents=True, exist_ok=True)
-    for source in (root / "backends" / "python" / "libtriton_python.so",
-                   root / "backends" / "python" / "triton_python_backend_utils.py", stub):
+    for source in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
         target = backend / source.name
         if target.is_symlink() or target.exists():
             target.unlink()
@@ -78,9 +81,12 @@ def command(model_repository: Path, backend_dir: Path, ports: TritonPorts, host:
         str(binary),
         f"--model-repository={model_repository}",
         f"--backend-directory={backend_dir}",
-        f"--http-address={host}", f"--http-port={ports.http}",
-        f"--grpc-address={host}", f"--grpc-port={ports.grpc}",
-        f"--metrics-address={host}", f"--metrics-port={ports.metrics}",
+        f"--http-address={host}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={host}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={host}",
+        f"--metrics-port={ports.metrics}",
         "--pinned-memory-pool-byte-size=0",
         "--allow-gpu-metrics=false",
         "--exit-on-error=true",

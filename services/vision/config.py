@@ -1,0 +1,43 @@
+"""Vision service settings, read once from the environment (EMOMESH_VISION_*)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from emomesh.config import Env, ServerSettings, TritonSettings
+
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    server: ServerSettings
+    triton: TritonSettings
+    # Triton model that classifies faces; its input size is read from Triton, so a 48x48 model
+    # (DeepFace) and the 64x64 default are interchangeable.
+    model_name: str
+    max_image_bytes: int
+    max_pixels: int
+    max_faces: int
+    min_face_px: int
+    # Fraction of the face box added on each side before cropping: the expression models were
+    # trained on crops with some forehead and chin.
+    face_margin: float
+    # Images are shrunk to this longest side for detection only; the crop uses the full image.
+    detect_max_side: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
+        env = Env("EMOMESH_VISION_", environ)
+        return cls(
+            server=ServerSettings.from_env("vision", DEFAULT_PORT, environ),
+            triton=TritonSettings.from_env(environ),
+            model_name=env.get_str("MODEL", "fer_mini_xception"),
+            max_image_bytes=env.get_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1),
+            max_pixels=env.get_int("MAX_PIXELS", 40_000_000, minimum=1),
+            max_faces=env.get_int("MAX_FACES", 10, minimum=1),
+            min_face_px=env.get_int("MIN_FACE_PX", 40, minimum=8),
+            face_margin=env.get_float("FACE_MARGIN", 0.1, minimum=0.0),
+            detect_max_side=env.get_int("DETECT_MAX_SIDE", 1280, minimum=64),
+        )

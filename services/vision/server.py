@@ -1,0 +1,45 @@
+"""Entry point of the vision service: `python -m services.vision.server`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from emomesh.logs import configure_logging
+from emomesh.server import GrpcServer
+from emomesh.triton import TritonClient
+from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.config import VisionSettings
+from services.vision.faces import HaarFaceDetector
+from services.vision.model import ExpressionModel
+from services.vision.servicer import VisionServicer
+
+SERVICE_NAME = vision_pb2.DESCRIPTOR.services_by_name["VisionService"].full_name
+
+
+async def build_server(settings: VisionSettings) -> GrpcServer:
+    triton = TritonClient(settings.triton)
+    model = ExpressionModel(triton, settings.model_name)
+    await model.load()
+    servicer = VisionServicer(settings, model, HaarFaceDetector(settings.min_face_px, settings.detect_max_side))
+    return GrpcServer(
+        "vision",
+        settings.server,
+        lambda server: vision_pb2_grpc.add_VisionServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        on_stop=triton.close,
+    )
+
+
+async def serve(settings: VisionSettings) -> None:
+    server = await build_server(settings)
+    await server.serve_forever()
+
+
+def main() -> None:
+    settings = VisionSettings.from_env()
+    configure_logging("vision", settings.server.log_level)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""`emomesh` command line: run the embedded stack, analyse media through it, render model configs.
+
+emomesh up                         start tritonserver, redis-server and all services; Ctrl-C stops
+emomesh demo                       start the stack, analyse the bundled samples, stop
+emomesh analyze --image face.jpg   analyse a file through a running stack
+emomesh health                     health of every service of a running stack
+emomesh triton render --variant gpu --out deploy/triton/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from emomesh.paths import MODEL_REPOSITORY, SAMPLES_DIR
+from emomesh.render import distribution_lines, top_text
+from emomesh.server import grpc_options
+from emomesh.stack import SERVICES, Stack, StackConfig
+from emomesh.triton_repo import RenderOptions, render_repository
+from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def _channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address, options=grpc_options(256 * 1024 * 1024))
+
+
+def analyze_image(address: str, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    with _channel(address) as channel:
+        response = vision_pb2_grpc.VisionServiceStub(channel).AnalyzeImage(
+            vision_pb2.AnalyzeImageRequest(image=path.read_bytes()), timeout=timeout_s
+        )
+    lines = [
+        f"{path.name}: {response.image_width}x{response.image_height}, {len(response.faces)} face(s), "
+        f"model {response.model.name} {response.model.version}, {response.latency_ms:.1f} ms server-side"
+    ]
+    for i, face in enumerate(response.faces):
+        b = face.box
+        lines.append(f"  face {i + 1} at x={b.x} y={b.y} {b.width}x{b.height}: {top_text(face.distribution)}")
+        lines.extend(distribution_lines(face.distribution, top_k=3))
+    return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    if args.image is None:
+        print("nothing to analyse: pass --image", file=sys.stderr)
+        return 2
+    try:
+        print(analyze_image(args.vision, args.image, args.timeout))
+    except grpc.RpcError as err:
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    with Stack(StackConfig(state_dir=args.state_dir, ort_threads=args.ort_threads)) as stack:
+        print(stack.describe(), flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        stop = {"now": False}
+
+        def request_stop(*_: object) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        while not stop["now"]:
+            time.sleep(0.2)
+        print("stopping...", flush=True)
+    print("stopped.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = StackConfig.ephemeral(args.state_dir)
+    with Stack(config) as stack:
+        print(stack.describe(), flush=True)
+        print()
+        print(analyze_image(config.address("vision"), SAMPLES_DIR / "astronaut.jpg"))
+    print("\nstack stopped.")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from emomesh.procs import grpc_healthy
+
+    ok = True
+    for spec in SERVICES:
+        address = f"127.0.0.1:{spec.default_port}"
+        healthy = grpc_healthy(address)
+        ok &= healthy
+        print(f"{spec.name:<8} {address:<18} {'SERVING' if healthy else 'DOWN'}")
+    return 0 if ok else 1
+
+
+def cmd_triton_render(args: argparse.Namespace) -> int:
+    names = render_repository(
+        args.out,
+        RenderOptions(
+            args.variant, instances=args.instances, ort_threads=args.ort_threads, tensorrt=not args.no_tensorrt
+        ),
+    )
+    print(f"rendered {args.variant} configs for {', '.join(names)} into {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emomesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the embedded stack until Ctrl-C")
+    up.add_argument("--state-dir", type=Path, default=Path(".stack"))
+    up.add_argument("--ort-threads", type=int, default=1, help="onnxruntime threads per Triton model instance")
+    up.set_defaults(func=cmd_up)
+
+    demo = sub.add_parser("demo", help="start the stack, analyse the bundled samples, stop")
+    demo.add_argument("--state-dir", type=Path, default=Path(".stack/demo"))
+    demo.set_defaults(func=cmd_demo)
+
+    analyze = sub.add_parser("analyze", help="analyse media through a running stack")
+    analyze.add_argument("--image", type=Path)
+    analyze.add_argument("--vision", default="127.0.0.1:50051", help="vision service address")
+    analyze.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
+    analyze.set_defaults(func=cmd_analyze)
+
+    health = sub.add_parser("health", help="health of every service of a running stack")
+    health.set_defaults(func=cmd_health)
+
+    triton = sub.add_parser("triton", help="Triton model repository tools")
+    triton_sub = triton.add_subparsers(dest="triton_command", required=True)
+    render = triton_sub.add_parser("render", help="render config.pbtxt files from deploy/triton/models.yaml")
+    render.add_argument("--variant", choices=["local", "gpu"], default="gpu")
+    render.add_argument("--out", type=Path, default=MODEL_REPOSITORY)
+    render.add_argument("--instances", type=int, default=1)
+    render.add_argument("--ort-threads", type=int, default=1)
+    render.add_argument("--no-tensorrt", action="store_true", help="gpu variant without the TensorRT accelerator")
+    render.set_defaults(func=cmd_triton_render)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Fixtures shared by all tests: the real tritonserver and the real redis-server, started once per
+test session on free loopback ports, and small media made by the tests themselves."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from emomesh.procs import RedisServer, free_port
+from emomesh.triton_repo import RenderOptions, render_repository
+from emomesh.tritonserver import TritonPorts, TritonServer
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The bundled tritonserver binary serving the project's ONNX models through the Python backend."""
+    state = tmp_path_factory.mktemp("triton")
+    render_repository(state / "repo", RenderOptions("local"))
+    server = TritonServer(
+        state / "repo", state, TritonPorts(free_port(), free_port(), free_port()), state / "triton.log"
+    )
+    server.start()
+    try:
+        server.wait_ready(180)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    state = tmp_path_factory.mktemp("redis")
+    server = RedisServer(free_port(), state / "data", state / "redis.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg() -> bytes:
+    """A real photograph with one frontal, smiling face (skimage's astronaut, public domain)."""
+    from skimage import data
+
+    return encode(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+
+
+@pytest.fixture(scope="session")
+def faceless_png() -> bytes:
+    """A drawn image with shapes but no face."""
+    image = np.full((240, 320, 3), 230, np.uint8)
+    cv2.rectangle(image, (20, 30), (120, 200), (40, 90, 200), -1)
+    cv2.circle(image, (230, 120), 60, (20, 160, 60), -1)
+    return encode(image, ".png")
+
+
+def fixture_path(name: str) -> Path:
+    return Path(__file__).parent / "fixtures" / name
+
+
+__all__ = ["encode", "fixture_path", "io"]

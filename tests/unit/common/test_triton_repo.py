@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from emomesh.paths import MODEL_REPOSITORY
+from emomesh.triton_repo import RenderOptions, load_specs, render_config, render_repository
+
+
+def test_local_variant_uses_the_python_backend_and_links_the_onnx(tmp_path: Path) -> None:
+    names = render_repository(tmp_path, RenderOptions("local", ort_threads=2))
+    assert "fer_mini_xception" in names
+    config = (tmp_path / "fer_mini_xception" / "config.pbtxt").read_text()
+    assert 'backend: "python"' in config
+    assert 'string_value: "2"' in config
+    assert "dynamic_batching" in config and "max_batch_size: 64" in config
+    assert (tmp_path / "fer_mini_xception" / "1" / "model.py").exists()
+    assert (tmp_path / "fer_mini_xception" / "1" / "model.onnx").resolve().is_file()
+
+
+def test_gpu_variant_uses_onnxruntime_on_gpu_with_optional_tensorrt() -> None:
+    spec = load_specs()["fer_mini_xception"]
+    with_trt = render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=True))
+    assert 'backend: "onnxruntime"' in with_trt and "KIND_GPU" in with_trt and '"tensorrt"' in with_trt
+    without = render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=False))
+    assert "tensorrt" not in without
+
+
+def test_committed_production_configs_are_current() -> None:
+    """deploy/triton/models/*/config.pbtxt is rendered, never edited: re-rendering changes nothing."""
+    specs = load_specs()
+    for name, spec in specs.items():
+        committed = MODEL_REPOSITORY / name / "config.pbtxt"
+        if (MODEL_REPOSITORY / name / "1" / "model.onnx").exists():
+            assert committed.read_text() == render_config(name, spec, RenderOptions("gpu")), (
+                f"{committed} is stale: run `emomesh triton render --variant gpu`"
+            )
