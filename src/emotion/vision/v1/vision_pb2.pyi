@@ -30,12 +30,14 @@ class Face(_message.Message):
     def __init__(self, box: _Optional[_Union[BoundingBox, _Mapping]] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "max_faces")
+    __slots__ = ("image", "max_faces", "whole_image_is_face")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_IMAGE_IS_FACE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     max_faces: int
-    def __init__(self, image: _Optional[bytes] = ..., max_faces: _Optional[int] = ...) -> None: ...
+    whole_image_is_face: bool
+    def __init__(self, image: _Optional[bytes] = ..., max_faces: _Optional[int] = ..., whole_image_is_face: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
     __slots__ = ("faces", "primary", "image_width", "image_height", "model", "latency_ms")
