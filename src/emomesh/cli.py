@@ -61,7 +61,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    with Stack(StackConfig(state_dir=args.state_dir, ort_threads=args.ort_threads)) as stack:
+    if args.ephemeral_ports:
+        config = StackConfig.ephemeral(args.state_dir)
+    else:
+        config = StackConfig(state_dir=args.state_dir)
+    config.ort_threads = args.ort_threads
+    with Stack(config) as stack:
         print(stack.describe(), flush=True)
         print("Ctrl-C stops everything.", flush=True)
         stop = {"now": False}
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the embedded stack until Ctrl-C")
     up.add_argument("--state-dir", type=Path, default=Path(".stack"))
     up.add_argument("--ort-threads", type=int, default=1, help="onnxruntime threads per Triton model instance")
+    up.add_argument("--ephemeral-ports", action="store_true", help="free ports instead of the documented ones")
     up.set_defaults(func=cmd_up)
 
     demo = sub.add_parser("demo", help="start the stack, analyse the bundled samples, stop")
