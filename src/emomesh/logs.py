@@ -61,3 +61,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def outbound_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata for calls to other services, so one request id follows a request across services."""
+    return ((REQUEST_ID_HEADER, get_request_id()),)
