@@ -35,7 +35,10 @@ class ServiceSpec:
 
 
 # Start order matters only for dependencies; all wait for health before the stack is "up".
-SERVICES: tuple[ServiceSpec, ...] = (ServiceSpec("vision", "services.vision.server", 50051),)
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("vision", "services.vision.server", 50051),
+    ServiceSpec("fusion", "services.fusion.server", 50054, depends_on=("vision", "audio", "text")),
+)
 
 
 @dataclass
@@ -88,8 +91,11 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        registered = {s.name for s in SERVICES}
         for dep in spec.depends_on:
-            env[f"EMOMESH_{spec.name.upper()}_{dep.upper()}_ADDR"] = self.config.address(dep)
+            # A dependency this stack does not run gets no address: the caller reports it unavailable.
+            if dep in registered and dep in self.config.services:
+                env[f"EMOMESH_{spec.name.upper()}_{dep.upper()}_ADDR"] = self.config.address(dep)
         env.update(self.config.extra_env)
         return env
 

@@ -1,0 +1,60 @@
+"""Fusion service settings, read once from the environment (EMOMESH_FUSION_*)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from emomesh.config import ConfigError, Env, ServerSettings
+from services.fusion.fuse import FusionConfig, load_weights_file
+
+DEFAULT_PORT = 50054
+DEFAULT_WEIGHTS_FILE = Path(__file__).resolve().parent / "weights.json"
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    server: ServerSettings
+    fusion: FusionConfig
+    # Modality service addresses; None when the deployment has no such service (the modality is
+    # then always reported UNAVAILABLE instead of failing the whole service at start-up).
+    vision_addr: str | None
+    audio_addr: str | None
+    text_addr: str | None
+    # Upper bound of one Analyze call; a caller's shorter gRPC deadline wins.
+    max_deadline_s: float
+    # Kept back from the caller's deadline so the partial answer still reaches the caller in time.
+    deadline_margin_s: float
+    # A dependent call (text on the ASR transcript) is not started with less time than this left;
+    # the modality is reported TIMED_OUT instead of sending a call that cannot finish.
+    min_call_budget_s: float
+    max_request_bytes: int
+    max_text_chars: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> FusionSettings:
+        env = Env("EMOMESH_FUSION_", environ)
+        weights_file = Path(env.get_str("WEIGHTS_FILE", str(DEFAULT_WEIGHTS_FILE)))
+        try:
+            weights = load_weights_file(weights_file)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"EMOMESH_FUSION_WEIGHTS_FILE={weights_file}: {exc}") from exc
+        return cls(
+            server=ServerSettings.from_env("fusion", DEFAULT_PORT, environ),
+            fusion=FusionConfig(
+                weights=weights,
+                min_reliability=env.get_float("MIN_RELIABILITY", 0.3, minimum=0.0),
+                conflict_polarity_mass=env.get_float("CONFLICT_POLARITY_MASS", 0.6, minimum=0.0),
+                conflict_js=env.get_float("CONFLICT_JS", 0.6, minimum=0.0),
+                conflict_confidence=env.get_float("CONFLICT_CONFIDENCE", 0.5, minimum=0.0),
+            ),
+            vision_addr=env.get_optional_str("VISION_ADDR"),
+            audio_addr=env.get_optional_str("AUDIO_ADDR"),
+            text_addr=env.get_optional_str("TEXT_ADDR"),
+            max_deadline_s=env.get_float("MAX_DEADLINE_S", 30.0, minimum=0.01),
+            deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.05, minimum=0.0),
+            min_call_budget_s=env.get_float("MIN_CALL_BUDGET_S", 0.02, minimum=0.0),
+            max_request_bytes=env.get_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1),
+            max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
+        )

@@ -1,0 +1,207 @@
+"""Late weighted fusion of per-modality emotion distributions. Pure: no I/O except reading the
+weights file, so the service, the weight search and the tests all run the same arithmetic.
+
+Rules (documented in docs/fusion.md):
+- A result takes part when its status is OK (or unspecified, for Fuse callers), its distribution
+  has 7 values, and its reliability is at least `min_reliability`. Reliability 0 is read as
+  "not reported" (proto3 cannot tell unset from 0) and counts as 1; a modality that wants to be
+  ignored says so with status LOW_CONFIDENCE or a small positive reliability.
+- fused = sum_m w_m * p_m / sum_m w_m over the participants: the configured weights renormalised
+  over whoever took part. If every participant has weight 0, they are weighted equally.
+- Polarity: emomesh.labels.polarity_of on the fused distribution (happy -> positive; neutral and
+  surprise -> neutral; angry, disgust, fear, sad -> negative; the class with most mass wins).
+- Conflict between two participants (see `pair_conflict`): opposite polarities (positive vs
+  negative), each held with at least `conflict_polarity_mass` of its own probability mass; or
+  different confident top labels (both >= `conflict_confidence`) whose Jensen-Shannon divergence
+  (base 2, 0..1) is at least `conflict_js`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emomesh.errors import InvalidInput
+from emomesh.labels import LABELS, NUM_LABELS, POLARITY_OF_LABEL, distribution_from_probs, polarity_of
+from emotion.common.v1 import common_pb2
+
+# Modality names as they appear in weights files, caches and logs, in proto enum order.
+MODALITY_NAMES: dict[int, str] = {
+    common_pb2.MODALITY_VISION: "vision",
+    common_pb2.MODALITY_AUDIO: "audio",
+    common_pb2.MODALITY_TEXT: "text",
+}
+MODALITY_BY_NAME: dict[str, int] = {name: number for number, name in MODALITY_NAMES.items()}
+FUSABLE_STATUSES = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_UNSPECIFIED)
+EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / len(MODALITY_NAMES))
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(EQUAL_WEIGHTS))
+    min_reliability: float = 0.3
+    conflict_polarity_mass: float = 0.6
+    conflict_js: float = 0.6
+    conflict_confidence: float = 0.5
+
+
+def validate_weights(raw: Mapping[str, Any]) -> dict[str, float]:
+    """Weights for the known modalities: non-negative numbers, not all zero. A modality absent from
+    the mapping gets 0 (it never contributes)."""
+    unknown = set(raw) - set(MODALITY_BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown modalities in weights: {sorted(unknown)}")
+    weights: dict[str, float] = {}
+    for name in MODALITY_BY_NAME:
+        value = raw.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"weight of {name} must be a non-negative number, got {value!r}")
+        weights[name] = float(value)
+    if sum(weights.values()) <= 0:
+        raise ValueError("at least one weight must be positive")
+    return weights
+
+
+def load_weights_file(path: Path) -> dict[str, float]:
+    """Reads {"weights": {"vision": .., "audio": .., "text": ..}, ...}; other keys (provenance) are ignored."""
+    document = json.loads(path.read_text())
+    if not isinstance(document, dict) or not isinstance(document.get("weights"), dict):
+        raise ValueError('expected a JSON object with a "weights" object')
+    return validate_weights(document["weights"])
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon divergence in bits: 0 for equal distributions, 1 for disjoint ones."""
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        mask = a > 0
+        return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
+
+    return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
+
+
+def polarity_mass(probs: np.ndarray) -> dict[int, float]:
+    mass = dict.fromkeys((common_pb2.POLARITY_NEGATIVE, common_pb2.POLARITY_NEUTRAL, common_pb2.POLARITY_POSITIVE), 0.0)
+    for label, p in zip(LABELS, probs, strict=True):
+        mass[POLARITY_OF_LABEL[label]] += float(p)
+    return mass
+
+
+@dataclass(frozen=True)
+class PairConflict:
+    reason: str
+    js: float
+
+
+def pair_conflict(p: np.ndarray, q: np.ndarray, config: FusionConfig) -> PairConflict | None:
+    """Whether two participants strongly disagree (see the module docstring), and why."""
+    js = js_divergence(p, q)
+    mass_p, mass_q = polarity_mass(p), polarity_mass(q)
+    pos, neg = common_pb2.POLARITY_POSITIVE, common_pb2.POLARITY_NEGATIVE
+    for a, b in ((mass_p, mass_q), (mass_q, mass_p)):
+        if a[pos] >= config.conflict_polarity_mass and b[neg] >= config.conflict_polarity_mass:
+            return PairConflict("opposite polarity", js)
+    top_p, top_q = int(np.argmax(p)), int(np.argmax(q))
+    confident = min(p[top_p], q[top_q]) >= config.conflict_confidence
+    if top_p != top_q and confident and js >= config.conflict_js:
+        return PairConflict("confident different labels", js)
+    return None
+
+
+@dataclass(frozen=True)
+class Participant:
+    modality: int
+    probs: np.ndarray
+
+
+def participants(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> list[Participant]:
+    """The results that take part in fusion, validated; raises InvalidInput for malformed input."""
+    seen: set[int] = set()
+    chosen: list[Participant] = []
+    for index, result in enumerate(results):
+        if result.modality not in MODALITY_NAMES:
+            raise InvalidInput(f"results[{index}]: modality must be VISION, AUDIO or TEXT")
+        if result.modality in seen:
+            raise InvalidInput(f"results[{index}]: more than one result for {MODALITY_NAMES[result.modality]}")
+        seen.add(result.modality)
+        if result.status not in FUSABLE_STATUSES:
+            continue
+        values = list(result.distribution.probabilities)
+        if len(values) != NUM_LABELS:
+            raise InvalidInput(
+                f"results[{index}]: distribution must have {NUM_LABELS} probabilities, got {len(values)}"
+            )
+        arr = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
+            raise InvalidInput(f"results[{index}]: probabilities must be finite, non-negative and not all zero")
+        reliability = result.reliability or 1.0
+        if reliability < config.min_reliability:
+            continue
+        chosen.append(Participant(result.modality, arr / arr.sum()))
+    return chosen
+
+
+def renormalised_weights(modalities: Sequence[int], config: FusionConfig) -> dict[int, float]:
+    """The configured weights of these modalities scaled to sum to 1 (equal if all are 0)."""
+    raw = {m: float(config.weights.get(MODALITY_NAMES[m], 0.0)) for m in modalities}
+    total = sum(raw.values())
+    if total <= 0:
+        return {m: 1.0 / len(modalities) for m in modalities}
+    return {m: w / total for m, w in raw.items()}
+
+
+def fuse(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> common_pb2.FusedEmotion:
+    """Fuses whatever results can take part. With no participant, the answer has no distribution,
+    polarity UNSPECIFIED and every configured modality listed as missing."""
+    chosen = participants(results, config)
+    taking_part = {p.modality for p in chosen}
+    configured = [m for m, name in MODALITY_NAMES.items() if config.weights.get(name, 0.0) > 0]
+    fused = common_pb2.FusedEmotion(missing=[m for m in configured if m not in taking_part])
+    if not chosen:
+        return fused
+    weights = renormalised_weights([p.modality for p in chosen], config)
+    probs = sum((weights[p.modality] * p.probs for p in chosen), np.zeros(NUM_LABELS))
+    fused.distribution.CopyFrom(distribution_from_probs(probs))
+    fused.weights.extend(common_pb2.ModalityWeight(modality=m, weight=w) for m, w in weights.items())
+    fused.polarity = polarity_of(probs)
+    conflicting: set[int] = set()
+    details: list[str] = []
+    for a, b in combinations(chosen, 2):
+        found = pair_conflict(a.probs, b.probs, config)
+        if found is None:
+            continue
+        conflicting.update((a.modality, b.modality))
+        details.append(f"{_describe(a)} vs {_describe(b)}: {found.reason} (Jensen-Shannon divergence {found.js:.2f})")
+    if conflicting:
+        fused.conflict = True
+        fused.conflicting.extend(sorted(conflicting))
+        fused.conflict_detail = "; ".join(details)
+    return fused
+
+
+def _describe(p: Participant) -> str:
+    top = int(np.argmax(p.probs))
+    polarity = common_pb2.Polarity.Name(polarity_of(p.probs)).removeprefix("POLARITY_").lower()
+    return f"{MODALITY_NAMES[p.modality]} {LABELS[top]} {p.probs[top]:.2f} ({polarity})"
+
+
+def fuse_matrix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """Vectorised fusion for many samples (the weight search): probs[name] is [N, 7] with NaN rows
+    where that modality is missing. Same renormalisation as `fuse`; rows with no modality at all,
+    or whose participants all have weight 0, are averaged equally over the participants."""
+    names = list(probs)
+    stacked = np.stack([probs[n] for n in names])  # [M, N, 7]
+    present = ~np.isnan(stacked).any(axis=2)  # [M, N]
+    w = np.asarray([weights.get(n, 0.0) for n in names], dtype=np.float64)[:, None] * present  # [M, N]
+    totals = w.sum(axis=0)
+    equal = present / np.maximum(present.sum(axis=0), 1)
+    w = np.where(totals > 0, w / np.where(totals > 0, totals, 1), equal)
+    return np.einsum("mn,mnk->nk", w, np.nan_to_num(stacked, nan=0.0))

@@ -1,0 +1,326 @@
+"""Analyze: fan out to the vision, audio and text services in parallel under one deadline, turn every
+outcome (answer, error, timeout, absent service) into a ModalityResult, and fuse what came back.
+
+Deadline: the whole call has one budget, the caller's gRPC deadline (minus a small margin so the
+partial answer still arrives in time) capped by EMOMESH_FUSION_MAX_DEADLINE_S. Every outbound call
+gets the time left until that common deadline, so a slow modality costs at most the budget and
+never fails the call. When no text is given and the audio is transcribed, the text service runs
+on the transcript AFTER the audio call returns, inside the same budget: the text call gets whatever
+time the audio call left (vision runs in parallel with both). If less than min_call_budget_s is
+left, text is reported TIMED_OUT without being called."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from emomesh.errors import InvalidInput, TooLarge
+from emomesh.logs import REQUEST_ID_HEADER, get_request_id
+from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
+from emomesh.server import grpc_options
+from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from emotion.common.v1 import common_pb2
+from emotion.fusion.v1 import fusion_pb2
+from emotion.text.v1 import text_pb2, text_pb2_grpc
+from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.fusion.fuse import MODALITY_NAMES, FusionConfig, fuse
+from services.fusion.metrics import FUSED_MODALITIES, FUSION_CONFLICTS
+
+Response = TypeVar("Response", bound=Message)
+
+# gRPC codes that mean "the modality service did not like this input" rather than "it is broken".
+_INPUT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE)
+
+
+@dataclass(frozen=True)
+class OrchestratorLimits:
+    max_deadline_s: float = 30.0
+    deadline_margin_s: float = 0.05
+    min_call_budget_s: float = 0.02
+    max_request_bytes: int = 64 * 1024 * 1024
+    max_text_chars: int = 20_000
+
+
+class ModalityClients:
+    """One channel per modality service, created once and shared by all calls. An address of None
+    means the deployment has no such service: that modality is then always UNAVAILABLE."""
+
+    def __init__(
+        self,
+        vision_addr: str | None,
+        audio_addr: str | None,
+        text_addr: str | None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        options = grpc_options(max_message_bytes)
+        self.addresses = {"vision": vision_addr, "audio": audio_addr, "text": text_addr}
+        self._channels = {
+            name: grpc.aio.insecure_channel(addr, options=options) for name, addr in self.addresses.items() if addr
+        }
+        self.vision = vision_pb2_grpc.VisionServiceStub(self._channels["vision"]) if vision_addr else None
+        self.audio = audio_pb2_grpc.AudioServiceStub(self._channels["audio"]) if audio_addr else None
+        self.text = text_pb2_grpc.TextServiceStub(self._channels["text"]) if text_addr else None
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class _Deadline:
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.at = time.monotonic() + budget_s
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+
+@dataclass
+class _Outcome:
+    """One modality's result plus the full service response when there was one."""
+
+    result: common_pb2.ModalityResult
+    response: Any = None
+
+
+def _result(modality: int, status: int, detail: str = "", latency_ms: float = 0.0) -> common_pb2.ModalityResult:
+    return common_pb2.ModalityResult(modality=modality, status=status, detail=detail, latency_ms=latency_ms)
+
+
+async def _call(
+    modality: int,
+    method: Callable[..., Awaitable[Response]],
+    request: Message,
+    deadline: _Deadline,
+    min_budget_s: float,
+) -> tuple[Response | None, common_pb2.ModalityResult | None, float]:
+    """Calls one modality RPC with the time left; returns (response, None, ms) or (None, failure, ms)."""
+    name = MODALITY_NAMES[modality]
+    timeout = deadline.remaining()
+    if timeout < min_budget_s:
+        return None, _result(modality, common_pb2.MODALITY_STATUS_TIMED_OUT, f"{name}: no time left to call"), 0.0
+    start = time.perf_counter()
+    try:
+        response = await method(request, timeout=timeout, metadata=((REQUEST_ID_HEADER, get_request_id()),))
+    except grpc.aio.AioRpcError as err:
+        ms = (time.perf_counter() - start) * 1000
+        code = err.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            status = common_pb2.MODALITY_STATUS_TIMED_OUT
+            detail = f"{name} service did not answer within {timeout * 1000:.0f} ms"
+        elif code in _INPUT_CODES:
+            status, detail = common_pb2.MODALITY_STATUS_INVALID_INPUT, f"{name} service: {err.details()}"
+        else:
+            status, detail = common_pb2.MODALITY_STATUS_UNAVAILABLE, f"{name} service: {code.name}: {err.details()}"
+        return None, _result(modality, status, detail, ms), ms
+    return response, None, (time.perf_counter() - start) * 1000
+
+
+class Orchestrator:
+    def __init__(self, clients: ModalityClients, fusion: FusionConfig, limits: OrchestratorLimits) -> None:
+        self.clients = clients
+        self.fusion = fusion
+        self.limits = limits
+
+    def budget(self, caller_remaining_s: float | None) -> float:
+        """The call's budget: the caller's deadline less the margin, capped by the configured maximum."""
+        if caller_remaining_s is None:
+            return self.limits.max_deadline_s
+        return max(0.0, min(self.limits.max_deadline_s, caller_remaining_s - self.limits.deadline_margin_s))
+
+    def _validate(self, request: fusion_pb2.AnalyzeRequest) -> None:
+        visual = request.WhichOneof("visual")
+        if visual is None and not request.audio and not request.text:
+            raise InvalidInput("nothing to analyse: send an image or video, audio, or text")
+        if visual is not None and not getattr(request, visual):
+            raise InvalidInput(f"{visual} is empty")
+        size = request.ByteSize()
+        if size > self.limits.max_request_bytes:
+            raise TooLarge(f"request is {size} bytes; the limit is {self.limits.max_request_bytes}")
+        if len(request.text) > self.limits.max_text_chars:
+            raise TooLarge(f"text has {len(request.text)} characters; the limit is {self.limits.max_text_chars}")
+
+    async def analyze(
+        self, request: fusion_pb2.AnalyzeRequest, caller_remaining_s: float | None = None
+    ) -> fusion_pb2.AnalyzeResponse:
+        start = time.perf_counter()
+        self._validate(request)
+        deadline = _Deadline(self.budget(caller_remaining_s))
+        transcript_wanted = request.transcript_as_text if request.HasField("transcript_as_text") else True
+        use_transcript = bool(request.audio) and not request.text.strip() and transcript_wanted
+        audio_task = asyncio.create_task(self._audio(request.audio, use_transcript, deadline))
+        vision_task = asyncio.create_task(self._vision(request, deadline))
+        text_task = asyncio.create_task(self._text(request.text, audio_task if use_transcript else None, deadline))
+        vision, audio, (text, from_transcript) = await asyncio.gather(vision_task, audio_task, text_task)
+
+        response = fusion_pb2.AnalyzeResponse(text_from_transcript=from_transcript)
+        for outcome in (vision, audio, text):
+            self._record(outcome.result)
+            response.modalities.append(outcome.result)
+        if isinstance(vision.response, vision_pb2.AnalyzeImageResponse):
+            response.image.CopyFrom(vision.response)
+        elif isinstance(vision.response, vision_pb2.AnalyzeVideoResponse):
+            response.video.CopyFrom(vision.response)
+        if audio.response is not None:
+            response.audio.CopyFrom(audio.response)
+        if text.response is not None:
+            response.text.CopyFrom(text.response)
+        fused = fuse(response.modalities, self.fusion)
+        response.fused.CopyFrom(fused)
+        FUSED_MODALITIES.observe(len(fused.weights))
+        if fused.conflict:
+            FUSION_CONFLICTS.inc()
+        response.latency_ms = (time.perf_counter() - start) * 1000
+        return response
+
+    @staticmethod
+    def _record(result: common_pb2.ModalityResult) -> None:
+        name = MODALITY_NAMES[result.modality]
+        MODALITY_RESULTS.labels(name, common_pb2.ModalityStatus.Name(result.status)).inc()
+        if result.status in (common_pb2.MODALITY_STATUS_UNAVAILABLE, common_pb2.MODALITY_STATUS_TIMED_OUT):
+            MODALITY_AVAILABLE.labels(name).set(0)
+        elif result.status != common_pb2.MODALITY_STATUS_MISSING:
+            MODALITY_AVAILABLE.labels(name).set(1)
+
+    def _graded(
+        self,
+        modality: int,
+        distribution: common_pb2.EmotionDistribution | None,
+        reliability: float,
+        low_reason: str,
+        model: common_pb2.ModelInfo,
+        latency_ms: float,
+    ) -> common_pb2.ModalityResult:
+        """An answered modality: OK, or LOW_CONFIDENCE when it has no distribution or too little reliability."""
+        result = _result(modality, common_pb2.MODALITY_STATUS_OK, latency_ms=latency_ms)
+        result.reliability = reliability
+        result.model.CopyFrom(model)
+        if distribution is not None and len(distribution.probabilities) > 0:
+            result.distribution.CopyFrom(distribution)
+        if not low_reason and distribution is None:
+            low_reason = "the service returned no distribution"
+        if not low_reason and reliability < self.fusion.min_reliability:
+            low_reason = f"reliability {reliability:.2f} below {self.fusion.min_reliability:.2f}"
+        if low_reason:
+            result.status = common_pb2.MODALITY_STATUS_LOW_CONFIDENCE
+            result.detail = low_reason
+        return result
+
+    async def _vision(self, request: fusion_pb2.AnalyzeRequest, deadline: _Deadline) -> _Outcome:
+        modality = common_pb2.MODALITY_VISION
+        visual = request.WhichOneof("visual")
+        if visual is None:
+            return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no image or video sent"))
+        if self.clients.vision is None:
+            return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no vision service configured"))
+        if visual == "image":
+            image, failure, ms = await _call(
+                modality,
+                self.clients.vision.AnalyzeImage,
+                vision_pb2.AnalyzeImageRequest(image=request.image),
+                deadline,
+                self.limits.min_call_budget_s,
+            )
+            if image is None:
+                return _Outcome(failure)
+            has_face = image.HasField("primary")
+            result = self._graded(
+                modality,
+                image.primary if has_face else None,
+                1.0 if has_face else 0.0,
+                "" if has_face else "no face found",
+                image.model,
+                ms,
+            )
+            return _Outcome(result, image)
+        video, failure, ms = await _call(
+            modality,
+            self.clients.vision.AnalyzeVideo,
+            vision_pb2.AnalyzeVideoRequest(video=request.video),
+            deadline,
+            self.limits.min_call_budget_s,
+        )
+        if video is None:
+            return _Outcome(failure)
+        with_faces = video.frames_sampled - video.frames_without_faces
+        # Reliability of a clip: the share of sampled frames where a face was seen.
+        reliability = with_faces / video.frames_sampled if video.frames_sampled > 0 else 0.0
+        has_face = with_faces > 0 and video.HasField("aggregate")
+        result = self._graded(
+            modality,
+            video.aggregate if has_face else None,
+            reliability,
+            "" if has_face else "no face in any sampled frame",
+            video.model,
+            ms,
+        )
+        return _Outcome(result, video)
+
+    async def _audio(self, audio: bytes, transcribe: bool, deadline: _Deadline) -> _Outcome:
+        modality = common_pb2.MODALITY_AUDIO
+        if not audio:
+            return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no audio sent"))
+        if self.clients.audio is None:
+            return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no audio service configured"))
+        response, failure, ms = await _call(
+            modality,
+            self.clients.audio.AnalyzeAudio,
+            audio_pb2.AnalyzeAudioRequest(audio=audio, transcribe=transcribe),
+            deadline,
+            self.limits.min_call_budget_s,
+        )
+        if response is None:
+            return _Outcome(failure)
+        result = self._graded(
+            modality,
+            response.distribution if response.HasField("distribution") else None,
+            response.reliability,
+            "" if response.speech_detected else "no speech detected",
+            response.model,
+            ms,
+        )
+        return _Outcome(result, response)
+
+    async def _text(
+        self, text: str, audio_task: asyncio.Task[_Outcome] | None, deadline: _Deadline
+    ) -> tuple[_Outcome, bool]:
+        modality = common_pb2.MODALITY_TEXT
+        from_transcript = False
+        if not text.strip() and audio_task is not None:
+            audio = await audio_task
+            transcript = audio.response.transcript.text.strip() if audio.response is not None else ""
+            if not transcript:
+                why = "audio gave no transcript" if audio.response is not None else "audio failed, so no transcript"
+                return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, f"no text sent; {why}")), False
+            text, from_transcript = transcript, True
+        if not text.strip():
+            return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no text sent")), False
+        if self.clients.text is None:
+            unavailable = _result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no text service configured")
+            return _Outcome(unavailable), from_transcript
+        response, failure, ms = await _call(
+            modality,
+            self.clients.text.AnalyzeText,
+            text_pb2.AnalyzeTextRequest(text=text),
+            deadline,
+            self.limits.min_call_budget_s,
+        )
+        if response is None:
+            return _Outcome(failure), from_transcript
+        result = self._graded(
+            modality,
+            response.distribution if response.HasField("distribution") else None,
+            response.reliability,
+            "",
+            response.model,
+            ms,
+        )
+        if result.status == common_pb2.MODALITY_STATUS_LOW_CONFIDENCE and response.note:
+            result.detail += f" ({response.note})"
+        return _Outcome(result, response), from_transcript
