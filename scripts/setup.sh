@@ -41,7 +41,8 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 # Reinstall only when the dependency spec changed.
-stamp=".venv/.emomesh-installed-$(cat pyproject.toml requirements.lock 2>/dev/null | sha256sum | cut -c1-16)-$extras"
+spec_hash=$(cat pyproject.toml $(ls requirements.lock 2>/dev/null) | sha256sum | cut -c1-16)
+stamp=".venv/.emomesh-installed-$spec_hash-$extras"
 if [[ ! -f "$stamp" ]]; then
   .venv/bin/python -m pip install -q --upgrade pip
   constraints=()
