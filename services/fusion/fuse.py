@@ -12,8 +12,9 @@ Rules (documented in docs/fusion.md):
   surprise -> neutral; angry, disgust, fear, sad -> negative; the class with most mass wins).
 - Conflict between two participants (see `pair_conflict`): opposite polarities (positive vs
   negative), each held with at least `conflict_polarity_mass` of its own probability mass; or
-  different confident top labels (both >= `conflict_confidence`) whose Jensen-Shannon divergence
-  (base 2, 0..1) is at least `conflict_js`.
+  different confident top labels, neither of them neutral (both >= `conflict_confidence`), whose
+  Jensen-Shannon divergence (base 2, 0..1) is at least `conflict_js`. Neutral is the absence of a
+  signal (a poker face over angry words is common), so it never conflicts by label alone.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ MODALITY_NAMES: dict[int, str] = {
 }
 MODALITY_BY_NAME: dict[str, int] = {name: number for number, name in MODALITY_NAMES.items()}
 FUSABLE_STATUSES = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_UNSPECIFIED)
+NEUTRAL = LABELS.index("neutral")
 EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / len(MODALITY_NAMES))
 
 
@@ -111,7 +113,8 @@ def pair_conflict(p: np.ndarray, q: np.ndarray, config: FusionConfig) -> PairCon
             return PairConflict("opposite polarity", js)
     top_p, top_q = int(np.argmax(p)), int(np.argmax(q))
     confident = min(p[top_p], q[top_q]) >= config.conflict_confidence
-    if top_p != top_q and confident and js >= config.conflict_js:
+    emotional = NEUTRAL not in (top_p, top_q)
+    if top_p != top_q and confident and emotional and js >= config.conflict_js:
         return PairConflict("confident different labels", js)
     return None
 

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf.message import Message
 
 from emomesh.errors import InvalidInput, TooLarge
-from emomesh.logs import REQUEST_ID_HEADER, get_request_id
+from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
 from emomesh.server import grpc_options
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -107,7 +107,7 @@ async def _call(
         return None, _result(modality, common_pb2.MODALITY_STATUS_TIMED_OUT, f"{name}: no time left to call"), 0.0
     start = time.perf_counter()
     try:
-        response = await method(request, timeout=timeout, metadata=((REQUEST_ID_HEADER, get_request_id()),))
+        response = await method(request, timeout=timeout, metadata=outbound_metadata())
     except grpc.aio.AioRpcError as err:
         ms = (time.perf_counter() - start) * 1000
         code = err.code()

@@ -1,0 +1,211 @@
+"""Late fusion arithmetic: renormalisation, drop-out rules, polarity, conflicts, weights files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emomesh.errors import InvalidInput
+from emomesh.labels import LABELS, distribution_from_probs, label_index
+from emotion.common.v1 import common_pb2
+from services.fusion.fuse import (
+    FusionConfig,
+    fuse,
+    fuse_matrix,
+    js_divergence,
+    load_weights_file,
+    validate_weights,
+)
+
+V, A, T = common_pb2.MODALITY_VISION, common_pb2.MODALITY_AUDIO, common_pb2.MODALITY_TEXT
+OK = common_pb2.MODALITY_STATUS_OK
+
+
+def peaked(label: str, confidence: float = 0.9) -> np.ndarray:
+    probs = np.full(len(LABELS), (1 - confidence) / (len(LABELS) - 1))
+    probs[label_index(label)] = confidence
+    return probs
+
+
+def result(modality: int, probs: np.ndarray, reliability: float = 1.0, status: int = OK) -> common_pb2.ModalityResult:
+    return common_pb2.ModalityResult(
+        modality=modality, status=status, distribution=distribution_from_probs(probs), reliability=reliability
+    )
+
+
+def weights_of(fused: common_pb2.FusedEmotion) -> dict[int, float]:
+    return {w.modality: w.weight for w in fused.weights}
+
+
+CONFIG = FusionConfig(weights={"vision": 0.5, "audio": 0.2, "text": 0.3})
+
+
+def test_weighted_average_with_all_modalities() -> None:
+    pv, pa, pt = peaked("happy"), peaked("sad"), peaked("neutral")
+    fused = fuse([result(V, pv), result(A, pa), result(T, pt)], CONFIG)
+    expected = 0.5 * pv + 0.2 * pa + 0.3 * pt
+    np.testing.assert_allclose(fused.distribution.probabilities, expected, rtol=1e-5)
+    assert fused.distribution.top == common_pb2.EMOTION_HAPPY
+    assert weights_of(fused) == pytest.approx({V: 0.5, A: 0.2, T: 0.3})
+    assert list(fused.missing) == []
+
+
+def test_missing_modality_renormalises_remaining_weights() -> None:
+    pv, pt = peaked("happy"), peaked("angry")
+    fused = fuse([result(V, pv), result(T, pt)], CONFIG)
+    assert weights_of(fused) == pytest.approx({V: 0.5 / 0.8, T: 0.3 / 0.8})
+    np.testing.assert_allclose(fused.distribution.probabilities, (0.5 * pv + 0.3 * pt) / 0.8, rtol=1e-5)
+    assert list(fused.missing) == [A]
+
+
+def test_low_reliability_and_failed_statuses_drop_out() -> None:
+    results = [
+        result(V, peaked("happy"), reliability=0.1),
+        result(A, peaked("angry"), status=common_pb2.MODALITY_STATUS_TIMED_OUT),
+        result(T, peaked("sad"), reliability=0.9),
+    ]
+    fused = fuse(results, CONFIG)
+    assert weights_of(fused) == pytest.approx({T: 1.0})
+    assert fused.distribution.top == common_pb2.EMOTION_SAD
+    assert sorted(fused.missing) == [V, A]
+
+
+def test_unset_reliability_counts_as_reliable() -> None:
+    fused = fuse([result(V, peaked("fear"), reliability=0.0)], CONFIG)
+    assert weights_of(fused) == pytest.approx({V: 1.0})
+
+
+def test_nothing_usable_gives_empty_fusion_listing_all_missing() -> None:
+    fused = fuse([result(A, peaked("happy"), status=common_pb2.MODALITY_STATUS_UNAVAILABLE)], CONFIG)
+    assert not fused.HasField("distribution")
+    assert fused.polarity == common_pb2.POLARITY_UNSPECIFIED
+    assert sorted(fused.missing) == [V, A, T]
+
+
+def test_zero_weight_participants_fall_back_to_equal_weights() -> None:
+    config = FusionConfig(weights={"vision": 1.0, "audio": 0.0, "text": 0.0})
+    fused = fuse([result(A, peaked("happy")), result(T, peaked("happy"))], config)
+    assert weights_of(fused) == pytest.approx({A: 0.5, T: 0.5})
+    assert list(fused.missing) == [V]  # audio and text are not "asked for" with weight 0
+
+
+@pytest.mark.parametrize(
+    ("label", "polarity"),
+    [
+        ("happy", common_pb2.POLARITY_POSITIVE),
+        ("surprise", common_pb2.POLARITY_NEUTRAL),
+        ("neutral", common_pb2.POLARITY_NEUTRAL),
+        ("angry", common_pb2.POLARITY_NEGATIVE),
+        ("sad", common_pb2.POLARITY_NEGATIVE),
+    ],
+)
+def test_polarity_of_fused_distribution(label: str, polarity: int) -> None:
+    assert fuse([result(T, peaked(label))], CONFIG).polarity == polarity
+
+
+def test_polarity_sums_mass_over_classes() -> None:
+    # happy is the top label, but the four negative classes together hold more mass.
+    probs = np.array([0.15, 0.1, 0.1, 0.3, 0.15, 0.1, 0.1])
+    assert fuse([result(T, probs)], CONFIG).polarity == common_pb2.POLARITY_NEGATIVE
+
+
+def test_smiling_face_with_angry_words_is_a_conflict() -> None:
+    fused = fuse([result(V, peaked("happy")), result(A, peaked("neutral")), result(T, peaked("angry"))], CONFIG)
+    assert fused.conflict
+    assert list(fused.conflicting) == [V, T]
+    assert "vision happy" in fused.conflict_detail and "text angry" in fused.conflict_detail
+
+
+def test_confident_different_labels_of_same_polarity_conflict() -> None:
+    fused = fuse([result(V, peaked("fear", 0.95)), result(T, peaked("disgust", 0.95))], CONFIG)
+    assert fused.conflict
+    assert "confident different labels" in fused.conflict_detail
+
+
+def test_agreement_and_weak_disagreement_are_not_conflicts() -> None:
+    agreeing = fuse([result(V, peaked("sad")), result(T, peaked("sad", 0.6))], CONFIG)
+    assert not agreeing.conflict and not agreeing.conflicting
+    unsure = fuse([result(V, peaked("happy", 0.35)), result(T, peaked("angry", 0.35))], CONFIG)
+    assert not unsure.conflict
+    poker_face = fuse([result(V, peaked("neutral", 0.95)), result(T, peaked("angry", 0.95))], CONFIG)
+    assert not poker_face.conflict
+
+
+def test_dropped_modality_cannot_cause_conflict() -> None:
+    fused = fuse([result(V, peaked("happy")), result(T, peaked("angry"), reliability=0.05)], CONFIG)
+    assert not fused.conflict
+
+
+def test_js_divergence_bounds() -> None:
+    p = peaked("happy", 1.0)
+    assert js_divergence(p, p) == pytest.approx(0.0)
+    assert js_divergence(p, peaked("sad", 1.0)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("results", "message"),
+    [
+        ([common_pb2.ModalityResult(modality=common_pb2.MODALITY_UNSPECIFIED)], "modality must be"),
+        ([result(V, peaked("happy")), result(V, peaked("sad"))], "more than one result for vision"),
+        ([common_pb2.ModalityResult(modality=V, status=OK)], "must have 7 probabilities"),
+        (
+            [common_pb2.ModalityResult(modality=T, distribution=common_pb2.EmotionDistribution(probabilities=[0] * 7))],
+            "not all zero",
+        ),
+    ],
+)
+def test_malformed_results_are_rejected(results: list[common_pb2.ModalityResult], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        fuse(results, CONFIG)
+
+
+def test_weights_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({"weights": {"vision": 0.2, "audio": 0.3, "text": 0.5}, "weighted_f1": 0.6}))
+    assert load_weights_file(path) == {"vision": 0.2, "audio": 0.3, "text": 0.5}
+
+
+def test_committed_default_weights_file_loads() -> None:
+    weights = load_weights_file(Path("services/fusion/weights.json"))
+    assert set(weights) == {"vision", "audio", "text"}
+    assert sum(weights.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"weights": {"smell": 1.0}}, "unknown modalities"),
+        ({"weights": {"vision": -1}}, "non-negative"),
+        ({"weights": {"vision": "high"}}, "non-negative"),
+        ({"weights": {"vision": 0, "audio": 0}}, "at least one"),
+        ({"vision": 1.0}, '"weights" object'),
+    ],
+)
+def test_bad_weights_files_are_rejected(tmp_path: Path, document: dict[str, object], message: str) -> None:
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=message):
+        load_weights_file(path)
+
+
+def test_validate_weights_fills_absent_modalities_with_zero() -> None:
+    assert validate_weights({"text": 1}) == {"vision": 0.0, "audio": 0.0, "text": 1.0}
+
+
+def test_fuse_matrix_matches_fuse_with_missing_rows() -> None:
+    rng = np.random.default_rng(0)
+    probs = {name: rng.dirichlet(np.ones(7), size=4) for name in ("vision", "audio", "text")}
+    probs["audio"][1] = np.nan
+    probs["vision"][2] = np.nan
+    probs["text"][2] = np.nan
+    fused = fuse_matrix(probs, CONFIG.weights)
+    for row in range(4):
+        results = [
+            result(m, probs[name][row])
+            for m, name in ((V, "vision"), (A, "audio"), (T, "text"))
+            if not np.isnan(probs[name][row]).any()
+        ]
+        np.testing.assert_allclose(fused[row], fuse(results, CONFIG).distribution.probabilities, rtol=1e-5)

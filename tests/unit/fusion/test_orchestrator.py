@@ -1,0 +1,312 @@
+"""Analyze against FAKE in-process grpc.aio modality servers: parallel fan-out, partial results when
+a service is down, slow or rejects the input, and transcript forwarding."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import pytest
+
+from emomesh.errors import InvalidInput, TooLarge
+from emomesh.labels import LABELS, distribution_from_probs, label_index
+from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from emotion.common.v1 import common_pb2
+from emotion.fusion.v1 import fusion_pb2
+from emotion.text.v1 import text_pb2, text_pb2_grpc
+from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.fusion.fuse import FusionConfig
+from services.fusion.orchestrator import ModalityClients, Orchestrator, OrchestratorLimits
+
+S = common_pb2
+
+
+def peaked(label: str, confidence: float = 0.9) -> common_pb2.EmotionDistribution:
+    probs = np.full(len(LABELS), (1 - confidence) / (len(LABELS) - 1))
+    probs[label_index(label)] = confidence
+    return distribution_from_probs(probs)
+
+
+@dataclass
+class Behaviour:
+    """How a fake service answers: after `delay_s`, either abort with `error` or answer."""
+
+    delay_s: float = 0.0
+    error: grpc.StatusCode | None = None
+    calls: list[object] = field(default_factory=list)
+
+    async def act(self, request: object, context: grpc.aio.ServicerContext) -> None:
+        self.calls.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.error is not None:
+            await context.abort(self.error, "fake failure")
+
+
+class FakeVision(vision_pb2_grpc.VisionServiceServicer):
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        self.face = True
+
+    async def AnalyzeImage(
+        self, request: vision_pb2.AnalyzeImageRequest, context: grpc.aio.ServicerContext
+    ) -> vision_pb2.AnalyzeImageResponse:
+        await self.behaviour.act(request, context)
+        response = vision_pb2.AnalyzeImageResponse(image_width=10, image_height=10)
+        if self.face:
+            response.faces.add(distribution=peaked("happy"))
+            response.primary.CopyFrom(peaked("happy"))
+        return response
+
+    async def AnalyzeVideo(
+        self, request: vision_pb2.AnalyzeVideoRequest, context: grpc.aio.ServicerContext
+    ) -> vision_pb2.AnalyzeVideoResponse:
+        await self.behaviour.act(request, context)
+        return vision_pb2.AnalyzeVideoResponse(aggregate=peaked("happy"), frames_sampled=8, frames_without_faces=2)
+
+
+class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        self.transcript = "I am so angry about this"
+
+    async def AnalyzeAudio(
+        self, request: audio_pb2.AnalyzeAudioRequest, context: grpc.aio.ServicerContext
+    ) -> audio_pb2.AnalyzeAudioResponse:
+        await self.behaviour.act(request, context)
+        response = audio_pb2.AnalyzeAudioResponse(distribution=peaked("neutral"), speech_detected=True, reliability=0.9)
+        if request.transcribe:
+            response.transcript.text = self.transcript
+        return response
+
+
+class FakeText(text_pb2_grpc.TextServiceServicer):
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+
+    async def AnalyzeText(
+        self, request: text_pb2.AnalyzeTextRequest, context: grpc.aio.ServicerContext
+    ) -> text_pb2.AnalyzeTextResponse:
+        await self.behaviour.act(request, context)
+        return text_pb2.AnalyzeTextResponse(distribution=peaked("angry"), reliability=1.0, language="en")
+
+
+@dataclass
+class Fakes:
+    vision: FakeVision
+    audio: FakeAudio
+    text: FakeText
+    servers: dict[str, grpc.aio.Server]
+    addresses: dict[str, str]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    services = {"vision": FakeVision(), "audio": FakeAudio(), "text": FakeText()}
+    adders = {
+        "vision": vision_pb2_grpc.add_VisionServiceServicer_to_server,
+        "audio": audio_pb2_grpc.add_AudioServiceServicer_to_server,
+        "text": text_pb2_grpc.add_TextServiceServicer_to_server,
+    }
+    servers, addresses = {}, {}
+    for name, servicer in services.items():
+        server = grpc.aio.server()
+        adders[name](servicer, server)  # type: ignore[operator]
+        addresses[name] = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        servers[name] = server
+    yield Fakes(services["vision"], services["audio"], services["text"], servers, addresses)  # type: ignore[arg-type]
+    for server in servers.values():
+        await server.stop(None)
+
+
+@pytest.fixture
+async def orchestrator(fakes: Fakes) -> AsyncIterator[Orchestrator]:
+    clients = ModalityClients(fakes.addresses["vision"], fakes.addresses["audio"], fakes.addresses["text"])
+    yield Orchestrator(clients, FusionConfig(), OrchestratorLimits(max_deadline_s=5.0, max_text_chars=100))
+    await clients.close()
+
+
+def by_modality(response: fusion_pb2.AnalyzeResponse) -> dict[int, common_pb2.ModalityResult]:
+    return {r.modality: r for r in response.modalities}
+
+
+FULL = fusion_pb2.AnalyzeRequest(image=b"img", audio=b"wav", text="What a lovely day")
+
+
+async def test_all_modalities_are_analysed_and_fused(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    response = await orchestrator.analyze(FULL)
+    results = by_modality(response)
+    assert [r.status for r in response.modalities] == [S.MODALITY_STATUS_OK] * 3
+    assert results[S.MODALITY_VISION].distribution.top == S.EMOTION_HAPPY
+    assert results[S.MODALITY_TEXT].reliability == pytest.approx(1.0)
+    assert response.image.image_width == 10 and response.audio.speech_detected and response.text.language == "en"
+    assert len(response.fused.weights) == 3 and not response.fused.missing
+    assert response.fused.conflict  # happy face, angry words
+    assert sorted(response.fused.conflicting) == [S.MODALITY_VISION, S.MODALITY_TEXT]
+    assert not response.text_from_transcript
+    assert not fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
+
+
+async def test_calls_run_in_parallel(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    # Each fake waits for the others to have been called: a sequential fan-out would deadlock until
+    # the deadline and report TIMED_OUT.
+    all_called = asyncio.Event()
+    behaviours = [fakes.vision.behaviour, fakes.audio.behaviour, fakes.text.behaviour]
+
+    def make_waiter(behaviour: Behaviour):  # type: ignore[no-untyped-def]
+        async def act(request: object, context: grpc.aio.ServicerContext) -> None:
+            behaviour.calls.append(request)
+            if sum(len(b.calls) for b in behaviours) == 3:
+                all_called.set()
+            await all_called.wait()
+
+        return act
+
+    for behaviour in behaviours:
+        behaviour.act = make_waiter(behaviour)  # type: ignore[method-assign]
+    response = await orchestrator.analyze(FULL, caller_remaining_s=3.0)
+    assert [r.status for r in response.modalities] == [S.MODALITY_STATUS_OK] * 3
+
+
+async def test_killed_service_gives_partial_result(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    await fakes.servers["audio"].stop(None)
+    response = await orchestrator.analyze(FULL)
+    results = by_modality(response)
+    assert results[S.MODALITY_AUDIO].status == S.MODALITY_STATUS_UNAVAILABLE
+    assert "audio service" in results[S.MODALITY_AUDIO].detail
+    assert not response.HasField("audio")
+    assert results[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
+    assert list(response.fused.missing) == [S.MODALITY_AUDIO]
+    assert {w.modality for w in response.fused.weights} == {S.MODALITY_VISION, S.MODALITY_TEXT}
+    assert sum(w.weight for w in response.fused.weights) == pytest.approx(1.0)
+
+
+async def test_slow_service_is_marked_timed_out(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.vision.behaviour.delay_s = 30
+    response = await orchestrator.analyze(FULL, caller_remaining_s=0.5)
+    results = by_modality(response)
+    assert results[S.MODALITY_VISION].status == S.MODALITY_STATUS_TIMED_OUT
+    assert results[S.MODALITY_AUDIO].status == S.MODALITY_STATUS_OK
+    assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_OK
+    assert S.MODALITY_VISION in response.fused.missing
+
+
+async def test_configured_cap_bounds_a_caller_without_deadline(fakes: Fakes) -> None:
+    fakes.text.behaviour.delay_s = 30
+    clients = ModalityClients(None, None, fakes.addresses["text"])
+    try:
+        orchestrator = Orchestrator(clients, FusionConfig(), OrchestratorLimits(max_deadline_s=0.3))
+        response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(text="hello"), caller_remaining_s=None)
+    finally:
+        await clients.close()
+    assert by_modality(response)[S.MODALITY_TEXT].status == S.MODALITY_STATUS_TIMED_OUT
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, S.MODALITY_STATUS_INVALID_INPUT),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, S.MODALITY_STATUS_INVALID_INPUT),
+        (grpc.StatusCode.INTERNAL, S.MODALITY_STATUS_UNAVAILABLE),
+        (grpc.StatusCode.UNIMPLEMENTED, S.MODALITY_STATUS_UNAVAILABLE),
+    ],
+)
+async def test_service_errors_map_to_statuses(
+    orchestrator: Orchestrator, fakes: Fakes, code: grpc.StatusCode, status: int
+) -> None:
+    fakes.vision.behaviour.error = code
+    response = await orchestrator.analyze(FULL)
+    assert by_modality(response)[S.MODALITY_VISION].status == status
+    assert "fake failure" in by_modality(response)[S.MODALITY_VISION].detail
+
+
+async def test_transcript_is_forwarded_to_text_when_no_text(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    assert fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
+    assert fakes.text.behaviour.calls[0].text == "I am so angry about this"  # type: ignore[attr-defined]
+    assert response.text_from_transcript
+    results = by_modality(response)
+    assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_OK
+    assert results[S.MODALITY_VISION].status == S.MODALITY_STATUS_MISSING
+
+
+async def test_transcript_forwarding_can_be_switched_off(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", transcript_as_text=False))
+    assert not fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
+    assert not fakes.text.behaviour.calls
+    assert by_modality(response)[S.MODALITY_TEXT].status == S.MODALITY_STATUS_MISSING
+
+
+async def test_empty_transcript_leaves_text_missing(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.audio.transcript = ""
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_MISSING and "no transcript" in text.detail
+    assert not fakes.text.behaviour.calls
+
+
+async def test_text_on_transcript_gets_only_the_time_audio_left(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    # Audio uses up the whole budget: text must not be started past the common deadline.
+    fakes.audio.behaviour.delay_s = 30
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"), caller_remaining_s=0.4)
+    results = by_modality(response)
+    assert results[S.MODALITY_AUDIO].status == S.MODALITY_STATUS_TIMED_OUT
+    assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_MISSING
+    assert not fakes.text.behaviour.calls
+    assert not response.fused.HasField("distribution")
+
+
+async def test_no_face_is_low_confidence_and_not_fused(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.vision.face = False
+    response = await orchestrator.analyze(FULL)
+    vision = by_modality(response)[S.MODALITY_VISION]
+    assert vision.status == S.MODALITY_STATUS_LOW_CONFIDENCE and vision.detail == "no face found"
+    assert response.HasField("image")
+    assert S.MODALITY_VISION in response.fused.missing
+
+
+async def test_video_goes_to_analyze_video_with_face_share_as_reliability(orchestrator: Orchestrator) -> None:
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(video=b"mp4"))
+    vision = by_modality(response)[S.MODALITY_VISION]
+    assert vision.status == S.MODALITY_STATUS_OK
+    assert vision.reliability == pytest.approx(6 / 8)
+    assert response.video.frames_sampled == 8
+
+
+async def test_unconfigured_service_is_unavailable(fakes: Fakes) -> None:
+    clients = ModalityClients(fakes.addresses["vision"], None, None)
+    try:
+        response = await Orchestrator(clients, FusionConfig(), OrchestratorLimits()).analyze(FULL)
+    finally:
+        await clients.close()
+    results = by_modality(response)
+    assert results[S.MODALITY_AUDIO].status == S.MODALITY_STATUS_UNAVAILABLE
+    assert results[S.MODALITY_TEXT].detail == "no text service configured"
+    assert results[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
+
+
+@pytest.mark.parametrize(
+    ("request_", "error", "message"),
+    [
+        (fusion_pb2.AnalyzeRequest(), InvalidInput, "nothing to analyse"),
+        (fusion_pb2.AnalyzeRequest(image=b""), InvalidInput, "image is empty"),
+        (fusion_pb2.AnalyzeRequest(text="x" * 101), TooLarge, "101 characters"),
+    ],
+)
+async def test_bad_requests_are_rejected(
+    orchestrator: Orchestrator, request_: fusion_pb2.AnalyzeRequest, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        await orchestrator.analyze(request_)
+
+
+def test_budget_is_caller_deadline_minus_margin_capped() -> None:
+    orchestrator = Orchestrator(None, FusionConfig(), OrchestratorLimits(max_deadline_s=10, deadline_margin_s=0.1))  # type: ignore[arg-type]
+    assert orchestrator.budget(None) == 10
+    assert orchestrator.budget(2.0) == pytest.approx(1.9)
+    assert orchestrator.budget(60.0) == 10
+    assert orchestrator.budget(0.05) == 0.0
