@@ -1,0 +1,24 @@
+"""Small message builders shared by the dialog unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from emomesh.labels import LABELS, distribution_from_probs
+from emotion.common.v1 import common_pb2
+from emotion.dialog.v1 import dialog_pb2
+
+
+def one_hot(label: str, confidence: float = 0.7) -> list[float]:
+    rest = (1 - confidence) / (len(LABELS) - 1)
+    return [confidence if name == label else rest for name in LABELS]
+
+
+def emotion_context(
+    label: str, *, conflict: bool = False, modalities: Sequence[common_pb2.ModalityResult] = ()
+) -> dialog_pb2.EmotionContext:
+    fused = common_pb2.FusedEmotion(distribution=distribution_from_probs(one_hot(label)), conflict=conflict)
+    if conflict:
+        fused.conflicting.extend([common_pb2.MODALITY_VISION, common_pb2.MODALITY_TEXT])
+        fused.conflict_detail = "smiling face, angry words"
+    return dialog_pb2.EmotionContext(fused=fused, modalities=modalities)
