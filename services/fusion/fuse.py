@@ -34,12 +34,12 @@ from emomesh.labels import LABELS, NUM_LABELS, POLARITY_OF_LABEL, distribution_f
 from emotion.common.v1 import common_pb2
 
 # Modality names as they appear in weights files, caches and logs, in proto enum order.
-MODALITY_NAMES: dict[int, str] = {
+MODALITY_NAMES: dict[common_pb2.Modality, str] = {
     common_pb2.MODALITY_VISION: "vision",
     common_pb2.MODALITY_AUDIO: "audio",
     common_pb2.MODALITY_TEXT: "text",
 }
-MODALITY_BY_NAME: dict[str, int] = {name: number for number, name in MODALITY_NAMES.items()}
+MODALITY_BY_NAME: dict[str, common_pb2.Modality] = {name: number for number, name in MODALITY_NAMES.items()}
 FUSABLE_STATUSES = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_UNSPECIFIED)
 NEUTRAL = LABELS.index("neutral")
 EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / len(MODALITY_NAMES))
@@ -90,7 +90,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
 
 
-def polarity_mass(probs: np.ndarray) -> dict[int, float]:
+def polarity_mass(probs: np.ndarray) -> dict[common_pb2.Polarity, float]:
     mass = dict.fromkeys((common_pb2.POLARITY_NEGATIVE, common_pb2.POLARITY_NEUTRAL, common_pb2.POLARITY_POSITIVE), 0.0)
     for label, p in zip(LABELS, probs, strict=True):
         mass[POLARITY_OF_LABEL[label]] += float(p)
@@ -121,13 +121,13 @@ def pair_conflict(p: np.ndarray, q: np.ndarray, config: FusionConfig) -> PairCon
 
 @dataclass(frozen=True)
 class Participant:
-    modality: int
+    modality: common_pb2.Modality
     probs: np.ndarray
 
 
 def participants(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> list[Participant]:
     """The results that take part in fusion, validated; raises InvalidInput for malformed input."""
-    seen: set[int] = set()
+    seen: set[common_pb2.Modality] = set()
     chosen: list[Participant] = []
     for index, result in enumerate(results):
         if result.modality not in MODALITY_NAMES:
@@ -152,7 +152,9 @@ def participants(results: Sequence[common_pb2.ModalityResult], config: FusionCon
     return chosen
 
 
-def renormalised_weights(modalities: Sequence[int], config: FusionConfig) -> dict[int, float]:
+def renormalised_weights(
+    modalities: Sequence[common_pb2.Modality], config: FusionConfig
+) -> dict[common_pb2.Modality, float]:
     """The configured weights of these modalities scaled to sum to 1 (equal if all are 0)."""
     raw = {m: float(config.weights.get(MODALITY_NAMES[m], 0.0)) for m in modalities}
     total = sum(raw.values())
@@ -175,7 +177,7 @@ def fuse(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> 
     fused.distribution.CopyFrom(distribution_from_probs(probs))
     fused.weights.extend(common_pb2.ModalityWeight(modality=m, weight=w) for m, w in weights.items())
     fused.polarity = polarity_of(probs)
-    conflicting: set[int] = set()
+    conflicting: set[common_pb2.Modality] = set()
     details: list[str] = []
     for a, b in combinations(chosen, 2):
         found = pair_conflict(a.probs, b.probs, config)

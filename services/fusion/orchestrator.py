@@ -89,22 +89,24 @@ class _Outcome:
     response: Any = None
 
 
-def _result(modality: int, status: int, detail: str = "", latency_ms: float = 0.0) -> common_pb2.ModalityResult:
+def _result(
+    modality: common_pb2.Modality, status: common_pb2.ModalityStatus, detail: str = "", latency_ms: float = 0.0
+) -> common_pb2.ModalityResult:
     return common_pb2.ModalityResult(modality=modality, status=status, detail=detail, latency_ms=latency_ms)
 
 
 async def _call(
-    modality: int,
+    modality: common_pb2.Modality,
     method: Callable[..., Awaitable[Response]],
     request: Message,
     deadline: _Deadline,
     min_budget_s: float,
-) -> tuple[Response | None, common_pb2.ModalityResult | None, float]:
-    """Calls one modality RPC with the time left; returns (response, None, ms) or (None, failure, ms)."""
+) -> tuple[Response | common_pb2.ModalityResult, float]:
+    """Calls one modality RPC with the time left; returns (response, ms), or (failed result, ms)."""
     name = MODALITY_NAMES[modality]
     timeout = deadline.remaining()
     if timeout < min_budget_s:
-        return None, _result(modality, common_pb2.MODALITY_STATUS_TIMED_OUT, f"{name}: no time left to call"), 0.0
+        return _result(modality, common_pb2.MODALITY_STATUS_TIMED_OUT, f"{name}: no time left to call"), 0.0
     start = time.perf_counter()
     try:
         response = await method(request, timeout=timeout, metadata=outbound_metadata())
@@ -118,8 +120,8 @@ async def _call(
             status, detail = common_pb2.MODALITY_STATUS_INVALID_INPUT, f"{name} service: {err.details()}"
         else:
             status, detail = common_pb2.MODALITY_STATUS_UNAVAILABLE, f"{name} service: {code.name}: {err.details()}"
-        return None, _result(modality, status, detail, ms), ms
-    return response, None, (time.perf_counter() - start) * 1000
+        return _result(modality, status, detail, ms), ms
+    return response, (time.perf_counter() - start) * 1000
 
 
 class Orchestrator:
@@ -190,7 +192,7 @@ class Orchestrator:
 
     def _graded(
         self,
-        modality: int,
+        modality: common_pb2.Modality,
         distribution: common_pb2.EmotionDistribution | None,
         reliability: float,
         low_reason: str,
@@ -220,15 +222,15 @@ class Orchestrator:
         if self.clients.vision is None:
             return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no vision service configured"))
         if visual == "image":
-            image, failure, ms = await _call(
+            image, ms = await _call(
                 modality,
                 self.clients.vision.AnalyzeImage,
                 vision_pb2.AnalyzeImageRequest(image=request.image),
                 deadline,
                 self.limits.min_call_budget_s,
             )
-            if image is None:
-                return _Outcome(failure)
+            if isinstance(image, common_pb2.ModalityResult):
+                return _Outcome(image)
             has_face = image.HasField("primary")
             result = self._graded(
                 modality,
@@ -239,15 +241,15 @@ class Orchestrator:
                 ms,
             )
             return _Outcome(result, image)
-        video, failure, ms = await _call(
+        video, ms = await _call(
             modality,
             self.clients.vision.AnalyzeVideo,
             vision_pb2.AnalyzeVideoRequest(video=request.video),
             deadline,
             self.limits.min_call_budget_s,
         )
-        if video is None:
-            return _Outcome(failure)
+        if isinstance(video, common_pb2.ModalityResult):
+            return _Outcome(video)
         with_faces = video.frames_sampled - video.frames_without_faces
         # Reliability of a clip: the share of sampled frames where a face was seen.
         reliability = with_faces / video.frames_sampled if video.frames_sampled > 0 else 0.0
@@ -268,15 +270,15 @@ class Orchestrator:
             return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no audio sent"))
         if self.clients.audio is None:
             return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no audio service configured"))
-        response, failure, ms = await _call(
+        response, ms = await _call(
             modality,
             self.clients.audio.AnalyzeAudio,
             audio_pb2.AnalyzeAudioRequest(audio=audio, transcribe=transcribe),
             deadline,
             self.limits.min_call_budget_s,
         )
-        if response is None:
-            return _Outcome(failure)
+        if isinstance(response, common_pb2.ModalityResult):
+            return _Outcome(response)
         result = self._graded(
             modality,
             response.distribution if response.HasField("distribution") else None,
@@ -304,15 +306,15 @@ class Orchestrator:
         if self.clients.text is None:
             unavailable = _result(modality, common_pb2.MODALITY_STATUS_UNAVAILABLE, "no text service configured")
             return _Outcome(unavailable), from_transcript
-        response, failure, ms = await _call(
+        response, ms = await _call(
             modality,
             self.clients.text.AnalyzeText,
             text_pb2.AnalyzeTextRequest(text=text),
             deadline,
             self.limits.min_call_budget_s,
         )
-        if response is None:
-            return _Outcome(failure), from_transcript
+        if isinstance(response, common_pb2.ModalityResult):
+            return _Outcome(response), from_transcript
         result = self._graded(
             modality,
             response.distribution if response.HasField("distribution") else None,
