@@ -1,0 +1,209 @@
+"""Grid search of the late-fusion weights on cached per-modality predictions.
+
+    python -m services.fusion.weight_search --cache preds.jsonl --out services/fusion/weights.json \
+        --plot docs/figures/fusion_weights.png --step 0.02 --note "what the cache was built on"
+
+The predictions are computed once (services/fusion/build_cache.py, or any other producer) and cached;
+the search then only re-weights them, so ~1,300 weightings take seconds. Fusion uses the service's
+own arithmetic (fuse.fuse_matrix: missing modalities drop out and the weights are renormalised).
+
+Cache formats (any labelled set, any subset of modalities per sample):
+- JSONL: one object per sample, {"label": "happy", "vision": [7 probs] | null, "audio": ..., "text": ...}
+  (probabilities in emomesh.labels.LABELS order; extra keys such as sources are ignored);
+- NPZ: `labels` [N] int (LABELS index) and one [N, 7] float array per modality, NaN rows where missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from emomesh.labels import LABELS, NUM_LABELS, label_index
+from services.fusion.fuse import MODALITY_BY_NAME, fuse_matrix
+
+# Order of the weight vectors in the grid and in the ternary plot's corners.
+GRID_MODALITIES: tuple[str, str, str] = ("audio", "text", "vision")
+
+
+@dataclass(frozen=True)
+class PredictionCache:
+    labels: np.ndarray  # [N] int
+    probs: dict[str, np.ndarray]  # modality -> [N, 7], NaN rows where missing
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def load_cache(path: Path) -> PredictionCache:
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            labels = np.asarray(data["labels"], dtype=np.int64)
+            probs = {m: np.asarray(data[m], dtype=np.float64) for m in MODALITY_BY_NAME if m in data}
+    else:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        labels = np.asarray([label_index(row["label"]) for row in rows], dtype=np.int64)
+        probs = {}
+        for m in MODALITY_BY_NAME:
+            if not any(row.get(m) is not None for row in rows):
+                continue
+            probs[m] = np.asarray(
+                [row[m] if row.get(m) is not None else [np.nan] * NUM_LABELS for row in rows], dtype=np.float64
+            )
+    if not len(labels):
+        raise ValueError(f"{path}: no samples")
+    for m, arr in probs.items():
+        if arr.shape != (len(labels), NUM_LABELS):
+            raise ValueError(f"{path}: {m} has shape {arr.shape}, expected ({len(labels)}, {NUM_LABELS})")
+    if not probs:
+        raise ValueError(f"{path}: no modality predictions")
+    return PredictionCache(labels, probs)
+
+
+def save_cache_npz(cache: PredictionCache, path: Path) -> None:
+    np.savez_compressed(path, labels=cache.labels, **cache.probs)
+
+
+def simplex_grid(step: float) -> np.ndarray:
+    """All (w_audio, w_text, w_vision) on the simplex with the given step: (n+1)(n+2)/2 rows, n = 1/step."""
+    n = round(1 / step)
+    if n < 1 or abs(n * step - 1) > 1e-9:
+        raise ValueError(f"step must divide 1, got {step}")
+    rows = [(i / n, j / n, (n - i - j) / n) for i in range(n + 1) for j in range(n + 1 - i)]
+    return np.asarray(rows, dtype=np.float64)
+
+
+def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_LABELS) -> float:
+    """Per-class F1 averaged with the class supports as weights (sklearn's average="weighted")."""
+    confusion = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, -1)
+    tp = np.diag(confusion).astype(np.float64)
+    support = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    denominator = support + predicted
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return float((f1 * support).sum() / max(support.sum(), 1))
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    grid: np.ndarray  # [K, 3] in GRID_MODALITIES order
+    scores: np.ndarray  # [K] weighted F1
+    best: dict[str, float]
+    best_score: float
+    single_modality: dict[str, float]  # weighted F1 of each modality alone, on the samples that have it
+    equal_weights_score: float
+
+
+def score(cache: PredictionCache, weights: Mapping[str, float]) -> float:
+    fused = fuse_matrix(cache.probs, weights)
+    return weighted_f1(cache.labels, fused.argmax(axis=1))
+
+
+def search(cache: PredictionCache, step: float = 0.02) -> SearchResult:
+    grid = simplex_grid(step)
+    scores = np.asarray([score(cache, dict(zip(GRID_MODALITIES, row, strict=True))) for row in grid])
+    # Ties (common: F1 is a step function of the weights) go to the weighting closest to equal
+    # weights, the least committal choice among equally good ones.
+    best_value = scores.max()
+    candidates = np.flatnonzero(scores >= best_value - 1e-12)
+    distance = np.abs(grid[candidates] - 1 / 3).sum(axis=1)
+    best_row = grid[candidates[int(np.argmin(distance))]]
+    single = {}
+    for m, arr in cache.probs.items():
+        present = ~np.isnan(arr).any(axis=1)
+        single[m] = weighted_f1(cache.labels[present], arr[present].argmax(axis=1))
+    return SearchResult(
+        grid=grid,
+        scores=scores,
+        best={m: round(float(w), 6) for m, w in zip(GRID_MODALITIES, best_row, strict=True)},
+        best_score=float(best_value),
+        single_modality=single,
+        equal_weights_score=score(cache, dict.fromkeys(GRID_MODALITIES, 1 / 3)),
+    )
+
+
+def write_weights(path: Path, result: SearchResult, cache_path: Path, samples: int, step: float, note: str) -> None:
+    document = {
+        "weights": result.best,
+        "weighted_f1": round(result.best_score, 4),
+        "equal_weights_f1": round(result.equal_weights_score, 4),
+        "single_modality_f1": {m: round(v, 4) for m, v in result.single_modality.items()},
+        "searched_on": {
+            "cache": cache_path.name,
+            "samples": samples,
+            "step": step,
+            "combinations": len(result.grid),
+            "note": note,
+        },
+        "searched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def plot_ternary(result: SearchResult, path: Path, title: str = "") -> None:
+    """Heat map of weighted F1 over the weight simplex; corners are single-modality fusion."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.tri import Triangulation
+
+    # Barycentric (audio, text, vision) -> plane: audio bottom-left, text bottom-right, vision top.
+    corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+    xy = result.grid @ corners
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    mesh = ax.tripcolor(Triangulation(xy[:, 0], xy[:, 1]), result.scores, shading="gouraud", cmap="viridis")
+    fig.colorbar(mesh, ax=ax, label="weighted F1")
+    best_xy = np.array([result.best[m] for m in GRID_MODALITIES]) @ corners
+    ax.plot(*best_xy, marker="*", color="red", markersize=16, markeredgecolor="white")
+    ax.annotate(
+        f"best {result.best_score:.3f}\n" + ", ".join(f"{m[0]}={result.best[m]:.2f}" for m in GRID_MODALITIES),
+        best_xy,
+        xytext=(10, -30),
+        textcoords="offset points",
+        color="red",
+    )
+    label_offsets = ((-0.06, -0.05), (0.02, -0.05), (-0.04, 0.03))
+    for (x, y), name, offset in zip(corners, GRID_MODALITIES, label_offsets, strict=True):
+        ax.text(x + offset[0], y + offset[1], f"{name} = 1", fontsize=11)
+    ax.plot(*np.vstack([corners, corners[:1]]).T, color="black", linewidth=1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or "Late-fusion weights: weighted F1 over w_audio + w_text + w_vision = 1")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache", type=Path, required=True, help="prediction cache (.jsonl or .npz)")
+    parser.add_argument("--out", type=Path, required=True, help="weights file to write (the service loads it)")
+    parser.add_argument("--plot", type=Path, help="ternary heat map PNG to write")
+    parser.add_argument("--step", type=float, default=0.02)
+    parser.add_argument("--note", default="", help="what the cache was built on, kept in the weights file")
+    args = parser.parse_args(argv)
+    cache = load_cache(args.cache)
+    result = search(cache, args.step)
+    write_weights(args.out, result, args.cache, len(cache), args.step, args.note)
+    if args.plot:
+        plot_ternary(result, args.plot)
+    counts = np.bincount(cache.labels, minlength=NUM_LABELS)
+    print(f"{len(cache)} samples ({', '.join(f'{n} {c}' for n, c in zip(LABELS, counts, strict=True))})")
+    print(f"{len(result.grid)} weightings searched, step {args.step}")
+    for m, f1 in sorted(result.single_modality.items()):
+        print(f"  {m:<6} alone: weighted F1 {f1:.4f}")
+    print(f"  equal weights: weighted F1 {result.equal_weights_score:.4f}")
+    print(f"  best {result.best}: weighted F1 {result.best_score:.4f} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
