@@ -26,6 +26,12 @@ class VisionSettings:
     face_margin: float
     # Images are shrunk to this longest side for detection only; the crop uses the full image.
     detect_max_side: int
+    # Video: frames sampled per request (bounds faces sent to the model), frames decoded per request
+    # (bounds CPU time: every frame up to the last sampled one is decoded), and the box overlap
+    # that links a face to a track of the previous sampled frames.
+    max_video_frames: int
+    max_decoded_frames: int
+    track_min_iou: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
@@ -40,4 +46,7 @@ class VisionSettings:
             min_face_px=env.get_int("MIN_FACE_PX", 40, minimum=8),
             face_margin=env.get_float("FACE_MARGIN", 0.1, minimum=0.0),
             detect_max_side=env.get_int("DETECT_MAX_SIDE", 1280, minimum=64),
+            max_video_frames=env.get_int("MAX_VIDEO_FRAMES", 256, minimum=1),
+            max_decoded_frames=env.get_int("MAX_DECODED_FRAMES", 54_000, minimum=1),
+            track_min_iou=env.get_float("TRACK_MIN_IOU", 0.3, minimum=0.0),
         )

@@ -1,16 +1,17 @@
 """VisionService: decode -> detect faces -> crop -> classify on Triton -> encode. Thin on purpose:
-the steps are pure functions (preprocess, faces) and a model client (model)."""
+the steps are pure functions (preprocess, faces, video, tracking) and a model client (model)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
-from emomesh.errors import InvalidInput, Unimplemented
+from emomesh.errors import InvalidInput
 from emomesh.labels import distribution_from_probs
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
@@ -18,6 +19,16 @@ from services.vision.faces import HaarFaceDetector
 from services.vision.metrics import FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
 from services.vision.model import ExpressionModel
 from services.vision.preprocess import Box, crop_faces, decode_image
+from services.vision.tracking import ClipAggregate, IouTracker
+from services.vision.video import (
+    ClipInfo,
+    SampledFrame,
+    Sampling,
+    VideoLimits,
+    decode_sequence,
+    decode_video,
+    sampling_from_fields,
+)
 
 
 @dataclass
@@ -30,20 +41,38 @@ class _Prepared:
     crops: np.ndarray
 
 
+@dataclass
+class _PreparedFrame:
+    """One sampled video frame after detection, before classification."""
+
+    index: int
+    timestamp_s: float
+    boxes: list[Box]
+    crops: np.ndarray
+
+
 class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     def __init__(self, settings: VisionSettings, model: ExpressionModel, detector: HaarFaceDetector) -> None:
         self.settings = settings
         self.model = model
         self.detector = detector
 
-    def _prepare(self, data: bytes, max_faces: int) -> _Prepared:
+        self.video_limits = VideoLimits(settings.max_pixels, settings.max_video_frames, settings.max_decoded_frames)
+
+    def _prepare(self, data: bytes, max_faces: int, whole_image_is_face: bool = False) -> _Prepared:
         """CPU-bound part (decode, detect, crop); runs in a worker thread."""
         start = time.perf_counter()
         gray = decode_image(data, self.settings.max_image_bytes, self.settings.max_pixels)
         decoded = time.perf_counter()
-        boxes = self.detector.detect(gray)[: max_faces or self.settings.max_faces]
+        if whole_image_is_face:
+            # The caller says the image is a face crop: no detection, no margin around it.
+            boxes = [Box(0, 0, int(gray.shape[1]), int(gray.shape[0]))]
+            margin = 0.0
+        else:
+            boxes = self.detector.detect(gray)[: max_faces or self.settings.max_faces]
+            margin = self.settings.face_margin
         detected = time.perf_counter()
-        crops = crop_faces(gray, boxes, self.model.input_size, self.settings.face_margin)
+        crops = crop_faces(gray, boxes, self.model.input_size, margin)
         IMAGE_STAGE_SECONDS.labels("decode").observe(decoded - start)
         IMAGE_STAGE_SECONDS.labels("detect").observe(detected - decoded)
         IMAGE_STAGE_SECONDS.labels("crop").observe(time.perf_counter() - detected)
@@ -78,7 +107,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     ) -> vision_pb2.AnalyzeImageResponse:
         start = time.perf_counter()
         self._check_max_faces(request.max_faces)
-        prepared = await asyncio.to_thread(self._prepare, request.image, request.max_faces)
+        prepared = await asyncio.to_thread(self._prepare, request.image, request.max_faces, request.whole_image_is_face)
         probs = await self.model.classify(prepared.crops)
         return self._response(prepared, probs, start)
 
@@ -92,7 +121,9 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         for index, item in enumerate(request.images):
             self._check_max_faces(item.max_faces)
             try:
-                prepared.append(await asyncio.to_thread(self._prepare, item.image, item.max_faces))
+                prepared.append(
+                    await asyncio.to_thread(self._prepare, item.image, item.max_faces, item.whole_image_is_face)
+                )
             except InvalidInput as exc:
                 raise InvalidInput(f"images[{index}]: {exc.message}") from exc
         # Every face of every image goes to Triton together, in as few batches as it accepts.
@@ -103,7 +134,82 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             offset += len(item.boxes)
         return vision_pb2.AnalyzeImagesResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)
 
+    def _prepare_video(
+        self, request: vision_pb2.AnalyzeVideoRequest, sampling: Sampling, info: ClipInfo
+    ) -> list[_PreparedFrame]:
+        """Decodes the sampled frames one at a time and keeps only their face crops; runs in a worker
+        thread (decoding and detection are CPU-bound)."""
+        frames: Iterator[SampledFrame]
+        if request.WhichOneof("source") == "video":
+            frames = decode_video(request.video, sampling, self.video_limits, info)
+        else:
+            frames = decode_sequence(
+                list(request.frames.images),
+                request.frames.fps,
+                sampling,
+                self.video_limits,
+                self.settings.max_image_bytes,
+                info,
+            )
+        prepared = []
+        for frame in frames:
+            boxes = self.detector.detect(frame.gray)[: self.settings.max_faces]
+            crops = crop_faces(frame.gray, boxes, self.model.input_size, self.settings.face_margin)
+            FACES_PER_IMAGE.observe(len(boxes))
+            prepared.append(_PreparedFrame(frame.index, frame.timestamp_s, boxes, crops))
+        return prepared
+
     async def AnalyzeVideo(
         self, request: vision_pb2.AnalyzeVideoRequest, context: grpc.aio.ServicerContext
     ) -> vision_pb2.AnalyzeVideoResponse:
-        raise Unimplemented("AnalyzeVideo is not available yet in this release")
+        start = time.perf_counter()
+        if request.WhichOneof("source") is None:
+            raise InvalidInput("set either video (an encoded file) or frames (a sequence of images)")
+        sampling = sampling_from_fields(
+            request.WhichOneof("sampling"),
+            request.uniform_frames,
+            request.every_nth_frame,
+            request.stride_seconds,
+            self.settings.max_video_frames,
+        )
+        info = ClipInfo()
+        frames = await asyncio.to_thread(self._prepare_video, request, sampling, info)
+        # Every face of every sampled frame goes to Triton together, in as few batches as it accepts.
+        all_probs = await self.model.classify(np.concatenate([f.crops for f in frames]))
+        tracker = IouTracker(self.settings.track_min_iou)
+        aggregate = ClipAggregate()
+        response = vision_pb2.AnalyzeVideoResponse(model=self.model.info)
+        offset = 0
+        for frame in frames:
+            probs = all_probs[offset : offset + len(frame.boxes)]
+            offset += len(frame.boxes)
+            track_ids = tracker.update(frame.boxes)
+            aggregate.add_frame(track_ids, probs)
+            response.frames.append(
+                vision_pb2.FrameResult(
+                    index=frame.index,
+                    timestamp_s=frame.timestamp_s,
+                    faces=[
+                        vision_pb2.Face(
+                            box=vision_pb2.BoundingBox(x=b.x, y=b.y, width=b.width, height=b.height),
+                            distribution=distribution_from_probs(p),
+                            track_id=track_id,
+                        )
+                        for b, p, track_id in zip(frame.boxes, probs, track_ids, strict=True)
+                    ],
+                )
+            )
+        for track_id, mean_probs, seen in aggregate.tracks():
+            response.tracks.append(
+                vision_pb2.FaceTrack(
+                    track_id=track_id, distribution=distribution_from_probs(mean_probs), frames_seen=seen
+                )
+            )
+        clip = aggregate.clip()
+        if clip is not None:
+            response.aggregate.CopyFrom(distribution_from_probs(clip))
+        response.frames_sampled = len(frames)
+        response.frames_without_faces = aggregate.frames_without_faces
+        response.duration_s = info.duration_s
+        response.latency_ms = (time.perf_counter() - start) * 1000
+        return response
