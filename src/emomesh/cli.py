@@ -61,10 +61,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    if args.ephemeral_ports:
-        config = StackConfig.ephemeral(args.state_dir)
-    else:
-        config = StackConfig(state_dir=args.state_dir)
+    config = StackConfig.ephemeral(args.state_dir) if args.ephemeral_ports else StackConfig(state_dir=args.state_dir)
     config.ort_threads = args.ort_threads
     with Stack(config) as stack:
         print(stack.describe(), flush=True)
