@@ -101,7 +101,7 @@ async def chat(stub: dialog_pb2_grpc.DialogServiceStub, **fields: object) -> tup
     """(deltas, final ReplyInfo); fails if anything follows the ReplyInfo or a delta follows it."""
     deltas: list[str] = []
     info: dialog_pb2.ReplyInfo | None = None
-    async for chunk in stub.Chat(dialog_pb2.ChatRequest(**fields)):  # type: ignore[arg-type]
+    async for chunk in stub.Chat(dialog_pb2.ChatRequest(**fields)):
         assert info is None, "nothing may follow the ReplyInfo"
         if chunk.WhichOneof("chunk") == "delta":
             deltas.append(chunk.delta)
@@ -377,7 +377,7 @@ async def test_a_caller_that_goes_away_closes_the_llm_stream(redis_server: Redis
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"persona": dialog_pb2.Persona(kind=42)}, "unknown persona kind 42"),  # type: ignore[arg-type]
+        ({"persona": dialog_pb2.Persona(kind=42)}, "unknown persona kind 42"),
         (
             {"persona": dialog_pb2.Persona(kind=dialog_pb2.PERSONA_KIND_CUSTOM, custom_description="x" * 100_000)},
             "the limit is 1000",
