@@ -149,6 +149,7 @@ class LlmClient:
                 ),
                 deadline,
             )
+            finished = False
             try:
                 chunks = aiter(stream)
                 while True:
@@ -162,6 +163,8 @@ class LlmClient:
                     if chunk.usage is not None:
                         result.prompt_tokens = chunk.usage.prompt_tokens
                         result.completion_tokens = chunk.usage.completion_tokens
+                    if chunk.choices and chunk.choices[0].finish_reason is not None:
+                        finished = True
                     delta = chunk.choices[0].delta.content if chunk.choices else None
                     if delta:
                         result.text += delta
@@ -174,6 +177,9 @@ class LlmClient:
                 await stream.close()
             if not result.text:
                 raise LlmUnavailable("LLM endpoint returned an empty reply")
+            if not finished:
+                # The connection ended without a finish_reason: the reply was cut, not completed.
+                raise LlmInterrupted("LLM stream ended before the reply was finished")
             outcome = "ok"
             self._account(result, messages)
         except (asyncio.CancelledError, GeneratorExit):

@@ -32,6 +32,8 @@ class OpenAIStub:
     # Stream the reply word by word this many times over, with a pause between chunks (cancellation tests).
     slow_repeats: int = 0
     slow_delay_s: float = 0.05
+    # Drop the connection after this many deltas, without finishing the reply.
+    cut_after: int | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     client_went_away: threading.Event = field(default_factory=threading.Event)
 
@@ -136,6 +138,8 @@ class OpenAIStub:
         try:
             deltas = self.deltas() * max(1, self.slow_repeats)
             for i, text in enumerate(deltas):
+                if i == self.cut_after:
+                    return  # HTTP/1.0: returning closes the connection mid-reply
                 delta = {"role": "assistant", "content": text} if i == 0 else {"content": text}
                 event([{"index": 0, "delta": delta, "finish_reason": None}])
                 if self.slow_repeats:

@@ -281,6 +281,16 @@ async def test_llm_http_500_is_retried_then_answered_by_the_fallback(
         assert greeting.info.fallback and greeting.text.endswith("?")
 
 
+async def test_a_stream_cut_mid_reply_is_completed_by_the_fallback(redis_server: RedisServer, llm: OpenAIStub) -> None:
+    llm.cut_after = 3
+    async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
+        deltas, info = await chat(stub, session_id=new_session(), message="I lost my job", emotion=emotion("sad"))
+    assert deltas[:3] == llm.deltas()[:3] and len(deltas) == 4
+    assert info.fallback and "ended before the reply was finished" in info.fallback_reason
+    assert info.reply == "".join(deltas) and info.reply.endswith("?")
+    assert len(llm.requests) == 1  # tokens were already sent: no retry
+
+
 async def test_a_transient_failure_is_retried(redis_server: RedisServer, llm: OpenAIStub) -> None:
     llm.fail_status, llm.fail_times = 503, 1
     async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
