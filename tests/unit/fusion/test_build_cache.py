@@ -18,7 +18,7 @@ def test_goemotions_keeps_single_group_sentences_mapped_to_seven_classes(tmp_pat
     assert [i.payload for i in pools["angry"]] == ["so mad"]  # anger + annoyance: one group
     assert [i.payload for i in pools["happy"]] == ["yay"]
     assert [i.payload for i in pools["neutral"]] == ["fine"]
-    assert all("mixed" != i.payload for items in pools.values() for i in items)
+    assert all(i.payload != "mixed" for items in pools.values() for i in items)
 
 
 def test_pairing_matches_labels_and_stops_at_the_smallest_pool() -> None:
