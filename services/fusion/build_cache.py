@@ -88,7 +88,7 @@ def pair(pools: dict[str, dict[str, list[Item]]], per_label: int, seed: int) -> 
     rng = random.Random(seed)
     samples: list[tuple[str, dict[str, Item]]] = []
     for label in LABELS:
-        shuffled = {m: rng.sample(p[label], len(p[label])) for m, p in pools.items()}
+        shuffled = {m: rng.sample(p.get(label, []), len(p.get(label, []))) for m, p in pools.items()}
         count = min([per_label, *(len(s) for s in shuffled.values())])
         samples.extend((label, {m: s[i] for m, s in shuffled.items()}) for i in range(count))
     return samples
