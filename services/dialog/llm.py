@@ -31,6 +31,9 @@ T = TypeVar("T")
 # HTTP statuses worth another attempt: rate limiting and server-side failures.
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
+# Seconds of the caller's deadline kept for building and sending the fallback and storing the turn.
+RESERVE_S = 0.5
+
 
 class LlmUnavailable(Exception):
     """No reply could be obtained; `reason` is safe to show the caller."""
@@ -133,14 +136,23 @@ class LlmClient:
         LLM_TOKENS.labels("prompt").inc(result.prompt_tokens)
         LLM_TOKENS.labels("completion").inc(result.completion_tokens)
 
-    async def stream_chat(self, messages: Sequence[Message], result: LlmResult) -> AsyncGenerator[str, None]:
+    def _time_limit(self, caller_limit_s: float | None) -> float:
+        """The total time this call may take: the configured limit, or less when the gRPC caller's
+        deadline is nearer, keeping RESERVE_S so the fallback can still reach the caller in time."""
+        if caller_limit_s is None:
+            return self.settings.total_timeout_s
+        return max(0.0, min(self.settings.total_timeout_s, caller_limit_s - RESERVE_S))
+
+    async def stream_chat(
+        self, messages: Sequence[Message], result: LlmResult, caller_limit_s: float | None = None
+    ) -> AsyncGenerator[str, None]:
         """Yields the reply's text deltas; fills result (text, model, usage) as it goes.
         Raises LlmUnavailable before the first delta, LlmInterrupted after it."""
         if self.client is None:
             raise LlmUnavailable("no LLM API key configured")
         client = self.client
         start = time.monotonic()
-        deadline = start + self.settings.total_timeout_s
+        deadline = start + self._time_limit(caller_limit_s)
         outcome = "error"
         try:
             stream = await self._with_retries(
@@ -188,7 +200,9 @@ class LlmClient:
         finally:
             LLM_LATENCY.labels("chat", outcome).observe(time.monotonic() - start)
 
-    async def complete(self, messages: Sequence[Message], operation: str) -> LlmResult:
+    async def complete(
+        self, messages: Sequence[Message], operation: str, caller_limit_s: float | None = None
+    ) -> LlmResult:
         """One non-streamed reply (greetings, analyses)."""
         if self.client is None:
             raise LlmUnavailable("no LLM API key configured")
@@ -198,7 +212,7 @@ class LlmClient:
         try:
             completion = await self._with_retries(
                 lambda: client.chat.completions.create(**self._request(messages, stream=False)),
-                start + self.settings.total_timeout_s,
+                start + self._time_limit(caller_limit_s),
             )
             text = (completion.choices[0].message.content or "").strip() if completion.choices else ""
             if not text:

@@ -108,7 +108,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
         if self.llm.configured:
             # aclosing: if the caller goes away while a delta is being sent, the HTTP stream to the
             # LLM is closed right here rather than whenever the generator is garbage-collected.
-            async with contextlib.aclosing(self.llm.stream_chat(messages, result)) as deltas:
+            async with contextlib.aclosing(self.llm.stream_chat(messages, result, context.time_remaining())) as deltas:
                 try:
                     async for delta in deltas:
                         yield dialog_pb2.ChatChunk(delta=delta)
@@ -148,7 +148,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
         fallback_reason = ""
         try:
             result = await self.llm.complete(
-                self.prompts.greeting_messages(persona, returning=bool(recent)), "greeting"
+                self.prompts.greeting_messages(persona, returning=bool(recent)), "greeting", context.time_remaining()
             )
             text = result.text
         except LlmUnavailable as exc:
@@ -187,7 +187,9 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
         result: LlmResult | None = None
         fallback_reason = ""
         try:
-            result = await self.llm.complete(self.prompts.describe_messages(clues), "describe")
+            result = await self.llm.complete(
+                self.prompts.describe_messages(clues), "describe", context.time_remaining()
+            )
             analysis = result.text
         except LlmUnavailable as exc:
             fallback_reason = self._note_fallback("describe", exc if self.llm.configured else None)

@@ -380,6 +380,21 @@ async def test_a_caller_that_goes_away_closes_the_llm_stream(redis_server: Redis
         assert not history.turns  # an abandoned turn is not stored
 
 
+async def test_a_slow_reply_is_cut_in_time_for_the_callers_deadline(redis_server: RedisServer, llm: OpenAIStub) -> None:
+    llm.slow_repeats = 400  # about 20 s of streaming; the caller allows 4 s
+    async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
+        deltas: list[str] = []
+        info: dialog_pb2.ReplyInfo | None = None
+        async for chunk in stub.Chat(dialog_pb2.ChatRequest(session_id=new_session(), message="go on"), timeout=4):
+            if chunk.WhichOneof("chunk") == "delta":
+                deltas.append(chunk.delta)
+            else:
+                info = chunk.done
+    # The call ended with a reply, not DEADLINE_EXCEEDED: the LLM stream was cut and completed offline.
+    assert info is not None and info.fallback and "timed out" in info.fallback_reason
+    assert info.reply == "".join(deltas) and info.reply.endswith("?")
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 
