@@ -1,0 +1,172 @@
+"""FusionService.Analyze latency per modality subset, against the sum of the in-process model times
+of the same work, in one run.
+
+    OMP_NUM_THREADS=1 python -m bench.bench_analyze --requests 40 --out runs/bench/analyze.json
+
+Starts an ephemeral embedded stack (tritonserver + the registered modality services + fusion). For
+every non-empty subset of {image, audio, text} whose services are registered, sends `--requests`
+sequential Analyze calls (after warm-up) and reports client-side p50/p99. The "in-process" column is
+what the same emotion models cost when called directly with onnxruntime (1 thread) on inputs of the
+same size as the services' (one 64x64 face; as many log-Mel windows as the audio service scored; as
+many tokens as the text service read), summed over the subset's modalities: the floor that decoding,
+detection, feature extraction, gRPC hops and Triton add to. Transcription is off (transcript_as_text
+= false) except in the extra "audio->text" row, which includes the ASR and the sequential text call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from emomesh.paths import MODEL_REPOSITORY
+from emomesh.server import grpc_options
+from emomesh.stack import SERVICES, Stack, StackConfig
+from emotion.common.v1 import common_pb2
+from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
+
+MODELS = {"image": "fer_mini_xception", "audio": "audio_acrnn", "text": "text_minilm_emotion"}
+SERVICE_OF = {"image": "vision", "audio": "audio", "text": "text"}
+SPOKEN = "I am so happy to see you again, this is wonderful news."
+TEXT = "Thank you so much, I love it!"
+
+
+def inputs(work: Path) -> dict[str, bytes | str]:
+    from skimage import data
+
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    assert ok
+    wav = work / "speech.wav"
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("espeak-ng is needed for the speech input")
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(wav), SPOKEN], check=True, capture_output=True)
+    return {"image": jpeg.tobytes(), "audio": wav.read_bytes(), "text": TEXT}
+
+
+def request_for(subset: tuple[str, ...], media: dict[str, bytes | str], transcript: bool) -> fusion_pb2.AnalyzeRequest:
+    request = fusion_pb2.AnalyzeRequest(transcript_as_text=transcript)
+    if "image" in subset:
+        request.image = media["image"]  # type: ignore[assignment]
+    if "audio" in subset:
+        request.audio = media["audio"]  # type: ignore[assignment]
+    if "text" in subset:
+        request.text = media["text"]  # type: ignore[assignment]
+    return request
+
+
+def percentile_ms(seconds: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(seconds) * 1000, q))
+
+
+class InProcessModels:
+    """The emotion models straight from the repository, onnxruntime on CPU with one thread."""
+
+    def __init__(self) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        self.sessions = {
+            m: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for m, name in MODELS.items()
+            if (path := MODEL_REPOSITORY / name / "1" / "model.onnx").exists()
+        }
+
+    def feeds(self, modality: str, response: fusion_pb2.AnalyzeResponse) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(0)
+        if modality == "image":
+            return {"face_gray": rng.uniform(0, 255, (max(1, len(response.image.faces)), 1, 64, 64)).astype(np.float32)}
+        if modality == "audio":
+            windows = max(1, len(response.audio.windows))
+            return {"log_mel": rng.normal(-40, 10, (windows, 1, 128, 130)).astype(np.float32)}
+        tokens = max(2, response.text.tokens)
+        return {
+            "input_ids": rng.integers(1000, 2000, (1, tokens)).astype(np.int64),
+            "attention_mask": np.ones((1, tokens), np.int64),
+        }
+
+    def median_ms(self, modality: str, response: fusion_pb2.AnalyzeResponse, repeats: int = 30) -> float:
+        session = self.sessions[modality]
+        feeds = self.feeds(modality, response)
+        session.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - start)
+        return float(np.median(times) * 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="JSON results")
+    args = parser.parse_args(argv)
+    registered = {s.name for s in SERVICES}
+    available = [m for m in ("image", "audio", "text") if SERVICE_OF[m] in registered]
+    wanted = tuple(s for s in ("vision", "audio", "text", "fusion") if s in registered)
+    subsets: list[tuple[tuple[str, ...], bool]] = [
+        (subset, False) for n in range(1, len(available) + 1) for subset in itertools.combinations(available, n)
+    ]
+    if "audio" in available and "text" in available:
+        subsets.append((("audio",), True))  # audio -> transcript -> text
+    models = InProcessModels()
+    rows = []
+    with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), services=wanted)) as stack:
+        media = inputs(Path(work))
+        address = stack.config.address("fusion")
+        with grpc.insecure_channel(address, options=grpc_options(64 * 1024 * 1024)) as channel:
+            fusion = fusion_pb2_grpc.FusionServiceStub(channel)
+            for subset, transcript in subsets:
+                request = request_for(subset, media, transcript)
+                for _ in range(args.warmup):
+                    response = fusion.Analyze(request, timeout=120)
+                latencies, modality_ms = [], []
+                for _ in range(args.requests):
+                    start = time.perf_counter()
+                    response = fusion.Analyze(request, timeout=120)
+                    latencies.append(time.perf_counter() - start)
+                    modality_ms.append({r.modality: r.latency_ms for r in response.modalities})
+                statuses = {
+                    common_pb2.Modality.Name(r.modality): common_pb2.ModalityStatus.Name(r.status)
+                    for r in response.modalities
+                    if r.status != common_pb2.MODALITY_STATUS_MISSING
+                }
+                involved = [*subset, "text"] if transcript else list(subset)
+                in_process = {m: models.median_ms(m, response) for m in involved if m in models.sessions}
+                name = "audio->text" if transcript else "+".join(subset)
+                sum_calls = float(np.median([sum(ms.values()) for ms in modality_ms]))
+                rows.append(
+                    {
+                        "subset": name,
+                        "p50_ms": percentile_ms(latencies, 50),
+                        "p99_ms": percentile_ms(latencies, 99),
+                        "sum_of_modality_calls_p50_ms": sum_calls,
+                        "in_process_models_ms": in_process,
+                        "in_process_sum_ms": sum(in_process.values()),
+                        "statuses": statuses,
+                    }
+                )
+                print(
+                    f"{name:<18} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
+                    f"sum of modality calls {sum_calls:7.1f} ms  "
+                    f"in-process models {rows[-1]['in_process_sum_ms']:6.2f} ms  {statuses}",
+                    flush=True,
+                )
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"requests": args.requests, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
