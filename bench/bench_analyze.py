@@ -105,6 +105,55 @@ class InProcessModels:
         return float(np.median(times) * 1000)
 
 
+def run(address: str, available: list[str], media: dict[str, bytes | str], requests: int, warmup: int) -> list[dict]:
+    """Benchmarks a running fusion service at address for every subset of the available modalities."""
+    subsets: list[tuple[tuple[str, ...], bool]] = [
+        (subset, False) for n in range(1, len(available) + 1) for subset in itertools.combinations(available, n)
+    ]
+    if "audio" in available and "text" in available:
+        subsets.append((("audio",), True))  # audio -> transcript -> text
+    models = InProcessModels()
+    rows: list[dict] = []
+    with grpc.insecure_channel(address, options=grpc_options(64 * 1024 * 1024)) as channel:
+        fusion = fusion_pb2_grpc.FusionServiceStub(channel)
+        for subset, transcript in subsets:
+            request = request_for(subset, media, transcript)
+            for _ in range(warmup):
+                response = fusion.Analyze(request, timeout=120)
+            latencies, modality_ms = [], []
+            for _ in range(requests):
+                start = time.perf_counter()
+                response = fusion.Analyze(request, timeout=120)
+                latencies.append(time.perf_counter() - start)
+                modality_ms.append({r.modality: r.latency_ms for r in response.modalities})
+            statuses = {
+                common_pb2.Modality.Name(r.modality): common_pb2.ModalityStatus.Name(r.status)
+                for r in response.modalities
+                if r.status != common_pb2.MODALITY_STATUS_MISSING
+            }
+            involved = [*subset, "text"] if transcript else list(subset)
+            in_process = {m: models.median_ms(m, response) for m in involved if m in models.sessions}
+            name = "audio->text" if transcript else "+".join(subset)
+            sum_calls = float(np.median([sum(ms.values()) for ms in modality_ms]))
+            row = {
+                "subset": name,
+                "p50_ms": percentile_ms(latencies, 50),
+                "p99_ms": percentile_ms(latencies, 99),
+                "sum_of_modality_calls_p50_ms": sum_calls,
+                "in_process_models_ms": in_process,
+                "in_process_sum_ms": sum(in_process.values()),
+                "statuses": statuses,
+            }
+            rows.append(row)
+            print(
+                f"{name:<18} p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms  "
+                f"sum of modality calls {sum_calls:7.1f} ms  in-process models {row['in_process_sum_ms']:6.2f} ms  "
+                f"{statuses}",
+                flush=True,
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=40)
@@ -114,54 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     registered = {s.name for s in SERVICES}
     available = [m for m in ("image", "audio", "text") if SERVICE_OF[m] in registered]
     wanted = tuple(s for s in ("vision", "audio", "text", "fusion") if s in registered)
-    subsets: list[tuple[tuple[str, ...], bool]] = [
-        (subset, False) for n in range(1, len(available) + 1) for subset in itertools.combinations(available, n)
-    ]
-    if "audio" in available and "text" in available:
-        subsets.append((("audio",), True))  # audio -> transcript -> text
-    models = InProcessModels()
-    rows = []
     with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), services=wanted)) as stack:
-        media = inputs(Path(work))
-        address = stack.config.address("fusion")
-        with grpc.insecure_channel(address, options=grpc_options(64 * 1024 * 1024)) as channel:
-            fusion = fusion_pb2_grpc.FusionServiceStub(channel)
-            for subset, transcript in subsets:
-                request = request_for(subset, media, transcript)
-                for _ in range(args.warmup):
-                    response = fusion.Analyze(request, timeout=120)
-                latencies, modality_ms = [], []
-                for _ in range(args.requests):
-                    start = time.perf_counter()
-                    response = fusion.Analyze(request, timeout=120)
-                    latencies.append(time.perf_counter() - start)
-                    modality_ms.append({r.modality: r.latency_ms for r in response.modalities})
-                statuses = {
-                    common_pb2.Modality.Name(r.modality): common_pb2.ModalityStatus.Name(r.status)
-                    for r in response.modalities
-                    if r.status != common_pb2.MODALITY_STATUS_MISSING
-                }
-                involved = [*subset, "text"] if transcript else list(subset)
-                in_process = {m: models.median_ms(m, response) for m in involved if m in models.sessions}
-                name = "audio->text" if transcript else "+".join(subset)
-                sum_calls = float(np.median([sum(ms.values()) for ms in modality_ms]))
-                rows.append(
-                    {
-                        "subset": name,
-                        "p50_ms": percentile_ms(latencies, 50),
-                        "p99_ms": percentile_ms(latencies, 99),
-                        "sum_of_modality_calls_p50_ms": sum_calls,
-                        "in_process_models_ms": in_process,
-                        "in_process_sum_ms": sum(in_process.values()),
-                        "statuses": statuses,
-                    }
-                )
-                print(
-                    f"{name:<18} p50 {rows[-1]['p50_ms']:7.1f} ms  p99 {rows[-1]['p99_ms']:7.1f} ms  "
-                    f"sum of modality calls {sum_calls:7.1f} ms  "
-                    f"in-process models {rows[-1]['in_process_sum_ms']:6.2f} ms  {statuses}",
-                    flush=True,
-                )
+        rows = run(stack.config.address("fusion"), available, inputs(Path(work)), args.requests, args.warmup)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"requests": args.requests, "rows": rows}, indent=2) + "\n")

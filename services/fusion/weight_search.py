@@ -173,9 +173,11 @@ def plot_ternary(result: SearchResult, path: Path, title: str = "") -> None:
     for (x, y), name, offset in zip(corners, GRID_MODALITIES, label_offsets, strict=True):
         ax.text(x + offset[0], y + offset[1], f"{name} = 1", fontsize=11)
     ax.plot(*np.vstack([corners, corners[:1]]).T, color="black", linewidth=1)
+    ax.set_xlim(-0.15, 1.15)
+    ax.set_ylim(-0.1, 0.95)
     ax.set_aspect("equal")
     ax.axis("off")
-    ax.set_title(title or "Late-fusion weights: weighted F1 over w_audio + w_text + w_vision = 1")
+    ax.set_title(title or "Late-fusion weights\nweighted F1 over w_audio + w_text + w_vision = 1")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
