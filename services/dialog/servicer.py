@@ -83,9 +83,11 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
 
     def _note_fallback(self, operation: str, exc: LlmUnavailable | None) -> str:
         FALLBACK_REPLIES.labels(operation, _cause(exc)).inc()
-        reason = NOT_CONFIGURED if exc is None else exc.reason
-        log.warning("fallback reply", extra={"fields": {"operation": operation, "reason": reason}})
-        return reason
+        if exc is None:
+            # Offline by configuration: said once at start-up, counted per reply, not logged per reply.
+            return NOT_CONFIGURED
+        log.warning("fallback reply", extra={"fields": {"operation": operation, "reason": exc.reason}})
+        return exc.reason
 
     async def Chat(
         self, request: dialog_pb2.ChatRequest, context: grpc.aio.ServicerContext
