@@ -261,7 +261,7 @@ class PromptBuilder:
             keep_trailing_newline=False,
         )
         # Load every template now: a missing or broken file fails at start-up.
-        self.templates = {name: self.env.get_template(name) for name in self.env.list_templates()}
+        self.templates = {name: self.env.get_template(name) for name in self.env.list_templates(extensions=["j2"])}
 
     def render(self, name: str, **context: Any) -> str:
         return self.templates[name].render(**context).strip()
