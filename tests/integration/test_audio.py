@@ -1,0 +1,156 @@
+"""The audio service against the real tritonserver, the real ACRNN ONNX model and the real Whisper
+tiny.en model, with speech synthesised by espeak-ng and audio made by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from emomesh.labels import NUM_LABELS
+from emomesh.procs import free_port
+from emomesh.tritonserver import TritonServer
+from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from services.audio.config import AudioSettings
+from services.audio.server import build_server
+from tests.audio_media import decode_wav, encode, espeak, noise, silence, tone, transcode
+
+pytestmark = pytest.mark.integration
+
+SENTENCE = "The weather is beautiful today and I am going to the beach with my family."
+KEY_WORDS = ("weather", "beautiful", "today", "beach", "family")
+
+
+@pytest.fixture(scope="module")
+def speech_wav() -> bytes:
+    return espeak(SENTENCE)
+
+
+@pytest.fixture
+async def channel(triton_server: TritonServer) -> AsyncIterator[grpc.aio.Channel]:
+    settings = AudioSettings.from_env(
+        {
+            "EMOMESH_AUDIO_LISTEN": f"127.0.0.1:{free_port()}",
+            "EMOMESH_AUDIO_METRICS_PORT": "0",
+            "EMOMESH_TRITON_URL": triton_server.grpc_url,
+            # Small enough that a test can exceed it without megabytes of audio.
+            "EMOMESH_AUDIO_MAX_DURATION_S": "120",
+        }
+    )
+    server = await build_server(settings)
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield channel
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+@pytest.fixture
+def audio(channel: grpc.aio.Channel) -> audio_pb2_grpc.AudioServiceStub:
+    return audio_pb2_grpc.AudioServiceStub(channel)
+
+
+async def analyze(
+    stub: audio_pb2_grpc.AudioServiceStub, data: bytes, transcribe: bool = False
+) -> audio_pb2.AnalyzeAudioResponse:
+    return await stub.AnalyzeAudio(audio_pb2.AnalyzeAudioRequest(audio=data, transcribe=transcribe), timeout=120)
+
+
+async def test_speech_gives_a_distribution_and_a_transcript(
+    audio: audio_pb2_grpc.AudioServiceStub, speech_wav: bytes
+) -> None:
+    response = await analyze(audio, speech_wav, transcribe=True)
+    assert response.speech_detected
+    assert sum(response.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert len(response.distribution.probabilities) == NUM_LABELS
+    assert 0.0 < response.reliability <= 1.0
+    assert response.source_sample_rate == 22050 and response.source_channels == 1
+    assert response.duration_s > 3.0
+    assert len(response.windows) >= 2 and not response.padded
+    for window in response.windows:
+        assert sum(window.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
+    assert response.model.name == "audio_acrnn"
+    text = response.transcript.text.lower()
+    found = [word for word in KEY_WORDS if word in text]
+    assert len(found) >= 4, f"transcript {text!r} misses key words"
+    assert response.transcript.language == "en"
+    assert response.transcript.segments
+
+
+async def test_transcribe_alone(audio: audio_pb2_grpc.AudioServiceStub, speech_wav: bytes) -> None:
+    response = await audio.Transcribe(audio_pb2.TranscribeRequest(audio=transcode(speech_wav, "webm")), timeout=120)
+    # Opus at 32 kb/s on synthetic speech costs tiny.en a word or two.
+    text = response.transcript.text.lower()
+    assert len([word for word in KEY_WORDS if word in text]) >= 3, text
+
+
+async def test_eight_channel_96k_speech_is_analysed(audio: audio_pb2_grpc.AudioServiceStub, speech_wav: bytes) -> None:
+    spoken, rate = decode_wav(speech_wav)
+    resampled = np.interp(np.arange(0, len(spoken), rate / 96_000), np.arange(len(spoken)), spoken)
+    eight = np.stack([resampled.astype(np.float32)] * 8, axis=1)
+    response = await analyze(audio, encode(eight, rate=96_000))
+    assert (response.source_sample_rate, response.source_channels) == (96_000, 8)
+    assert response.speech_detected
+    assert sum(response.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("samples", [silence(4.0), noise(4.0, amplitude=0.05)], ids=["silence", "noise"])
+async def test_no_speech_is_said_instead_of_an_emotion(
+    audio: audio_pb2_grpc.AudioServiceStub, samples: np.ndarray
+) -> None:
+    response = await analyze(audio, encode(samples), transcribe=True)
+    assert not response.speech_detected
+    assert response.reliability == 0.0
+    assert np.allclose(response.distribution.probabilities, 1 / NUM_LABELS, atol=1e-6)
+    assert response.distribution.confidence < 0.2
+    assert response.transcript.text == ""
+
+
+async def test_short_speech_is_padded(audio: audio_pb2_grpc.AudioServiceStub) -> None:
+    response = await analyze(audio, espeak("Hello, how are you?"))
+    assert response.padded
+    assert len(response.windows) == 1
+    assert response.windows[0].end_s == pytest.approx(response.duration_s)
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "message"),
+    [
+        (b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        (encode(tone(0.05)), grpc.StatusCode.INVALID_ARGUMENT, "at least"),
+        (b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00" + b"\xff" * 64, grpc.StatusCode.INVALID_ARGUMENT, "corrupt"),
+        (b"\x00\x01garbage" * 100, grpc.StatusCode.INVALID_ARGUMENT, "could not be read"),
+        # Two hours of silence: a few kB of FLAC, refused from the header before decoding.
+        (encode(silence(7200.0, rate=8000), rate=8000, fmt="FLAC"), grpc.StatusCode.RESOURCE_EXHAUSTED, "limit"),
+    ],
+    ids=["empty", "0.05s", "corrupt-header", "garbage", "two-hours"],
+)
+async def test_bad_audio_gets_a_clear_status_and_the_service_keeps_serving(
+    audio: audio_pb2_grpc.AudioServiceStub,
+    channel: grpc.aio.Channel,
+    data: bytes,
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await analyze(audio, data)
+    assert error.value.code() == code
+    assert message in (error.value.details() or "")
+    assert "Traceback" not in (error.value.details() or "")
+    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    still = await analyze(audio, encode(tone(1.0)))
+    assert len(still.distribution.probabilities) == NUM_LABELS
+
+
+async def test_over_long_stream_without_header_duration_is_refused(audio: audio_pb2_grpc.AudioServiceStub) -> None:
+    webm = transcode(encode(noise(130.0, amplitude=0.01)), "webm")
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await analyze(audio, webm)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "limit of 120 s" in (error.value.details() or "")
