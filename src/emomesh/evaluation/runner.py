@@ -1,0 +1,185 @@
+"""Runs a predictor over a dataset's samples with bounded concurrency, appending one JSON line per
+sample to a results file as it goes, so an interrupted run resumes where it stopped; then computes
+metrics and writes the report.
+
+`run_eval` is the entry point behind `emomesh eval`:
+
+    run_eval(Path("/data/fer2013"), out_dir=Path("eval/fer2013"), split="val", address="127.0.0.1:50051")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from emomesh.evaluation.adapters import Sample, image_folder, subsample
+from emomesh.evaluation.metrics import ClassificationMetrics, classification_metrics
+from emomesh.evaluation.predictors import Predictor, VisionImagePredictor
+from emomesh.evaluation.report import write_report
+from emomesh.labels import LABELS
+
+log = logging.getLogger(__name__)
+
+# Images whose longer side is at most this are taken to be face crops (FER2013 48x48, CK+48).
+FACE_CROP_MAX_SIDE = 96
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    dataset: str
+    model: str
+    metrics: ClassificationMetrics
+    failed: int
+    out_dir: Path
+    report: Path
+    seconds: float
+
+
+def load_results(path: Path) -> dict[str, dict[str, Any]]:
+    """Completed records by sample id; failed calls and a torn last line are not completed."""
+    done: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with path.open() as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+            if record.get("status") in ("ok", "no_prediction"):
+                done[record["id"]] = record
+    return done
+
+
+async def predict_all(
+    samples: list[Sample],
+    predictor: Predictor,
+    results_path: Path,
+    concurrency: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Predicts every sample not already in results_path; returns all records by id (failed ones too)."""
+    records = load_results(results_path)
+    todo = [s for s in samples if s.id not in records]
+    queue: asyncio.Queue[Sample] = asyncio.Queue()
+    for sample in todo:
+        queue.put_nowait(sample)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    finished = 0
+
+    with results_path.open("a+b") as raw:
+        # An interrupted run can leave a torn last line: end it, so the next record starts clean.
+        if raw.tell() > 0:
+            raw.seek(-1, 2)
+            if raw.read(1) != b"\n":
+                raw.write(b"\n")
+    with results_path.open("a") as out:
+
+        async def worker() -> None:
+            nonlocal finished
+            while not queue.empty():
+                sample = queue.get_nowait()
+                record: dict[str, Any] = {"id": sample.id, "label": sample.label}
+                try:
+                    prediction = await predictor.predict(sample)
+                except grpc.aio.AioRpcError as exc:
+                    record.update(status="error", error=f"{exc.code().name}: {exc.details()}")
+                except OSError as exc:
+                    record.update(status="error", error=f"{type(exc).__name__}: {exc}")
+                else:
+                    probs = prediction.probabilities
+                    record.update(
+                        status="ok" if probs is not None else "no_prediction",
+                        predicted=None if probs is None else LABELS[max(range(len(probs)), key=probs.__getitem__)],
+                        probabilities=probs,
+                        model=prediction.model,
+                    )
+                # One line per sample, flushed: the file is the resume point.
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                records[sample.id] = record
+                finished += 1
+                if progress is not None:
+                    progress(finished, len(todo))
+
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return records
+
+
+def looks_like_face_crops(samples: list[Sample]) -> bool:
+    from PIL import Image
+
+    first = next(s for s in samples if s.path is not None)
+    assert first.path is not None
+    with Image.open(first.path) as image:
+        return max(image.size) <= FACE_CROP_MAX_SIDE
+
+
+def run_eval(
+    dataset: Path,
+    out_dir: Path,
+    *,
+    address: str = "127.0.0.1:50051",
+    modality: str = "image",
+    split: str | None = None,
+    max_samples: int | None = None,
+    concurrency: int = 4,
+    face_crops: bool | None = None,
+    timeout_s: float = 30.0,
+    resume: bool = True,
+    predictor: Predictor | None = None,
+) -> EvalResult:
+    """Evaluates the running service on a labelled dataset and writes results.jsonl, metrics.json,
+    report.md and confusion.png into out_dir. `face_crops=None` decides from the first image's size
+    whether to ask the vision service to skip detection. `resume=False` starts the results afresh."""
+    if modality != "image":
+        raise ValueError(f"modality {modality!r} has no adapter yet; available: image")
+    samples = subsample(image_folder(dataset, split), max_samples)
+    if face_crops is None:
+        face_crops = looks_like_face_crops(samples)
+    results_path = out_dir / RESULTS_FILE
+    if not resume and results_path.exists():
+        results_path.unlink()
+    start = time.perf_counter()
+
+    async def run() -> dict[str, dict[str, Any]]:
+        active = predictor or VisionImagePredictor(address, whole_image_is_face=face_crops, timeout_s=timeout_s)
+        try:
+            return await predict_all(samples, active, results_path, concurrency, _log_progress)
+        finally:
+            await active.close()
+
+    records = asyncio.run(run())
+    seconds = time.perf_counter() - start
+    scored = [records[s.id] for s in samples if records.get(s.id, {}).get("status") in ("ok", "no_prediction")]
+    failed = len(samples) - len(scored)
+    metrics = classification_metrics([r["label"] for r in scored], [r.get("predicted") for r in scored])
+    model = next((r["model"] for r in scored if r.get("model")), "unknown")
+    name = dataset.name + (f" ({split})" if split else "")
+    meta = {
+        "dataset": name,
+        "dataset_path": str(dataset),
+        "model": model,
+        "address": address,
+        "face_crops": face_crops,
+        "samples": len(samples),
+        "failed": failed,
+        "max_samples": max_samples,
+        "seconds": round(seconds, 1),
+    }
+    report = write_report(out_dir, name, metrics, meta)
+    return EvalResult(name, model, metrics, failed, out_dir, report, seconds)
+
+
+def _log_progress(done: int, total: int) -> None:
+    if done == total or done % 500 == 0:
+        log.info("evaluation progress", extra={"fields": {"done": done, "total": total}})
