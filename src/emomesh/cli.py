@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from emomesh import analyze_cli
 from emomesh.paths import MODEL_REPOSITORY, SAMPLES_DIR
 from emomesh.render import distribution_lines, top_text
 from emomesh.server import grpc_options
@@ -46,18 +47,6 @@ def analyze_image(address: str, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S
         lines.append(f"  face {i + 1} at x={b.x} y={b.y} {b.width}x{b.height}: {top_text(face.distribution)}")
         lines.extend(distribution_lines(face.distribution, top_k=3))
     return "\n".join(lines)
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    if args.image is None:
-        print("nothing to analyse: pass --image", file=sys.stderr)
-        return 2
-    try:
-        print(analyze_image(args.vision, args.image, args.timeout))
-    except grpc.RpcError as err:
-        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
-        return 1
-    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -129,11 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=Path(".stack/demo"))
     demo.set_defaults(func=cmd_demo)
 
-    analyze = sub.add_parser("analyze", help="analyse media through a running stack")
-    analyze.add_argument("--image", type=Path)
-    analyze.add_argument("--vision", default="127.0.0.1:50051", help="vision service address")
-    analyze.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S)
-    analyze.set_defaults(func=cmd_analyze)
+    analyze = sub.add_parser("analyze", help="analyse image/video, audio and text through a running stack (Fusion)")
+    analyze_cli.add_arguments(analyze)
+    analyze.set_defaults(func=analyze_cli.cmd_analyze)
 
     health = sub.add_parser("health", help="health of every service of a running stack")
     health.set_defaults(func=cmd_health)
