@@ -58,7 +58,14 @@ class ModalityClients:
         text_addr: str | None,
         max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        options = grpc_options(max_message_bytes)
+        # Short reconnect backoff: a restarted modality service (a rolling update, a crash loop that
+        # recovers) is used again within seconds instead of after gRPC's default of up to 120 s.
+        options = [
+            *grpc_options(max_message_bytes),
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
         self.addresses = {"vision": vision_addr, "audio": audio_addr, "text": text_addr}
         self._channels = {
             name: grpc.aio.insecure_channel(addr, options=options) for name, addr in self.addresses.items() if addr

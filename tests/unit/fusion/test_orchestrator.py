@@ -310,3 +310,22 @@ def test_budget_is_caller_deadline_minus_margin_capped() -> None:
     assert orchestrator.budget(2.0) == pytest.approx(1.9)
     assert orchestrator.budget(60.0) == 10
     assert orchestrator.budget(0.05) == 0.0
+
+
+async def test_restarted_service_is_used_again(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    address = fakes.addresses["vision"]
+    await fakes.servers["vision"].stop(None)
+    down = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img"))
+    assert by_modality(down)[S.MODALITY_VISION].status == S.MODALITY_STATUS_UNAVAILABLE
+    restarted = grpc.aio.server()
+    vision_pb2_grpc.add_VisionServiceServicer_to_server(FakeVision(), restarted)
+    restarted.add_insecure_port(address)
+    await restarted.start()
+    fakes.servers["vision"] = restarted  # stopped by the fixture
+    # The channel reconnects on its own (short backoff); poll until it does, the test's timeout bounds it.
+    while True:
+        response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img"))
+        if by_modality(response)[S.MODALITY_VISION].status != S.MODALITY_STATUS_UNAVAILABLE:
+            break
+        await asyncio.sleep(0.1)
+    assert by_modality(response)[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
