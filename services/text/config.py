@@ -1,0 +1,80 @@
+"""Text service settings, read once from the environment (EMOMESH_TEXT_*)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
+from emomesh.paths import PROJECT_ROOT
+
+DEFAULT_PORT = 50053
+DEFAULT_TOKENIZER = PROJECT_ROOT / "services" / "text" / "assets" / "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TranslatorSettings:
+    # "llm" (an OpenAI-compatible endpoint) or "none".
+    backend: str
+    base_url: str | None
+    api_key: str
+    model: str | None
+    timeout_s: float
+    # Longer texts are cut before translation: the classifier reads 64 tokens anyway.
+    max_chars: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TranslatorSettings:
+        env = Env("EMOMESH_TEXT_TRANSLATOR_", environ)
+        base_url = env.get_optional_str("BASE_URL")
+        # Default: the LLM when an endpoint is configured, else none (the text service still works).
+        backend = env.get_str("BACKEND", "llm" if base_url else "none").lower()
+        if backend not in {"llm", "none"}:
+            raise ConfigError(f"EMOMESH_TEXT_TRANSLATOR_BACKEND={backend!r}: use 'llm' or 'none'")
+        model = env.get_optional_str("MODEL")
+        if backend == "llm" and (base_url is None or model is None):
+            raise ConfigError("the llm translator needs EMOMESH_TEXT_TRANSLATOR_BASE_URL and _MODEL")
+        return cls(
+            backend=backend,
+            base_url=base_url,
+            # Local OpenAI-compatible servers (vLLM, Ollama) accept any key; the SDK requires one.
+            api_key=env.get_str("API_KEY", "unused"),
+            model=model,
+            timeout_s=env.get_float("TIMEOUT_S", 5.0, minimum=0.01),
+            max_chars=env.get_int("MAX_CHARS", 2000, minimum=16),
+        )
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    server: ServerSettings
+    triton: TritonSettings
+    translator: TranslatorSettings
+    model_name: str
+    tokenizer_path: Path
+    # Tokens the model reads (special tokens included); longer texts are cut and flagged truncated.
+    max_tokens: int
+    # Texts above this many UTF-8 bytes are refused (RESOURCE_EXHAUSTED); below it they are truncated.
+    max_text_bytes: int
+    max_batch_texts: int
+    # Reliability reported for text read natively, translated, and not readable (not translated or
+    # no words at all). Fusion multiplies its confidence in the text modality by this.
+    reliability_translated: float
+    reliability_unreadable: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TextSettings:
+        env = Env("EMOMESH_TEXT_", environ)
+        return cls(
+            server=ServerSettings.from_env("text", DEFAULT_PORT, environ),
+            triton=TritonSettings.from_env(environ),
+            translator=TranslatorSettings.from_env(environ),
+            model_name=env.get_str("MODEL", "text_minilm_emotion"),
+            tokenizer_path=Path(env.get_str("TOKENIZER", str(DEFAULT_TOKENIZER))),
+            max_tokens=env.get_int("MAX_TOKENS", 64, minimum=8),
+            max_text_bytes=env.get_int("MAX_TEXT_BYTES", 4 * 1024 * 1024, minimum=1),
+            max_batch_texts=env.get_int("MAX_BATCH_TEXTS", 256, minimum=1),
+            reliability_translated=env.get_float("RELIABILITY_TRANSLATED", 0.8, minimum=0.0),
+            reliability_unreadable=env.get_float("RELIABILITY_UNREADABLE", 0.2, minimum=0.0),
+        )

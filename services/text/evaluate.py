@@ -1,0 +1,82 @@
+"""Scores the exported text model (the ONNX file Triton serves, run in-process with onnxruntime) on the
+dev sets, with the service's own tokenizer and max length.
+
+    python -m services.text.evaluate --goemotions DATA/goemotions --meld DATA/meld [--json out.json]
+
+GoEmotions dev: single-class rows only (see services/text/data.py), 7 classes: macro-F1 and accuracy.
+MELD dev: every utterance: weighted-F1 (the metric MELD papers report) and accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+from emomesh.labels import LABELS, NUM_LABELS
+from services.text.config import DEFAULT_TOKENIZER
+from services.text.data import Example, load_goemotions, load_meld
+from services.text.export import DEFAULT_OUT
+from services.text.model import OnnxTextModel
+from services.text.tokenize import TextTokenizer
+
+
+def predict(model: OnnxTextModel, tokenizer: TextTokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), NUM_LABELS), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        probs[rows] = model.classify(tokenizer.encode([texts[i] for i in rows]))
+    return probs
+
+
+def evaluate(model: OnnxTextModel, tokenizer: TextTokenizer, examples: list[Example]) -> dict[str, object]:
+    truth = np.array([e.label for e in examples])
+    predicted = predict(model, tokenizer, [e.text for e in examples]).argmax(axis=1)
+    labels = list(range(NUM_LABELS))
+    per_class = f1_score(truth, predicted, average=None, labels=labels)
+    return {
+        "rows": len(examples),
+        "macro_f1": round(float(f1_score(truth, predicted, average="macro", labels=labels)), 4),
+        "weighted_f1": round(float(f1_score(truth, predicted, average="weighted", labels=labels)), 4),
+        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
+        "f1_per_class": {LABELS[i]: round(float(f), 3) for i, f in enumerate(per_class)},
+        "confusion (rows=truth, cols=predicted, LABELS order)": confusion_matrix(
+            truth, predicted, labels=labels
+        ).tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--goemotions", type=Path, default=None)
+    parser.add_argument("--meld", type=Path, default=None)
+    parser.add_argument("--model", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    if not (args.goemotions or args.meld):
+        parser.error("give --goemotions and/or --meld")
+    model = OnnxTextModel(args.model, args.threads)
+    tokenizer = TextTokenizer(args.tokenizer, args.max_tokens)
+    results: dict[str, object] = {"model": str(args.model), "max_tokens": args.max_tokens}
+    for name, root, loader in (
+        ("goemotions_dev", args.goemotions, load_goemotions),
+        ("meld_dev", args.meld, load_meld),
+    ):
+        if root is None:
+            continue
+        start = time.perf_counter()
+        results[name] = evaluate(model, tokenizer, loader(root, "dev"))
+        print(f"{name}: {json.dumps(results[name])}  ({time.perf_counter() - start:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

