@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.message import Message
 
 from emomesh.errors import InvalidInput, TooLarge
+from emomesh.labels import NUM_LABELS
 from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
 from emomesh.server import grpc_options
@@ -100,6 +102,13 @@ def _result(
     modality: common_pb2.Modality, status: common_pb2.ModalityStatus, detail: str = "", latency_ms: float = 0.0
 ) -> common_pb2.ModalityResult:
     return common_pb2.ModalityResult(modality=modality, status=status, detail=detail, latency_ms=latency_ms)
+
+
+def _valid_probabilities(distribution: common_pb2.EmotionDistribution) -> bool:
+    values = np.asarray(distribution.probabilities, dtype=np.float64)
+    if values.shape != (NUM_LABELS,) or not np.all(np.isfinite(values)):
+        return False
+    return bool(values.min() >= 0 and values.sum() > 0)
 
 
 async def _call(
@@ -210,7 +219,12 @@ class Orchestrator:
         result = _result(modality, common_pb2.MODALITY_STATUS_OK, latency_ms=latency_ms)
         result.reliability = reliability
         result.model.CopyFrom(model)
-        if distribution is not None and len(distribution.probabilities) > 0:
+        if distribution is not None and not _valid_probabilities(distribution):
+            # A broken modality must not fail the whole Analyze call through Fuse's input checks.
+            result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
+            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed distribution"
+            return result
+        if distribution is not None:
             result.distribution.CopyFrom(distribution)
         if not low_reason and distribution is None:
             low_reason = "the service returned no distribution"

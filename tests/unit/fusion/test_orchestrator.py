@@ -86,12 +86,16 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
 class FakeText(text_pb2_grpc.TextServiceServicer):
     def __init__(self) -> None:
         self.behaviour = Behaviour()
+        self.probabilities: list[float] | None = None
 
     async def AnalyzeText(
         self, request: text_pb2.AnalyzeTextRequest, context: grpc.aio.ServicerContext
     ) -> text_pb2.AnalyzeTextResponse:
         await self.behaviour.act(request, context)
-        return text_pb2.AnalyzeTextResponse(distribution=peaked("angry"), reliability=1.0, language="en")
+        distribution = peaked("angry")
+        if self.probabilities is not None:
+            distribution = common_pb2.EmotionDistribution(probabilities=self.probabilities)
+        return text_pb2.AnalyzeTextResponse(distribution=distribution, reliability=1.0, language="en")
 
 
 @dataclass
@@ -329,3 +333,14 @@ async def test_restarted_service_is_used_again(orchestrator: Orchestrator, fakes
             break
         await asyncio.sleep(0.1)
     assert by_modality(response)[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
+
+
+@pytest.mark.parametrize("probabilities", [[0.5, 0.5], [float("nan")] * 7, [0.0] * 7, [-1, 1, 1, 0, 0, 0, 0]])
+async def test_malformed_modality_answer_is_unavailable_not_fatal(
+    orchestrator: Orchestrator, fakes: Fakes, probabilities: list[float]
+) -> None:
+    fakes.text.probabilities = probabilities
+    response = await orchestrator.analyze(FULL)
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_UNAVAILABLE and "malformed distribution" in text.detail
+    assert {w.modality for w in response.fused.weights} == {S.MODALITY_VISION, S.MODALITY_AUDIO}
