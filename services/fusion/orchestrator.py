@@ -154,7 +154,7 @@ class Orchestrator:
 
     def _validate(self, request: fusion_pb2.AnalyzeRequest) -> None:
         visual = request.WhichOneof("visual")
-        if visual is None and not request.audio and not request.text:
+        if visual is None and not request.audio and not request.text.strip():
             raise InvalidInput("nothing to analyse: send an image or video, audio, or text")
         if visual is not None and not getattr(request, visual):
             raise InvalidInput(f"{visual} is empty")

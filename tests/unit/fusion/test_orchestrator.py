@@ -297,6 +297,7 @@ async def test_unconfigured_service_is_unavailable(fakes: Fakes) -> None:
     ("request_", "error", "message"),
     [
         (fusion_pb2.AnalyzeRequest(), InvalidInput, "nothing to analyse"),
+        (fusion_pb2.AnalyzeRequest(text="  \n"), InvalidInput, "nothing to analyse"),
         (fusion_pb2.AnalyzeRequest(image=b""), InvalidInput, "image is empty"),
         (fusion_pb2.AnalyzeRequest(text="x" * 101), TooLarge, "101 characters"),
     ],
