@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1.7
+# One recipe for all five Emomesh services, built from the repository root:
+#
+#   docker build -f deploy/docker/service.Dockerfile --build-arg SERVICE=vision -t emomesh/vision .
+#
+# The services are one Python project with one dependency set (see pyproject.toml), so every image
+# has the same layers up to the last, tiny one that picks the entry point: a node that runs all five
+# pulls the heavy layers once. See docs/operations.md ("Images").
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- builder: a virtualenv with the runtime dependencies only (no torch, no tritonserver) ---------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# Dependencies come from pyproject.toml alone, so that a code change does not reinstall them.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install --requirement requirements.txt
+
+# --- runtime: the virtualenv, the library and the services, as a non-root user ---------------------
+FROM ${PYTHON_IMAGE} AS runtime
+ARG SERVICE
+SHELL ["/bin/bash", "-o", "errexit", "-o", "nounset", "-o", "pipefail", "-c"]
+# A fixed numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER.
+RUN groupadd --system --gid 10001 emomesh \
+    && useradd --system --uid 10001 --gid emomesh --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin emomesh
+COPY --from=builder /opt/venv /opt/venv
+# The repository layout is kept under /app (EMOMESH_HOME), so that files a service reads relative to
+# the project root (the text tokenizer, for one) are where they are in a checkout.
+WORKDIR /app
+COPY --chown=root:root src/ ./src/
+COPY --chown=root:root services/ ./services/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app/src:/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    EMOMESH_HOME=/app \
+    EMOMESH_SERVICE=${SERVICE}
+# Fail the build on an unknown SERVICE, and write the entry point: listen on all interfaces unless
+# EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the embedded
+# stack), then exec so that SIGTERM reaches the server for its graceful shutdown. The single quotes
+# are on purpose: the variables expand when the container starts, not at build time.
+# hadolint ignore=SC2016
+RUN case "${SERVICE}" in \
+        vision) port=50051 ;; audio) port=50052 ;; text) port=50053 ;; fusion) port=50054 ;; dialog) port=50055 ;; \
+        *) echo "SERVICE must be one of vision audio text fusion dialog, not '${SERVICE}'" >&2; exit 1 ;; \
+    esac \
+    && test -f "services/${SERVICE}/server.py" \
+    && upper="${SERVICE^^}" \
+    && printf '#!/bin/sh\n: "${EMOMESH_%s_LISTEN:=0.0.0.0:%s}"\nexport EMOMESH_%s_LISTEN\nexec python -m services.%s.server "$@"\n' \
+        "${upper}" "${port}" "${upper}" "${SERVICE}" > /usr/local/bin/emomesh-service \
+    && chmod 0755 /usr/local/bin/emomesh-service \
+    && python -m compileall -q /app/src /app/services
+USER 10001:10001
+ENTRYPOINT ["/usr/local/bin/emomesh-service"]

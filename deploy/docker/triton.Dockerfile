@@ -1,0 +1,45 @@
+# syntax=docker/dockerfile:1.7
+# Triton Inference Server with the Emomesh model repository (GPU variant: onnxruntime backend with
+# the TensorRT execution provider), built from the repository root:
+#
+#   emomesh triton render --variant gpu        # deploy/triton/models/*/config.pbtxt, committed
+#   docker build -f deploy/docker/triton.Dockerfile -t emomesh/triton .
+#
+# TensorRT engines depend on the GPU model and driver, so they cannot be built on a CPU build host:
+# the build stage adds warm-up samples to every model (deploy/docker/triton_warmup.py) and Triton
+# builds the engines while loading, on the GPU node, before it reports ready. See docs/operations.md.
+
+# 24.10 ships Triton 2.51, the version the embedded stack runs (nvidia-pytriton 0.7.0).
+ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- repository: the committed model repository plus warm-up samples --------------------------------
+FROM ${PYTHON_IMAGE} AS repository
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# Same tritonclient as the services (pyproject.toml): its model_config_pb2 parses config.pbtxt.
+RUN pip install "tritonclient[grpc]==2.73.0" "protobuf>=6.30,<7"
+WORKDIR /build
+COPY deploy/triton/models/ ./models/
+COPY deploy/docker/triton_warmup.py ./
+# Every model must have its ONNX file; a missing one fails the build, not the rollout.
+RUN for model in models/*/; do \
+        test -f "${model}1/model.onnx" || { echo "missing ${model}1/model.onnx" >&2; exit 1; }; \
+    done \
+    && python triton_warmup.py models
+
+# --- runtime: NGC Triton, non-root, serving /models -------------------------------------------------
+FROM ${TRITON_IMAGE} AS runtime
+COPY --from=repository --chown=root:root /build/models /models
+# The NGC image's unprivileged user (triton-server, uid 1000). The TensorRT engine cache
+# (/tmp/trt_cache) must be writable: Kubernetes mounts a volume there (the root fs is read-only).
+USER 1000:1000
+EXPOSE 8000 8001 8002
+CMD ["tritonserver", \
+     "--model-repository=/models", \
+     "--strict-readiness=true", \
+     "--exit-on-error=true", \
+     "--log-format=ISO8601", \
+     "--allow-metrics=true", \
+     "--allow-gpu-metrics=true", \
+     "--metrics-interval-ms=2000"]
