@@ -233,8 +233,9 @@ def analysis_windows(samples: np.ndarray) -> Windows:
 
 VAD_FRAME = 400  # 25 ms
 VAD_HOP = 160  # 10 ms
-VAD_ABS_FLOOR_DB = -50.0  # frames quieter than this (dB re full scale) are silence
+VAD_ABS_FLOOR_DB = -70.0  # frames quieter than this (dB re full scale) are silence (quiet RAVDESS takes peak ~-45)
 VAD_ABOVE_NOISE_DB = 12.0  # ...and so are frames less than this above the clip's noise floor
+VAD_BELOW_PEAK_DB = 40.0  # ...or more than this below the clip's loudest frame
 VAD_MAX_FLATNESS = 0.35  # white noise is ~0.56, voiced speech < 0.1
 VAD_MIN_MODULATION_DB = 10.0  # speech rises and falls with syllables; a steady tone or hum does not
 
@@ -251,15 +252,16 @@ class SpeechActivity:
 
 
 def speech_activity(samples: np.ndarray) -> SpeechActivity:
-    """Energy-based voice activity: a 10 ms frame is speech when it is loud (absolutely and relative to
-    the clip's noise floor) and not noise-like (low spectral flatness). Deliberately simple; it keeps
-    silence, hiss and hum from being scored as emotional speech."""
+    """Energy-based voice activity: a 10 ms frame is speech when it is loud (absolutely, relative to the
+    clip's noise floor and to its loudest frame) and not noise-like (low spectral flatness). Deliberately
+    simple; it keeps silence, hiss and hum from being scored as emotional speech."""
     if len(samples) < VAD_FRAME:
         return SpeechActivity(np.zeros(0, bool), 0.0, 0.0)
     frames = np.lib.stride_tricks.sliding_window_view(samples, VAD_FRAME)[::VAD_HOP]
     energy_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
     noise_floor = np.percentile(energy_db, 10)
-    loud = (energy_db > VAD_ABS_FLOOR_DB) & (energy_db > noise_floor + VAD_ABOVE_NOISE_DB)
+    floor = max(VAD_ABS_FLOOR_DB, noise_floor + VAD_ABOVE_NOISE_DB, float(energy_db.max()) - VAD_BELOW_PEAK_DB)
+    loud = energy_db > floor
     power = np.abs(np.fft.rfft(frames * np.hanning(VAD_FRAME), axis=1)) ** 2 + 1e-12
     flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
     modulation = float(np.percentile(energy_db, 90) - np.percentile(energy_db, 10))
