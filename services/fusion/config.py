@@ -48,6 +48,7 @@ class FusionSettings:
                 conflict_polarity_mass=env.get_float("CONFLICT_POLARITY_MASS", 0.6, minimum=0.0),
                 conflict_js=env.get_float("CONFLICT_JS", 0.6, minimum=0.0),
                 conflict_confidence=env.get_float("CONFLICT_CONFIDENCE", 0.5, minimum=0.0),
+                conflict_min_top=env.get_float("CONFLICT_MIN_TOP", 0.35, minimum=0.0),
             ),
             vision_addr=env.get_optional_str("VISION_ADDR"),
             audio_addr=env.get_optional_str("AUDIO_ADDR"),

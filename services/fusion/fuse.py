@@ -10,8 +10,10 @@ Rules (documented in docs/fusion.md):
   over whoever took part. If every participant has weight 0, they are weighted equally.
 - Polarity: emomesh.labels.polarity_of on the fused distribution (happy -> positive; neutral and
   surprise -> neutral; angry, disgust, fear, sad -> negative; the class with most mass wins).
-- Conflict between two participants (see `pair_conflict`): opposite polarities (positive vs
-  negative), each held with at least `conflict_polarity_mass` of its own probability mass; or
+- Conflict between two participants (see `pair_conflict`), both with a top probability of at least
+  `conflict_min_top` (a near-uniform distribution says nothing, and 4 of the 7 classes are negative,
+  so it would otherwise look negative): opposite polarities (positive vs negative), each held with at
+  least `conflict_polarity_mass` of its own probability mass; or
   different confident top labels, neither of them neutral (both >= `conflict_confidence`), whose
   Jensen-Shannon divergence (base 2, 0..1) is at least `conflict_js`. Neutral is the absence of a
   signal (a poker face over angry words is common), so it never conflicts by label alone.
@@ -52,6 +54,7 @@ class FusionConfig:
     conflict_polarity_mass: float = 0.6
     conflict_js: float = 0.6
     conflict_confidence: float = 0.5
+    conflict_min_top: float = 0.35
 
 
 def validate_weights(raw: Mapping[str, Any]) -> dict[str, float]:
@@ -105,6 +108,8 @@ class PairConflict:
 
 def pair_conflict(p: np.ndarray, q: np.ndarray, config: FusionConfig) -> PairConflict | None:
     """Whether two participants strongly disagree (see the module docstring), and why."""
+    if min(p.max(), q.max()) < config.conflict_min_top:
+        return None
     js = js_divergence(p, q)
     mass_p, mass_q = polarity_mass(p), polarity_mass(q)
     pos, neg = common_pb2.POLARITY_POSITIVE, common_pb2.POLARITY_NEGATIVE

@@ -130,6 +130,9 @@ def test_agreement_and_weak_disagreement_are_not_conflicts() -> None:
     assert not agreeing.conflict and not agreeing.conflicting
     unsure = fuse([result(V, peaked("happy", 0.35)), result(T, peaked("angry", 0.35))], CONFIG)
     assert not unsure.conflict
+    # Near uniform: 4 of 7 classes are negative, so its negative mass is ~0.6, but it says nothing.
+    shrug = fuse([result(V, peaked("happy", 1.0)), result(A, peaked("angry", 0.25))], CONFIG)
+    assert not shrug.conflict
     poker_face = fuse([result(V, peaked("neutral", 0.95)), result(T, peaked("angry", 0.95))], CONFIG)
     assert not poker_face.conflict
 
