@@ -3,10 +3,11 @@
 # the TensorRT execution provider), built from the repository root:
 #
 #   emomesh triton render --variant gpu        # deploy/triton/models/*/config.pbtxt, committed
-#   docker build -f deploy/docker/triton.Dockerfile -t emomesh/triton .
+#   docker build -f deploy/docker/triton.Dockerfile -t emomesh/triton:0.1.0-gpu .
+#   docker build -f deploy/docker/triton.Dockerfile --build-arg VARIANT=cpu -t emomesh/triton:dev-cpu .
 #
 # TensorRT engines depend on the GPU model and driver, so they cannot be built on a CPU build host:
-# the build stage adds warm-up samples to every model (deploy/docker/triton_warmup.py) and Triton
+# the build stage adds warm-up samples to every model (deploy/docker/triton_repository.py) and Triton
 # builds the engines while loading, on the GPU node, before it reports ready. See docs/operations.md.
 
 # 24.10 ships Triton 2.51, the version the embedded stack runs (nvidia-pytriton 0.7.0).
@@ -15,18 +16,24 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- repository: the committed model repository plus warm-up samples --------------------------------
 FROM ${PYTHON_IMAGE} AS repository
+# gpu: onnxruntime + TensorRT on KIND_GPU instances (production); cpu: the same models on CPU (dev).
+ARG VARIANT=gpu
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 # Same tritonclient as the services (pyproject.toml): its model_config_pb2 parses config.pbtxt.
 RUN pip install "tritonclient[grpc]==2.73.0" "protobuf>=6.30,<7"
 WORKDIR /build
 COPY deploy/triton/models/ ./models/
-COPY deploy/docker/triton_warmup.py ./
+COPY deploy/docker/triton_repository.py ./
 # Every model must have its ONNX file; a missing one fails the build, not the rollout.
 RUN for model in models/*/; do \
         test -f "${model}1/model.onnx" || { echo "missing ${model}1/model.onnx" >&2; exit 1; }; \
     done \
-    && python triton_warmup.py models
+    && case "${VARIANT}" in \
+        gpu) python triton_repository.py models ;; \
+        cpu) python triton_repository.py models --cpu ;; \
+        *) echo "VARIANT must be gpu or cpu, not '${VARIANT}'" >&2; exit 1 ;; \
+    esac
 
 # --- runtime: NGC Triton, non-root, serving /models -------------------------------------------------
 FROM ${TRITON_IMAGE} AS runtime

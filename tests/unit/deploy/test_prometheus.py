@@ -1,0 +1,112 @@
+"""deploy/prometheus: configs and rules checked by the real promtool, rule unit tests run by it."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emomesh.paths import PROJECT_ROOT
+from emomesh.stack import SERVICES
+
+PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
+# Every service of the contract, deployed or not yet in the embedded stack.
+ALL_SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=120)
+
+
+@needs_promtool
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
+def test_promtool_accepts_config(config: str) -> None:
+    result = promtool("check", "config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_accepts_rules() -> None:
+    result = promtool("check", "rules", *sorted((PROMETHEUS_DIR / "rules").glob("*.yml")))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_rule_unit_tests_pass() -> None:
+    result = promtool("test", "rules", "tests/rules_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
+    """The check above can fail: a rule with bad PromQL is refused."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("groups: [{name: g, rules: [{record: 'a:b:c', expr: 'sum by (x (y)'}]}]\n")
+    assert promtool("check", "rules", broken).returncode != 0
+
+
+def jobs(config_name: str) -> dict[str, dict[str, object]]:
+    config = yaml.safe_load((PROMETHEUS_DIR / config_name).read_text())
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_kubernetes_config_scrapes_every_service_and_triton_on_metrics_ports() -> None:
+    scraped = jobs("prometheus.yml")
+    assert set(scraped) == {*ALL_SERVICES, "triton"}
+    for name, job in scraped.items():
+        (sd,) = job["dns_sd_configs"]  # type: ignore[misc]
+        assert sd["names"] == [f"{name}.emomesh.svc.cluster.local"]
+        assert sd["port"] == (8002 if name == "triton" else ALL_SERVICES[name] + 1000)
+
+
+def test_local_config_matches_the_embedded_stack_default_ports() -> None:
+    scraped = jobs("prometheus.local.yml")
+    assert set(scraped) == {*ALL_SERVICES, "triton"}
+    for spec in SERVICES:
+        assert spec.default_port == ALL_SERVICES[spec.name]
+        targets = scraped[spec.name]["static_configs"][0]["targets"]  # type: ignore[index]
+        assert targets == [f"127.0.0.1:{spec.default_port + 1000}"]
+    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]  # type: ignore[index]
+
+
+def test_every_alert_has_a_severity_summary_and_a_rule_unit_test() -> None:
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "rules" / "alerts.yml").read_text())
+    tested = set(re.findall(r"alertname: (\w+)", (PROMETHEUS_DIR / "tests" / "rules_test.yml").read_text()))
+    for group in alerts["groups"]:
+        for rule in group["rules"]:
+            assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+            assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
+            assert rule["alert"] in tested, f"{rule['alert']} has no test in tests/rules_test.yml"
+
+
+def test_alerts_cover_the_issue_list() -> None:
+    names = {
+        r["alert"]
+        for g in yaml.safe_load((PROMETHEUS_DIR / "rules" / "alerts.yml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    assert {"EmomeshHighP99Latency", "EmomeshHighErrorRatio", "TritonQueueTimeHigh", "EmomeshModalityDown"} <= names
+
+
+def test_adapter_exposes_the_metric_the_triton_autoscaler_reads() -> None:
+    adapter = yaml.safe_load((PROMETHEUS_DIR / "prometheus-adapter.yaml").read_text())
+    (rule,) = adapter["rules"]["external"]
+    recorded = {
+        r["record"]
+        for g in yaml.safe_load((PROMETHEUS_DIR / "rules" / "recording.yml").read_text())["groups"]
+        for r in g["rules"]
+    }
+    assert rule["seriesQuery"] in recorded
+    hpa = next(
+        doc
+        for doc in yaml.safe_load_all((PROJECT_ROOT / "k8s" / "base" / "triton.yaml").read_text())
+        if doc["kind"] == "HorizontalPodAutoscaler"
+    )
+    assert hpa["spec"]["metrics"][0]["external"]["metric"]["name"] == rule["name"]["as"]
