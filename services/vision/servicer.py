@@ -4,6 +4,7 @@ the steps are pure functions (preprocess, faces, video, tracking) and a model cl
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -135,13 +136,18 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         return vision_pb2.AnalyzeImagesResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)
 
     def _prepare_video(
-        self, request: vision_pb2.AnalyzeVideoRequest, sampling: Sampling, info: ClipInfo
+        self,
+        request: vision_pb2.AnalyzeVideoRequest,
+        sampling: Sampling,
+        info: ClipInfo,
+        cancelled: threading.Event | None = None,
     ) -> list[_PreparedFrame]:
         """Decodes the sampled frames one at a time and keeps only their face crops; runs in a worker
-        thread (decoding and detection are CPU-bound)."""
+        thread (decoding and detection are CPU-bound). Stops early once `cancelled` is set: a worker
+        thread outlives the cancelled call, and a long clip would otherwise go on burning CPU."""
         frames: Iterator[SampledFrame]
         if request.WhichOneof("source") == "video":
-            frames = decode_video(request.video, sampling, self.video_limits, info)
+            frames = decode_video(request.video, sampling, self.video_limits, info, cancelled)
         else:
             frames = decode_sequence(
                 list(request.frames.images),
@@ -153,6 +159,8 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             )
         prepared = []
         for frame in frames:
+            if cancelled is not None and cancelled.is_set():
+                break
             boxes = self.detector.detect(frame.gray)[: self.settings.max_faces]
             crops = crop_faces(frame.gray, boxes, self.model.input_size, self.settings.face_margin)
             FACES_PER_IMAGE.observe(len(boxes))
@@ -173,7 +181,13 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             self.settings.max_video_frames,
         )
         info = ClipInfo()
-        frames = await asyncio.to_thread(self._prepare_video, request, sampling, info)
+        cancelled = threading.Event()
+        try:
+            frames = await asyncio.to_thread(self._prepare_video, request, sampling, info, cancelled)
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed: tell the decoding thread to stop.
+            cancelled.set()
+            raise
         # Every face of every sampled frame goes to Triton together, in as few batches as it accepts.
         all_probs = await self.model.classify(np.concatenate([f.crops for f in frames]))
         tracker = IouTracker(self.settings.track_min_iou)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -160,10 +161,17 @@ def _count_packets(data: bytes) -> int:
             raise InvalidInput(f"video is corrupt: {exc}") from exc
 
 
-def decode_video(data: bytes, sampling: Sampling, limits: VideoLimits, info: ClipInfo) -> Iterator[SampledFrame]:
+def decode_video(
+    data: bytes,
+    sampling: Sampling,
+    limits: VideoLimits,
+    info: ClipInfo,
+    cancelled: threading.Event | None = None,
+) -> Iterator[SampledFrame]:
     """Yields the sampled frames of an encoded video as gray images, decoding one frame at a time.
     Fills `info` (frame count, duration, fps, frames sampled) as it goes. Raises InvalidInput for
-    empty, unreadable, corrupt or over-limit input."""
+    empty, unreadable, corrupt or over-limit input. Stops quietly once `cancelled` is set (checked at
+    every decoded frame: sampled frames can be thousands of decoded frames apart)."""
     if not data:
         raise InvalidInput("video is empty")
     container = _open_container(data)
@@ -190,6 +198,8 @@ def decode_video(data: bytes, sampling: Sampling, limits: VideoLimits, info: Cli
         index = -1
         try:
             for index, frame in enumerate(container.decode(stream)):
+                if cancelled is not None and cancelled.is_set():
+                    return
                 if index >= limits.max_decoded_frames:
                     raise InvalidInput(
                         f"video has more than {limits.max_decoded_frames} frames; send a shorter clip or sampled frames"

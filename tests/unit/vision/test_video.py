@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,11 @@ def test_frame_sequence_errors_name_the_frame() -> None:
 def test_encode_video_round_trips_frame_count() -> None:
     video = encode_video([scene(i) for i in range(3)], fps=3)
     assert len(list(decode_video(video, Sampling("every_nth", 1), LIMITS, ClipInfo()))) == 3
+
+
+def test_decoding_stops_when_cancelled() -> None:
+    cancelled = threading.Event()
+    frames = decode_video(face_video(10), Sampling("every_nth", 1), LIMITS, ClipInfo(), cancelled)
+    assert next(frames).index == 0
+    cancelled.set()
+    assert list(frames) == []
