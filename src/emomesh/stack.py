@@ -37,6 +37,7 @@ class ServiceSpec:
 # Start order matters only for dependencies; all wait for health before the stack is "up".
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("vision", "services.vision.server", 50051),
+    ServiceSpec("audio", "services.audio.server", 50052),
     ServiceSpec("fusion", "services.fusion.server", 50054, depends_on=("vision", "audio", "text")),
     ServiceSpec("dialog", "services.dialog.server", 50055, needs_redis=True),
 )
