@@ -31,7 +31,7 @@ from services.audio.features import N_FRAMES, N_MELS
 
 @dataclass(frozen=True)
 class ACRNNConfig:
-    width: float = 0.25
+    width: float = 0.125
     heads: int = 4
     dropout: float = 0.3
     n_mels: int = N_MELS
