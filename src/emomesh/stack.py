@@ -38,6 +38,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("vision", "services.vision.server", 50051),
     ServiceSpec("audio", "services.audio.server", 50052),
+    ServiceSpec("text", "services.text.server", 50053),
     ServiceSpec("fusion", "services.fusion.server", 50054, depends_on=("vision", "audio", "text")),
     ServiceSpec("dialog", "services.dialog.server", 50055, needs_redis=True),
 )

@@ -1,0 +1,184 @@
+"""The text service against the real tritonserver serving the real int8 MiniLM emotion model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from emomesh.procs import free_port
+from emomesh.tritonserver import TritonServer
+from emotion.common.v1 import common_pb2
+from emotion.text.v1 import text_pb2, text_pb2_grpc
+from services.text.config import TextSettings
+from services.text.server import build_server
+from tests.integration.openai_server import OpenAIStub
+
+pytestmark = pytest.mark.integration
+
+MAX_TEXT_BYTES = 2 * 1024 * 1024
+
+
+def settings_for(triton: TritonServer, **overrides: str) -> TextSettings:
+    env = {
+        "EMOMESH_TEXT_LISTEN": f"127.0.0.1:{free_port()}",
+        "EMOMESH_TEXT_METRICS_PORT": "0",
+        "EMOMESH_TEXT_MAX_TEXT_BYTES": str(MAX_TEXT_BYTES),
+        "EMOMESH_TRITON_URL": triton.grpc_url,
+        **overrides,
+    }
+    return TextSettings.from_env(env)
+
+
+async def serve(settings: TextSettings) -> AsyncIterator[text_pb2_grpc.TextServiceStub]:
+    server = await build_server(settings)
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield text_pb2_grpc.TextServiceStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+@pytest.fixture
+async def text(triton_server: TritonServer) -> AsyncIterator[text_pb2_grpc.TextServiceStub]:
+    async for stub in serve(settings_for(triton_server)):
+        yield stub
+
+
+@pytest.fixture
+def llm() -> Iterator[OpenAIStub]:
+    stub = OpenAIStub(reply="I am so happy today, this is the best news ever!").start()
+    try:
+        yield stub
+    finally:
+        stub.stop()
+
+
+async def analyze(stub: text_pb2_grpc.TextServiceStub, **fields: object) -> text_pb2.AnalyzeTextResponse:
+    return await stub.AnalyzeText(text_pb2.AnalyzeTextRequest(**fields), timeout=30)
+
+
+async def still_serving(stub: text_pb2_grpc.TextServiceStub) -> None:
+    response = await analyze(stub, text="I love you all so much, this is wonderful!")
+    assert response.distribution.top == common_pb2.EMOTION_HAPPY
+
+
+async def test_obviously_happy_and_obviously_angry_sentences(text: text_pb2_grpc.TextServiceStub) -> None:
+    happy = await analyze(text, text="I love you all so much, this is wonderful!")
+    angry = await analyze(text, text="I am furious with you, this is outrageous and I hate it!")
+    assert happy.distribution.top == common_pb2.EMOTION_HAPPY
+    assert angry.distribution.top == common_pb2.EMOTION_ANGRY
+    for response in (happy, angry):
+        probs = np.array(response.distribution.probabilities)
+        assert probs.shape == (7,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert response.language == "en" and response.reliability == 1.0 and not response.truncated
+        assert response.model.name == "text_minilm_emotion" and response.model.version.startswith("minilm-l6")
+        assert response.tokens > 5
+
+
+async def test_batch_gives_the_same_answers_as_single_calls(text: text_pb2_grpc.TextServiceStub) -> None:
+    sentences = ["I love you all so much, this is wonderful!", "ok", "I am furious with you, this is outrageous!"]
+    # 42 texts: more than the model's max_batch_size of 32, so the service splits the batch.
+    request = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text=s) for s in sentences * 14])
+    batch = await text.AnalyzeTexts(request, timeout=60)
+    assert len(batch.results) == 42
+    singles = [await analyze(text, text=s) for s in sentences]
+    for index, result in enumerate(batch.results):
+        single = singles[index % len(sentences)]
+        # Padding to a longer batch-mate must not change the answer. Not bit for bit: dynamic int8
+        # quantization scales activations per tensor, i.e. over the whole batch (measured up to ~0.02).
+        assert result.distribution.top == single.distribution.top
+        assert result.distribution.probabilities == pytest.approx(single.distribution.probabilities, abs=0.05)
+        assert result.tokens == single.tokens
+
+
+async def test_empty_text_is_invalid_argument(text: text_pb2_grpc.TextServiceStub) -> None:
+    for fields in ({"text": ""}, {"text": "  \n\t "}, {"utf8": b""}, {}):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await analyze(text, **fields)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "empty" in (caught.value.details() or "") or "set `text`" in (caught.value.details() or "")
+    await still_serving(text)
+
+
+async def test_one_megabyte_is_truncated_with_a_flag(text: text_pb2_grpc.TextServiceStub) -> None:
+    huge = "I am furious with you! " + "blah " * 200_000  # ~1 MB
+    response = await analyze(text, text=huge)
+    assert response.truncated and response.tokens == 64
+    assert "first 64 tokens" in response.note
+    await still_serving(text)
+
+
+async def test_text_over_the_limit_is_refused_with_the_limit(text: text_pb2_grpc.TextServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await analyze(text, utf8=b"a" * (MAX_TEXT_BYTES + 1))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"the limit is {MAX_TEXT_BYTES} bytes" in (caught.value.details() or "")
+    await still_serving(text)
+
+
+async def test_invalid_utf8_bytes_are_invalid_argument(text: text_pb2_grpc.TextServiceStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await analyze(text, utf8=b"I am happy \xc3\x28 today")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not valid UTF-8" in (caught.value.details() or "")
+    valid = await analyze(text, utf8="I love you all so much, this is wonderful! 😊".encode())
+    assert valid.distribution.top == common_pb2.EMOTION_HAPPY
+
+
+async def test_emoji_only_text_is_answered_as_unreadable(text: text_pb2_grpc.TextServiceStub) -> None:
+    response = await analyze(text, text="😡😡😡🤬")
+    assert response.language == "und" and response.reliability == pytest.approx(0.2)
+    assert "no words" in response.note
+    await still_serving(text)
+
+
+async def test_chinese_without_translator_is_flagged_unreliable(text: text_pb2_grpc.TextServiceStub) -> None:
+    response = await analyze(text, text="我今天非常高兴，谢谢你们！")
+    assert response.language == "zh" and not response.translated
+    assert response.reliability == pytest.approx(0.2) and "not translated" in response.note
+
+
+async def test_mixed_scripts_are_read_with_a_caveat(text: text_pb2_grpc.TextServiceStub) -> None:
+    mostly_english = await analyze(text, text="I love you all so much, this is wonderful! 谢谢")
+    assert mostly_english.language == "en"
+    assert mostly_english.distribution.top == common_pb2.EMOTION_HAPPY
+    half = await analyze(text, text="so happy 快乐快乐快乐")
+    assert half.language == "en" and half.reliability < 1.0 and "mixed scripts" in half.note
+    await still_serving(text)
+
+
+async def test_chinese_is_translated_by_the_configured_llm(triton_server: TritonServer, llm: OpenAIStub) -> None:
+    settings = settings_for(
+        triton_server,
+        EMOMESH_TEXT_TRANSLATOR_BASE_URL=llm.base_url,
+        EMOMESH_TEXT_TRANSLATOR_MODEL="stub-model",
+    )
+    async for stub in serve(settings):
+        response = await analyze(stub, text="我今天非常高兴，这是最好的消息！")
+        assert response.language == "zh" and response.translated
+        assert response.translated_text == llm.reply
+        assert response.reliability == pytest.approx(0.8)
+        assert response.distribution.top == common_pb2.EMOTION_HAPPY
+        assert "我今天非常高兴" in llm.requests[0].body["messages"][-1]["content"]
+
+
+async def test_failing_llm_degrades_to_untranslated(triton_server: TritonServer) -> None:
+    failing = OpenAIStub(fail_status=500).start()
+    try:
+        settings = settings_for(
+            triton_server,
+            EMOMESH_TEXT_TRANSLATOR_BASE_URL=failing.base_url,
+            EMOMESH_TEXT_TRANSLATOR_MODEL="stub-model",
+        )
+        async for stub in serve(settings):
+            response = await analyze(stub, text="我今天非常高兴")
+            assert not response.translated and response.reliability == pytest.approx(0.2)
+            assert "translator failed" in response.note
+            await still_serving(stub)
+    finally:
+        failing.stop()
