@@ -8,6 +8,7 @@ from emomesh.logs import configure_logging
 from emomesh.server import GrpcServer
 from emomesh.triton import TritonClient
 from emotion.text.v1 import text_pb2, text_pb2_grpc
+from services.text import language
 from services.text.config import TextSettings
 from services.text.model import TritonTextModel
 from services.text.servicer import TextServicer
@@ -22,6 +23,7 @@ async def build_server(settings: TextSettings) -> GrpcServer:
     model = TritonTextModel(triton, settings.model_name)
     await model.load()
     tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens)
+    language.warm_up()
     translator = translator_from_settings(settings.translator)
     servicer = TextServicer(settings, model, tokenizer, translator)
 

@@ -14,6 +14,9 @@ from services.text.language import detect_language, normalize_hint
         ("오늘 정말 행복해요", "ko"),
         ("Das ist wirklich eine schreckliche Nachricht für uns alle", "de"),
         ("Estoy muy feliz hoy con mis amigos de la escuela", "es"),
+        ("Ik ben zo blij vandaag, het is echt een mooie dag", "nl"),
+        ("Jsem dnes tak smutny, protoze to je konec", "cs"),
+        ("I can't believe you did that to me, it was the worst day of my life", "en"),
         ("Это ужасно, я очень расстроен", "ru"),
     ],
 )
@@ -49,3 +52,12 @@ def test_language_hint_is_normalised_or_refused() -> None:
         normalize_hint("english please")
     with pytest.raises(ValueError, match="ISO 639-1"):
         normalize_hint("e1")
+
+
+def test_english_shortcut_needs_enough_english_function_words() -> None:
+    from services.text.language import looks_english
+
+    assert looks_english("I can't believe you did that to me")
+    assert not looks_english("Estoy muy feliz hoy con mis amigos")
+    assert not looks_english("the end")  # too few words to judge
+    assert not looks_english("I love this café so much")  # not ASCII: left to langdetect
