@@ -11,6 +11,7 @@ import pytest
 from emomesh.errors import InvalidInput
 from emomesh.labels import LABELS, distribution_from_probs, label_index
 from emotion.common.v1 import common_pb2
+from services.fusion.config import DEFAULT_WEIGHTS_FILE, FusionSettings
 from services.fusion.fuse import (
     FusionConfig,
     fuse,
@@ -172,7 +173,7 @@ def test_weights_file_round_trip(tmp_path: Path) -> None:
 
 
 def test_committed_default_weights_file_loads() -> None:
-    weights = load_weights_file(Path("services/fusion/weights.json"))
+    weights = load_weights_file(DEFAULT_WEIGHTS_FILE)
     assert set(weights) == {"vision", "audio", "text"}
     assert sum(weights.values()) == pytest.approx(1.0)
 
@@ -212,3 +213,13 @@ def test_fuse_matrix_matches_fuse_with_missing_rows() -> None:
             if not np.isnan(probs[name][row]).any()
         ]
         np.testing.assert_allclose(fused[row], fuse(results, CONFIG).distribution.probabilities, rtol=1e-5)
+
+
+def test_settings_load_the_weights_file_and_fail_fast_on_a_bad_one(tmp_path: Path) -> None:
+    settings = FusionSettings.from_env({"EMOMESH_FUSION_AUDIO_ADDR": "127.0.0.1:1"})
+    assert settings.fusion.weights == load_weights_file(DEFAULT_WEIGHTS_FILE)
+    assert (settings.vision_addr, settings.audio_addr) == (None, "127.0.0.1:1")
+    bad = tmp_path / "weights.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="EMOMESH_FUSION_WEIGHTS_FILE"):
+        FusionSettings.from_env({"EMOMESH_FUSION_WEIGHTS_FILE": str(bad)})
