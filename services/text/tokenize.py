@@ -2,11 +2,11 @@
 tokenizer.json): the same code path in training, evaluation, benchmarks and the service.
 
 A batch is padded to its longest sequence, not to max_length, so short sentences stay cheap.
-Sequences longer than max_length tokens (special tokens included) are cut at the end and flagged.
-Only a prefix of each text is tokenized (PREFIX_CHARS_PER_TOKEN characters per allowed token, cut at
-a space): a 1 MB text costs the same as a page, and because WordPiece never produces more tokens
-than characters would allow... the prefix is long enough that, when it is cut, it still yields more
-than max_length tokens, so the kept tokens are exactly those of the full text."""
+Sequences longer than max_length tokens (special tokens included) are cut at the end (the closing
+special token is kept) and flagged `truncated`. Only a prefix of each text is tokenized
+(PREFIX_CHARS_PER_TOKEN characters per allowed token, cut at a space), so a 1 MB text costs the same
+as a page; a text longer than that prefix is always flagged truncated, since it was not all read.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 # 32 characters per token is far more than WordPiece ever needs (English averages ~4-5 characters per
-# token), so a cut prefix always holds more than max_length tokens.
+# token), so a cut prefix normally holds more than max_length tokens and the kept tokens are those of
+# the full text.
 PREFIX_CHARS_PER_TOKEN = 32
 
 
