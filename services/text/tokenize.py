@@ -42,7 +42,9 @@ class TextTokenizer:
         # exactly max_length tokens; the extra token is removed below.
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length + 1)
-        self.pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+        # BERT-style vocabularies pad with [PAD], RoBERTa-style ones with <pad> (id 1, not 0).
+        pad_ids = [self._tokenizer.token_to_id(token) for token in ("[PAD]", "<pad>")]
+        self.pad_id = next((i for i in pad_ids if i is not None), 0)
         self.prefix_chars = max_length * PREFIX_CHARS_PER_TOKEN
 
     def _prefix(self, text: str) -> str:
