@@ -20,3 +20,8 @@ def test_gpu_variant_uses_onnxruntime_on_gpu_with_optional_tensorrt() -> None:
     assert 'backend: "onnxruntime"' in with_trt and "KIND_GPU" in with_trt and '"tensorrt"' in with_trt
     without = render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=False))
     assert "tensorrt" not in without
+
+
+def test_a_model_can_opt_out_of_tensorrt() -> None:
+    spec = {**load_specs()["fer_mini_xception"], "tensorrt": False}
+    assert "tensorrt" not in render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=True))
