@@ -4,6 +4,8 @@ emomesh up                         start tritonserver, redis-server and all serv
 emomesh demo                       start the stack, analyse the bundled samples, stop
 emomesh analyze --image face.jpg   analyse a file through a running stack
 emomesh health                     health of every service of a running stack
+emomesh eval /data/fer2013 --split val   accuracy of a running stack on a labelled dataset
+emomesh bench --out runs/bench/all.json  latency/throughput of an embedded stack vs in-process models
 emomesh triton render --variant gpu --out deploy/triton/models
 """
 
@@ -16,37 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-
 from emomesh import analyze_cli
-from emomesh.paths import MODEL_REPOSITORY, SAMPLES_DIR
-from emomesh.render import distribution_lines, top_text
-from emomesh.server import grpc_options
+from emomesh.evaluation import cli as eval_cli
+from emomesh.paths import MODEL_REPOSITORY
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emomesh.triton_repo import RenderOptions, render_repository
-from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 60.0
-
-
-def _channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address, options=grpc_options(256 * 1024 * 1024))
-
-
-def analyze_image(address: str, path: Path, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
-    with _channel(address) as channel:
-        response = vision_pb2_grpc.VisionServiceStub(channel).AnalyzeImage(
-            vision_pb2.AnalyzeImageRequest(image=path.read_bytes()), timeout=timeout_s
-        )
-    lines = [
-        f"{path.name}: {response.image_width}x{response.image_height}, {len(response.faces)} face(s), "
-        f"model {response.model.name} {response.model.version}, {response.latency_ms:.1f} ms server-side"
-    ]
-    for i, face in enumerate(response.faces):
-        b = face.box
-        lines.append(f"  face {i + 1} at x={b.x} y={b.y} {b.width}x{b.height}: {top_text(face.distribution)}")
-        lines.extend(distribution_lines(face.distribution, top_k=3))
-    return "\n".join(lines)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -70,11 +48,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    config = StackConfig.ephemeral(args.state_dir)
-    with Stack(config) as stack:
-        print(stack.describe(), flush=True)
-        print()
-        print(analyze_image(config.address("vision"), SAMPLES_DIR / "astronaut.jpg"))
+    from emomesh.demo import run_demo
+
+    run_demo(args.state_dir)
     print("\nstack stopped.")
     return 0
 
@@ -89,6 +65,16 @@ def cmd_health(args: argparse.Namespace) -> int:
         ok &= healthy
         print(f"{spec.name:<8} {address:<18} {'SERVING' if healthy else 'DOWN'}")
     return 0 if ok else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    # bench/ lives at the repository root, next to src/: importable when running from a checkout.
+    from emomesh.paths import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from bench import run_all
+
+    return run_all.main(args.bench_args)
 
 
 def cmd_triton_render(args: argparse.Namespace) -> int:
@@ -124,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="health of every service of a running stack")
     health.set_defaults(func=cmd_health)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate a running stack on a labelled dataset",
+        description=eval_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    eval_cli.add_arguments(evaluate)
+    evaluate.set_defaults(func=eval_cli.cmd_eval)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark an embedded stack against in-process models (python -m bench.run_all --help)"
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of bench.run_all")
+    bench.set_defaults(func=cmd_bench)
 
     triton = sub.add_parser("triton", help="Triton model repository tools")
     triton_sub = triton.add_subparsers(dest="triton_command", required=True)

@@ -1,4 +1,7 @@
-"""Classification metrics over the project's label set, in plain NumPy (no scikit-learn at run time).
+"""Evaluation metrics in plain NumPy (no scikit-learn at run time): classification over the project's
+label set, regression (valence/arousal: CCC, MAE, Pearson) and MOSI-style sentiment (MAE, correlation,
+binary and 7-class accuracy), and the projections that turn a 7-class distribution into a valence,
+arousal or sentiment estimate (the services answer only distributions).
 
 A prediction may be missing (`None`): the service found no face, no speech... Such samples count as
 wrong for accuracy and recall and appear in their own confusion-matrix column, so a model cannot look
@@ -6,7 +9,7 @@ better by abstaining."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +29,8 @@ class ClassificationMetrics:
     # CK+48, is not marked down for a class it cannot test; predicting neutral there still costs
     # precision nowhere but recall of the true class).
     macro_f1: float
+    # F1 averaged with the support of each label as its weight (scikit-learn's average="weighted").
+    weighted_f1: float
     recall: dict[str, float]
     precision: dict[str, float]
     f1: dict[str, float]
@@ -42,6 +47,7 @@ class ClassificationMetrics:
             "total": self.total,
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
+            "weighted_f1": self.weighted_f1,
             "without_prediction": self.without_prediction,
             "recall": self.recall,
             "precision": self.precision,
@@ -82,6 +88,7 @@ def classification_metrics(
         confusion=confusion,
         accuracy=float(correct.sum() / total) if total else 0.0,
         macro_f1=float(np.mean([f1[label] for label in present])) if present else 0.0,
+        weighted_f1=float(sum(f1[label] * support[label] for label in present) / total) if total else 0.0,
         recall=recall,
         precision=precision,
         f1=f1,
@@ -89,3 +96,159 @@ def classification_metrics(
         total=total,
         without_prediction=int(confusion[:, -1].sum()),
     )
+
+
+# Where each label sits on the valence/arousal circumplex, both in [-1, 1]: hand-placed after Russell's
+# (1980) circumplex of affect (happy: pleasant and fairly activated; sad: unpleasant and deactivated;
+# neutral at the origin). A distribution's estimate is its expectation over these points, a projection
+# for comparing against regression datasets, not a trained regression head.
+CIRCUMPLEX: dict[str, tuple[float, float]] = {
+    "angry": (-0.6, 0.7),
+    "disgust": (-0.6, 0.35),
+    "fear": (-0.6, 0.6),
+    "happy": (0.8, 0.5),
+    "sad": (-0.7, -0.4),
+    "surprise": (0.2, 0.8),
+    "neutral": (0.0, 0.0),
+}
+# Sentiment sign of each label, the polarity used by fusion (surprise counts as neutral).
+SENTIMENT_SIGN: dict[str, float] = {
+    "angry": -1.0,
+    "disgust": -1.0,
+    "fear": -1.0,
+    "happy": 1.0,
+    "sad": -1.0,
+    "surprise": 0.0,
+    "neutral": 0.0,
+}
+SENTIMENT_SCALE = 3.0
+
+
+def valence_arousal_of(probs: Sequence[float]) -> dict[str, float]:
+    """Expected valence and arousal of a distribution in LABELS order (see CIRCUMPLEX)."""
+    p = np.asarray(probs, dtype=np.float64)
+    points = np.asarray([CIRCUMPLEX[label] for label in LABELS])
+    valence, arousal = p @ points
+    return {"valence": float(valence), "arousal": float(arousal)}
+
+
+def sentiment_of(probs: Sequence[float]) -> float:
+    """MOSI-scale sentiment in [-3, 3]: 3 x (positive mass - negative mass)."""
+    p = np.asarray(probs, dtype=np.float64)
+    return float(SENTIMENT_SCALE * (p @ np.asarray([SENTIMENT_SIGN[label] for label in LABELS])))
+
+
+def concordance_correlation(truth: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> float:
+    """Lin's concordance correlation coefficient: 2 cov / (var_t + var_p + (mean_t - mean_p)^2), with
+    population (biased) moments, as in the AVEC challenges. 0 when both series are constant."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if len(t) != len(p) or len(t) == 0:
+        raise ValueError(f"CCC needs two series of the same non-zero length, got {len(t)} and {len(p)}")
+    covariance = float(np.mean((t - t.mean()) * (p - p.mean())))
+    denominator = float(t.var() + p.var() + (t.mean() - p.mean()) ** 2)
+    return 2 * covariance / denominator if denominator > 0 else 0.0
+
+
+def pearson(truth: Sequence[float] | np.ndarray, predicted: Sequence[float] | np.ndarray) -> float:
+    """Pearson correlation; 0 when either series is constant (undefined)."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(predicted, dtype=np.float64)
+    if t.std() == 0 or p.std() == 0:
+        return 0.0
+    return float(np.corrcoef(t, p)[0, 1])
+
+
+@dataclass(frozen=True)
+class RegressionMetrics:
+    # Per dimension (valence, arousal): ccc, mae, pearson, n.
+    dimensions: dict[str, dict[str, float]]
+    total: int
+    without_prediction: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"total": self.total, "without_prediction": self.without_prediction, "dimensions": self.dimensions}
+
+
+def regression_metrics(
+    truth: Sequence[Mapping[str, float]], predicted: Sequence[Mapping[str, float] | None]
+) -> RegressionMetrics:
+    """CCC, MAE and Pearson per target dimension over the samples that have a prediction and that
+    dimension (a dataset may label only valence)."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} targets but {len(predicted)} predictions")
+    names = sorted({name for targets in truth for name in targets})
+    dimensions: dict[str, dict[str, float]] = {}
+    for name in names:
+        pairs = [(t[name], p[name]) for t, p in zip(truth, predicted, strict=True) if p is not None and name in t]
+        if not pairs:
+            continue
+        t_values, p_values = (np.asarray(v) for v in zip(*pairs, strict=True))
+        dimensions[name] = {
+            "ccc": concordance_correlation(t_values, p_values),
+            "mae": float(np.mean(np.abs(t_values - p_values))),
+            "pearson": pearson(t_values, p_values),
+            "n": len(pairs),
+        }
+    return RegressionMetrics(dimensions, len(truth), sum(p is None for p in predicted))
+
+
+@dataclass(frozen=True)
+class SentimentMetrics:
+    mae: float
+    pearson: float
+    # Binary accuracy and weighted F1 over the non-neutral truths (score != 0): positive vs negative.
+    acc2: float
+    f1_2: float
+    # Accuracy of the score rounded to the nearest integer in [-3, 3].
+    acc7: float
+    total: int
+    non_zero: int
+    without_prediction: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "without_prediction": self.without_prediction,
+            "mae": self.mae,
+            "pearson": self.pearson,
+            "acc2": self.acc2,
+            "f1_2": self.f1_2,
+            "acc7": self.acc7,
+            "non_zero": self.non_zero,
+        }
+
+
+def sentiment_metrics(truth: Sequence[float], predicted: Sequence[float | None]) -> SentimentMetrics:
+    """The CMU-MOSI metrics (as reported by MMSA): MAE, Pearson, Acc-2/F1 on non-zero truths, Acc-7.
+    A missing prediction is scored as 0 (neutral): it cannot help Acc-2 and costs MAE."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} scores but {len(predicted)} predictions")
+    if not truth:
+        raise ValueError("no sentiment samples")
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray([0.0 if v is None else v for v in predicted], dtype=np.float64)
+    non_zero = t != 0
+    truth_positive, predicted_positive = t[non_zero] > 0, p[non_zero] > 0
+    f1_2 = 0.0
+    if non_zero.any():
+        for positive in (True, False):
+            tp = int(np.sum((truth_positive == positive) & (predicted_positive == positive)))
+            fp = int(np.sum((truth_positive != positive) & (predicted_positive == positive)))
+            fn = int(np.sum((truth_positive == positive) & (predicted_positive != positive)))
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            f1_2 += f1 * int(np.sum(truth_positive == positive)) / int(non_zero.sum())
+    return SentimentMetrics(
+        mae=float(np.mean(np.abs(t - p))),
+        pearson=pearson(t, p),
+        acc2=float(np.mean(truth_positive == predicted_positive)) if non_zero.any() else 0.0,
+        f1_2=f1_2,
+        acc7=float(np.mean(_seven_class(t) == _seven_class(p))),
+        total=len(t),
+        non_zero=int(non_zero.sum()),
+        without_prediction=sum(v is None for v in predicted),
+    )
+
+
+def _seven_class(scores: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(scores, -3, 3))

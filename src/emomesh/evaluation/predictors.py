@@ -1,7 +1,8 @@
 """Predictors: one sample in, the service's distribution out, over gRPC with a deadline per call.
 
 A predictor returns `Prediction(probabilities=None)` when the service answered but found nothing to
-classify (no face), and raises for failed calls; the runner records both."""
+classify (no face, no speech), and raises for failed calls; the runner records both. One predictor per
+modality: AnalyzeImage (vision), AnalyzeAudio without transcription (audio), AnalyzeText (text)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import grpc
 from emomesh.evaluation.adapters import Sample
 from emomesh.labels import probs_from_distribution
 from emomesh.server import grpc_options
+from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+
+# The stack service that answers each modality.
+SERVICE_OF_MODALITY = {"image": "vision", "audio": "audio", "text": "text"}
 
 
 @dataclass(frozen=True)
@@ -54,3 +60,60 @@ class VisionImagePredictor:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+class AudioPredictor:
+    """AnalyzeAudio without transcription: the clip's distribution (mean over its analysis windows).
+    A clip in which the service detects no speech has no prediction (the service answers uniform)."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0, max_message_bytes: int = 64 << 20) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=grpc_options(max_message_bytes))
+        self.stub = audio_pb2_grpc.AudioServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def predict(self, sample: Sample) -> Prediction:
+        if sample.path is None:
+            raise ValueError(f"sample {sample.id} has no audio path")
+        request = audio_pb2.AnalyzeAudioRequest(audio=sample.path.read_bytes(), transcribe=False)
+        response = await self.stub.AnalyzeAudio(request, timeout=self.timeout_s)
+        model = f"{response.model.name}:{response.model.version}"
+        if not response.speech_detected or not response.HasField("distribution"):
+            return Prediction(None, model)
+        return Prediction(probs_from_distribution(response.distribution).tolist(), model)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class TextPredictor:
+    """AnalyzeText: the text's distribution."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=grpc_options(4 << 20))
+        self.stub = text_pb2_grpc.TextServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def predict(self, sample: Sample) -> Prediction:
+        if sample.text is None:
+            raise ValueError(f"sample {sample.id} has no text")
+        response = await self.stub.AnalyzeText(text_pb2.AnalyzeTextRequest(text=sample.text), timeout=self.timeout_s)
+        model = f"{response.model.name}:{response.model.version}"
+        if not response.HasField("distribution"):
+            return Prediction(None, model)
+        return Prediction(probs_from_distribution(response.distribution).tolist(), model)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def predictor_for(
+    modality: str, address: str, *, whole_image_is_face: bool = False, timeout_s: float = 30.0
+) -> Predictor:
+    """The gRPC predictor of a modality (image, audio or text) against the service at address."""
+    if modality == "image":
+        return VisionImagePredictor(address, whole_image_is_face=whole_image_is_face, timeout_s=timeout_s)
+    if modality == "audio":
+        return AudioPredictor(address, timeout_s=timeout_s)
+    if modality == "text":
+        return TextPredictor(address, timeout_s=timeout_s)
+    raise ValueError(f"no predictor for modality {modality!r}; expected one of {', '.join(SERVICE_OF_MODALITY)}")

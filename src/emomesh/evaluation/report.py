@@ -1,5 +1,6 @@
 """Evaluation report: metrics.json, a Markdown summary with the confusion matrix as a table, and the
-confusion matrix as a PNG (matplotlib, when installed)."""
+confusion matrix as a PNG (matplotlib, when installed); regression and sentiment reports; and a summary
+table over several runs' metrics.json (`emomesh eval --summarize runs/eval`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emomesh.evaluation.metrics import NO_PREDICTION, ClassificationMetrics
+from emomesh.evaluation.metrics import NO_PREDICTION, ClassificationMetrics, RegressionMetrics, SentimentMetrics
 
 
 def markdown(title: str, metrics: ClassificationMetrics, meta: dict[str, Any]) -> str:
@@ -18,7 +19,7 @@ def markdown(title: str, metrics: ClassificationMetrics, meta: dict[str, Any]) -
         f"- model: `{meta.get('model', 'unknown')}`",
         f"- samples scored: {metrics.total} (failed calls: {meta.get('failed', 0)})",
         f"- accuracy: **{metrics.accuracy:.4f}**; macro-F1 (over the {len(labels)} labels present): "
-        f"**{metrics.macro_f1:.4f}**",
+        f"**{metrics.macro_f1:.4f}**; weighted-F1: {metrics.weighted_f1:.4f}",
         f"- without a prediction (e.g. no face found), counted as wrong: {metrics.without_prediction}",
         "",
         "| label | support | recall | precision | F1 |",
@@ -69,12 +70,125 @@ def confusion_png(path: Path, title: str, metrics: ClassificationMetrics) -> boo
     return True
 
 
-def write_report(out_dir: Path, title: str, metrics: ClassificationMetrics, meta: dict[str, Any]) -> Path:
+def regression_markdown(title: str, metrics: RegressionMetrics, meta: dict[str, Any]) -> str:
+    lines = [
+        f"# Evaluation: {title}",
+        "",
+        f"- model: `{meta.get('model', 'unknown')}`",
+        f"- samples scored: {metrics.total} (failed calls: {meta.get('failed', 0)}); without a prediction "
+        f"(left out of the scores): {metrics.without_prediction}",
+        "- prediction: the expected valence/arousal of the 7-class distribution over fixed circumplex points "
+        "(emomesh.evaluation.metrics.CIRCUMPLEX)",
+        "",
+        "| dimension | n | CCC | MAE | Pearson |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in metrics.dimensions.items():
+        lines.append(f"| {name} | {int(row['n'])} | {row['ccc']:.4f} | {row['mae']:.4f} | {row['pearson']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def sentiment_markdown(title: str, metrics: SentimentMetrics, meta: dict[str, Any]) -> str:
+    return (
+        "\n".join(
+            [
+                f"# Evaluation: {title}",
+                "",
+                f"- model: `{meta.get('model', 'unknown')}`",
+                f"- samples scored: {metrics.total} (failed calls: {meta.get('failed', 0)}); without a prediction "
+                f"(scored as 0): {metrics.without_prediction}",
+                "- prediction: 3 x (positive - negative probability mass) of the 7-class distribution",
+                "",
+                "| MAE | Pearson | Acc-2 (non-zero) | F1-2 (weighted) | Acc-7 | non-zero truths |",
+                "|---:|---:|---:|---:|---:|---:|",
+                f"| {metrics.mae:.4f} | {metrics.pearson:.4f} | {metrics.acc2:.4f} | {metrics.f1_2:.4f} | "
+                f"{metrics.acc7:.4f} | {metrics.non_zero} |",
+            ]
+        )
+        + "\n"
+    )
+
+
+def write_report(
+    out_dir: Path,
+    title: str,
+    metrics: ClassificationMetrics | RegressionMetrics | SentimentMetrics,
+    meta: dict[str, Any],
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({**meta, **metrics.as_dict()}, indent=2) + "\n")
-    text = markdown(title, metrics, meta)
-    if confusion_png(out_dir / "confusion.png", title, metrics):
-        text += "\n![confusion matrix](confusion.png)\n"
+    if isinstance(metrics, RegressionMetrics):
+        text = regression_markdown(title, metrics, meta)
+    elif isinstance(metrics, SentimentMetrics):
+        text = sentiment_markdown(title, metrics, meta)
+    else:
+        text = markdown(title, metrics, meta)
+        if confusion_png(out_dir / "confusion.png", title, metrics):
+            text += "\n![confusion matrix](confusion.png)\n"
     report = out_dir / "report.md"
     report.write_text(text)
     return report
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else ("-" if value is None else str(value))
+
+
+def summary_markdown(runs: list[dict[str, Any]]) -> str:
+    """Markdown tables over several runs' metrics.json contents: classification runs (accuracy,
+    macro/weighted-F1, per-class recall), regression runs (CCC/MAE) and sentiment runs."""
+    from emomesh.labels import LABELS
+
+    out: list[str] = []
+    classification = [r for r in runs if r.get("task", "classification") == "classification"]
+    if classification:
+        out += [
+            "| dataset | adapter | samples | failed | no prediction | accuracy | macro-F1 | weighted-F1 | model |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in classification:
+            out.append(
+                f"| {r['dataset']} | {r.get('adapter', '-')} | {r['total']} | {r.get('failed', 0)} | "
+                f"{r['without_prediction']} | {_fmt(r['accuracy'])} | {_fmt(r['macro_f1'])} | "
+                f"{_fmt(r.get('weighted_f1'))} | `{r.get('model', '')}` |"
+            )
+        out += ["", "Per-class recall (- = label absent from the dataset):", ""]
+        out.append("| dataset | " + " | ".join(LABELS) + " |")
+        out.append("|---|" + "---:|" * len(LABELS))
+        for r in classification:
+            cells = [_fmt(r["recall"][label], 3) if r["support"].get(label) else "-" for label in LABELS]
+            out.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
+    regression = [r for r in runs if r.get("task") == "regression"]
+    if regression:
+        out += ["", "| dataset | dimension | n | CCC | MAE | Pearson |", "|---|---|---:|---:|---:|---:|"]
+        for r in regression:
+            for name, row in r["dimensions"].items():
+                out.append(
+                    f"| {r['dataset']} | {name} | {row['n']} | {_fmt(row['ccc'])} | {_fmt(row['mae'])} | "
+                    f"{_fmt(row['pearson'])} |"
+                )
+    sentiment = [r for r in runs if r.get("task") == "sentiment"]
+    if sentiment:
+        out += [
+            "",
+            "| dataset | samples | MAE | Pearson | Acc-2 | F1-2 | Acc-7 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in sentiment:
+            out.append(
+                f"| {r['dataset']} | {r['total']} | {_fmt(r['mae'])} | {_fmt(r['pearson'])} | {_fmt(r['acc2'])} | "
+                f"{_fmt(r['f1_2'])} | {_fmt(r['acc7'])} |"
+            )
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def summarize(run_dirs: list[Path]) -> str:
+    """summary_markdown over every metrics.json in run_dirs (each a run folder or a folder of runs)."""
+    files: list[Path] = []
+    for folder in run_dirs:
+        files += (
+            [folder / "metrics.json"] if (folder / "metrics.json").is_file() else sorted(folder.glob("*/metrics.json"))
+        )
+    if not files:
+        raise FileNotFoundError(f"no metrics.json under {', '.join(map(str, run_dirs))}")
+    return summary_markdown([json.loads(f.read_text()) for f in files])

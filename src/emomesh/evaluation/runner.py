@@ -5,6 +5,7 @@ metrics and writes the report.
 `run_eval` is the entry point behind `emomesh eval`:
 
     run_eval(Path("/data/fer2013"), out_dir=Path("eval/fer2013"), split="val", address="127.0.0.1:50051")
+    run_eval(Path("/data/ravdess"), out_dir=Path("eval/ravdess"), speakers="17-20", address="127.0.0.1:50052")
 """
 
 from __future__ import annotations
@@ -20,9 +21,18 @@ from typing import Any
 
 import grpc
 
-from emomesh.evaluation.adapters import Sample, image_folder, subsample
-from emomesh.evaluation.metrics import ClassificationMetrics, classification_metrics
-from emomesh.evaluation.predictors import Predictor, VisionImagePredictor
+from emomesh.evaluation.adapters import AdapterOptions, Sample, detect_adapter, get_adapter, subsample
+from emomesh.evaluation.metrics import (
+    ClassificationMetrics,
+    RegressionMetrics,
+    SentimentMetrics,
+    classification_metrics,
+    regression_metrics,
+    sentiment_metrics,
+    sentiment_of,
+    valence_arousal_of,
+)
+from emomesh.evaluation.predictors import SERVICE_OF_MODALITY, Predictor, predictor_for
 from emomesh.evaluation.report import write_report
 from emomesh.labels import LABELS
 
@@ -37,7 +47,8 @@ RESULTS_FILE = "results.jsonl"
 class EvalResult:
     dataset: str
     model: str
-    metrics: ClassificationMetrics
+    task: str
+    metrics: ClassificationMetrics | RegressionMetrics | SentimentMetrics
     failed: int
     out_dir: Path
     report: Path
@@ -89,11 +100,13 @@ async def predict_all(
             while not queue.empty():
                 sample = queue.get_nowait()
                 record: dict[str, Any] = {"id": sample.id, "label": sample.label}
+                if sample.targets:
+                    record["targets"] = dict(sample.targets)
                 try:
                     prediction = await predictor.predict(sample)
                 except grpc.aio.AioRpcError as exc:
                     record.update(status="error", error=f"{exc.code().name}: {exc.details()}")
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     record.update(status="error", error=f"{type(exc).__name__}: {exc}")
                 else:
                     probs = prediction.probabilities
@@ -124,50 +137,90 @@ def looks_like_face_crops(samples: list[Sample]) -> bool:
         return max(image.size) <= FACE_CROP_MAX_SIDE
 
 
+def default_address(modality: str) -> str:
+    """The documented address of the service answering a modality (`emomesh up` without --ephemeral-ports)."""
+    from emomesh.stack import SERVICES
+
+    service = SERVICE_OF_MODALITY[modality]
+    return f"127.0.0.1:{next(s.default_port for s in SERVICES if s.name == service)}"
+
+
+def score(
+    task: str, samples: list[Sample], records: dict[str, dict[str, Any]]
+) -> tuple[ClassificationMetrics | RegressionMetrics | SentimentMetrics, list[dict[str, Any]]]:
+    """The task's metrics over the samples with a completed record (failed calls are left out)."""
+    scored = [records[s.id] for s in samples if records.get(s.id, {}).get("status") in ("ok", "no_prediction")]
+    if task == "classification":
+        return classification_metrics([r["label"] for r in scored], [r.get("predicted") for r in scored]), scored
+    probabilities = [r.get("probabilities") for r in scored]
+    if task == "regression":
+        return regression_metrics(
+            [r["targets"] for r in scored], [None if p is None else valence_arousal_of(p) for p in probabilities]
+        ), scored
+    return sentiment_metrics(
+        [r["targets"]["sentiment"] for r in scored], [None if p is None else sentiment_of(p) for p in probabilities]
+    ), scored
+
+
 def run_eval(
     dataset: Path,
     out_dir: Path,
     *,
-    address: str = "127.0.0.1:50051",
-    modality: str = "image",
+    address: str | None = None,
+    adapter: str | None = None,
     split: str | None = None,
+    speakers: str | None = None,
+    value_range: tuple[float, float] = (-1.0, 1.0),
     max_samples: int | None = None,
     concurrency: int = 4,
     face_crops: bool | None = None,
     timeout_s: float = 30.0,
     resume: bool = True,
     predictor: Predictor | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Evaluates the running service on a labelled dataset and writes results.jsonl, metrics.json,
-    report.md and confusion.png into out_dir. `face_crops=None` decides from the first image's size
-    whether to ask the vision service to skip detection. `resume=False` starts the results afresh."""
-    if modality != "image":
-        raise ValueError(f"modality {modality!r} has no adapter yet; available: image")
-    samples = subsample(image_folder(dataset, split), max_samples)
-    if face_crops is None:
+    report.md and (classification) confusion.png into out_dir.
+
+    `adapter=None` picks the adapter from the dataset's layout (see adapters.detect_adapter);
+    `address=None` is the documented port of the modality's service. For images, `face_crops=None`
+    decides from the first image's size whether to ask the vision service to skip detection.
+    `resume=False` starts the results afresh."""
+    chosen = get_adapter(adapter or detect_adapter(dataset))
+    options = AdapterOptions(split=split, speakers=speakers, value_range=value_range)
+    samples = subsample(chosen.load(dataset, options), max_samples)
+    modality = samples[0].modality
+    if modality == "image" and face_crops is None:
         face_crops = looks_like_face_crops(samples)
+    address = address or default_address(modality)
     results_path = out_dir / RESULTS_FILE
     if not resume and results_path.exists():
         results_path.unlink()
     start = time.perf_counter()
 
     async def run() -> dict[str, dict[str, Any]]:
-        active = predictor or VisionImagePredictor(address, whole_image_is_face=face_crops, timeout_s=timeout_s)
+        active = predictor or predictor_for(
+            modality, address, whole_image_is_face=bool(face_crops), timeout_s=timeout_s
+        )
         try:
-            return await predict_all(samples, active, results_path, concurrency, _log_progress)
+            return await predict_all(samples, active, results_path, concurrency, progress or _log_progress)
         finally:
             await active.close()
 
     records = asyncio.run(run())
     seconds = time.perf_counter() - start
-    scored = [records[s.id] for s in samples if records.get(s.id, {}).get("status") in ("ok", "no_prediction")]
+    metrics, scored = score(chosen.task, samples, records)
     failed = len(samples) - len(scored)
-    metrics = classification_metrics([r["label"] for r in scored], [r.get("predicted") for r in scored])
     model = next((r["model"] for r in scored if r.get("model")), "unknown")
-    name = dataset.name + (f" ({split})" if split else "")
+    name = dataset.name + (f" ({split})" if split else "") + (f" speakers {speakers}" if speakers else "")
     meta = {
         "dataset": name,
         "dataset_path": str(dataset),
+        "adapter": chosen.name,
+        "task": chosen.task,
+        "modality": modality,
+        "split": split,
+        "speakers": speakers,
         "model": model,
         "address": address,
         "face_crops": face_crops,
@@ -177,7 +230,7 @@ def run_eval(
         "seconds": round(seconds, 1),
     }
     report = write_report(out_dir, name, metrics, meta)
-    return EvalResult(name, model, metrics, failed, out_dir, report, seconds)
+    return EvalResult(name, model, chosen.task, metrics, failed, out_dir, report, seconds)
 
 
 def _log_progress(done: int, total: int) -> None:
