@@ -30,6 +30,8 @@ class VisionSettings:
     # (bounds CPU time: every frame up to the last sampled one is decoded), and the box overlap
     # that links a face to a track of the previous sampled frames.
     max_video_frames: int
+    # Bytes of one AnalyzeVideoStream upload (spooled to a temporary file while it arrives).
+    max_video_bytes: int
     max_decoded_frames: int
     track_min_iou: float
 
@@ -47,6 +49,7 @@ class VisionSettings:
             face_margin=env.get_float("FACE_MARGIN", 0.1, minimum=0.0),
             detect_max_side=env.get_int("DETECT_MAX_SIDE", 1280, minimum=64),
             max_video_frames=env.get_int("MAX_VIDEO_FRAMES", 256, minimum=1),
+            max_video_bytes=env.get_int("MAX_VIDEO_BYTES", 2 * 1024**3, minimum=1),
             max_decoded_frames=env.get_int("MAX_DECODED_FRAMES", 54_000, minimum=1),
             track_min_iou=env.get_float("TRACK_MIN_IOU", 0.3, minimum=0.0),
         )

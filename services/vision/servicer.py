@@ -4,15 +4,17 @@ the steps are pure functions (preprocess, faces, video, tracking) and a model cl
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
 
-from emomesh.errors import InvalidInput
+from emomesh.errors import EmomeshError, InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
@@ -135,18 +137,37 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             offset += len(item.boxes)
         return vision_pb2.AnalyzeImagesResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)
 
-    def _prepare_video(
-        self,
-        request: vision_pb2.AnalyzeVideoRequest,
-        sampling: Sampling,
-        info: ClipInfo,
-        cancelled: threading.Event | None = None,
-    ) -> list[_PreparedFrame]:
-        """Decodes the sampled frames one at a time and keeps only their face crops; runs in a worker
-        thread (decoding and detection are CPU-bound). Stops early once `cancelled` is set: a worker
-        thread outlives the cancelled call, and a long clip would otherwise go on burning CPU."""
+    def _prepare_frames(self, frames: Iterator[SampledFrame], cancelled: threading.Event) -> list[_PreparedFrame]:
+        """Decodes the sampled frames one at a time (the iterator is lazy) and keeps only their face
+        crops; runs in a worker thread (decoding and detection are CPU-bound). Stops early once
+        `cancelled` is set: a worker thread outlives the cancelled call, and a long clip would
+        otherwise go on burning CPU."""
+        prepared = []
+        for frame in frames:
+            if cancelled.is_set():
+                break
+            boxes = self.detector.detect(frame.gray)[: self.settings.max_faces]
+            crops = crop_faces(frame.gray, boxes, self.model.input_size, self.settings.face_margin)
+            FACES_PER_IMAGE.observe(len(boxes))
+            prepared.append(_PreparedFrame(frame.index, frame.timestamp_s, boxes, crops))
+        return prepared
+
+    def _sampling(self, which: str | None, uniform: int, every_nth: int, stride_s: float) -> Sampling:
+        return sampling_from_fields(which, uniform, every_nth, stride_s, self.settings.max_video_frames)
+
+    async def AnalyzeVideo(
+        self, request: vision_pb2.AnalyzeVideoRequest, context: grpc.aio.ServicerContext
+    ) -> vision_pb2.AnalyzeVideoResponse:
+        start = time.perf_counter()
+        source = request.WhichOneof("source")
+        if source is None:
+            raise InvalidInput("set either video (an encoded file) or frames (a sequence of images)")
+        sampling = self._sampling(
+            request.WhichOneof("sampling"), request.uniform_frames, request.every_nth_frame, request.stride_seconds
+        )
+        info, cancelled = ClipInfo(), threading.Event()
         frames: Iterator[SampledFrame]
-        if request.WhichOneof("source") == "video":
+        if source == "video":
             frames = decode_video(request.video, sampling, self.video_limits, info, cancelled)
         else:
             frames = decode_sequence(
@@ -157,44 +178,61 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
                 self.settings.max_image_bytes,
                 info,
             )
-        prepared = []
-        for frame in frames:
-            if cancelled is not None and cancelled.is_set():
-                break
-            boxes = self.detector.detect(frame.gray)[: self.settings.max_faces]
-            crops = crop_faces(frame.gray, boxes, self.model.input_size, self.settings.face_margin)
-            FACES_PER_IMAGE.observe(len(boxes))
-            prepared.append(_PreparedFrame(frame.index, frame.timestamp_s, boxes, crops))
-        return prepared
+        return await self._analyze_clip(frames, info, cancelled, start)
 
-    async def AnalyzeVideo(
-        self, request: vision_pb2.AnalyzeVideoRequest, context: grpc.aio.ServicerContext
+    async def AnalyzeVideoStream(
+        self, request_iterator: AsyncIterator[vision_pb2.VideoChunk], context: grpc.aio.ServicerContext
+    ) -> vision_pb2.AnalyzeVideoResponse:
+        try:
+            return await self._analyze_video_stream(request_iterator)
+        except EmomeshError as exc:
+            # The shared interceptor maps errors to statuses for unary calls only; do it here.
+            await context.abort(exc.code, exc.message)
+            raise  # unreachable: abort raises
+
+    async def _analyze_video_stream(
+        self, request_iterator: AsyncIterator[vision_pb2.VideoChunk]
     ) -> vision_pb2.AnalyzeVideoResponse:
         start = time.perf_counter()
-        if request.WhichOneof("source") is None:
-            raise InvalidInput("set either video (an encoded file) or frames (a sequence of images)")
-        sampling = sampling_from_fields(
-            request.WhichOneof("sampling"),
-            request.uniform_frames,
-            request.every_nth_frame,
-            request.stride_seconds,
-            self.settings.max_video_frames,
-        )
-        info = ClipInfo()
-        cancelled = threading.Event()
+        limit = self.settings.max_video_bytes
+        # Spooled to disk as it arrives (never held in memory whole); deleted when the call ends.
+        with tempfile.NamedTemporaryFile(prefix="emomesh-video-", suffix=".upload") as spool:
+            sampling: Sampling | None = None
+            received = 0
+            async for chunk in request_iterator:
+                if sampling is None:
+                    # Checked at the first chunk, so a bad request is refused before the upload.
+                    sampling = self._sampling(
+                        chunk.WhichOneof("sampling"), chunk.uniform_frames, chunk.every_nth_frame, chunk.stride_seconds
+                    )
+                received += len(chunk.data)
+                if received > limit:
+                    # Refused at the chunk that passes the limit: the rest of the upload is never read.
+                    raise TooLarge(f"video upload passed {limit} bytes, the limit; send sampled frames instead")
+                await asyncio.to_thread(spool.write, chunk.data)
+            if sampling is None:
+                raise InvalidInput("the stream carried no chunks")
+            spool.flush()
+            info, cancelled = ClipInfo(), threading.Event()
+            frames = decode_video(Path(spool.name), sampling, self.video_limits, info, cancelled)
+            return await self._analyze_clip(frames, info, cancelled, start)
+
+    async def _analyze_clip(
+        self, frames: Iterator[SampledFrame], info: ClipInfo, cancelled: threading.Event, start: float
+    ) -> vision_pb2.AnalyzeVideoResponse:
         try:
-            frames = await asyncio.to_thread(self._prepare_video, request, sampling, info, cancelled)
+            prepared = await asyncio.to_thread(self._prepare_frames, frames, cancelled)
         except asyncio.CancelledError:
             # The client went away or its deadline passed: tell the decoding thread to stop.
             cancelled.set()
             raise
         # Every face of every sampled frame goes to Triton together, in as few batches as it accepts.
-        all_probs = await self.model.classify(np.concatenate([f.crops for f in frames]))
+        all_probs = await self.model.classify(np.concatenate([f.crops for f in prepared]))
         tracker = IouTracker(self.settings.track_min_iou)
         aggregate = ClipAggregate()
         response = vision_pb2.AnalyzeVideoResponse(model=self.model.info)
         offset = 0
-        for frame in frames:
+        for frame in prepared:
             probs = all_probs[offset : offset + len(frame.boxes)]
             offset += len(frame.boxes)
             track_ids = tracker.update(frame.boxes)
@@ -222,7 +260,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         clip = aggregate.clip()
         if clip is not None:
             response.aggregate.CopyFrom(distribution_from_probs(clip))
-        response.frames_sampled = len(frames)
+        response.frames_sampled = len(prepared)
         response.frames_without_faces = aggregate.frames_without_faces
         response.duration_s = info.duration_s
         response.latency_ms = (time.perf_counter() - start) * 1000

@@ -5,8 +5,8 @@ Decoding streams: PyAV's demuxer reads packets from a file object and decodes th
 only the sampled frames are converted and handed on (as a generator), so memory holds one decoded
 frame at a time however long the clip is. Encoded bytes arrive in one gRPC message, whose size the
 server bounds (EMOMESH_VISION_MAX_MESSAGE_BYTES) before any of it is read; they are wrapped in a
-BytesIO, not copied to disk. Clips larger than the message limit must be sent as a FrameSequence of
-sampled frames, or cut client-side."""
+BytesIO, not copied to disk. Clips larger than one message come through AnalyzeVideoStream, which
+spools the chunks to a temporary file (bounded by EMOMESH_VISION_MAX_VIDEO_BYTES) decoded from disk."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import av
@@ -134,9 +135,9 @@ def _too_many(limit: int) -> InvalidInput:
     )
 
 
-def _open_container(data: bytes) -> av.container.InputContainer:
+def _open_container(source: bytes | Path) -> av.container.InputContainer:
     try:
-        container = av.open(io.BytesIO(data), mode="r")
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
     except (av.FFmpegError, ValueError, OSError) as exc:
         raise InvalidInput("video could not be read: not a video file, or its header is corrupt") from exc
     if not container.streams.video:
@@ -150,10 +151,10 @@ def _open_container(data: bytes) -> av.container.InputContainer:
     return container
 
 
-def _count_packets(data: bytes) -> int:
+def _count_packets(source: bytes | Path) -> int:
     """Frames of the first video stream, counted by demuxing packets without decoding them (cheap):
     the fallback for containers (WebM, MKV, some AVI) whose header does not state a frame count."""
-    with _open_container(data) as container:
+    with _open_container(source) as container:
         stream = container.streams.video[0]
         try:
             return sum(1 for packet in container.demux(stream) if packet.size)
@@ -162,19 +163,20 @@ def _count_packets(data: bytes) -> int:
 
 
 def decode_video(
-    data: bytes,
+    source: bytes | Path,
     sampling: Sampling,
     limits: VideoLimits,
     info: ClipInfo,
     cancelled: threading.Event | None = None,
 ) -> Iterator[SampledFrame]:
-    """Yields the sampled frames of an encoded video as gray images, decoding one frame at a time.
+    """Yields the sampled frames of an encoded video (bytes in memory, or a file, such as a spooled
+    upload) as gray images, decoding one frame at a time.
     Fills `info` (frame count, duration, fps, frames sampled) as it goes. Raises InvalidInput for
     empty, unreadable, corrupt or over-limit input. Stops quietly once `cancelled` is set (checked at
     every decoded frame: sampled frames can be thousands of decoded frames apart)."""
-    if not data:
+    if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
         raise InvalidInput("video is empty")
-    container = _open_container(data)
+    container = _open_container(source)
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -189,7 +191,7 @@ def decode_video(
             info.duration_s = container.duration / av.time_base
         total = stream.frames or None
         if total is None and sampling.kind == "uniform":
-            total = _count_packets(data)
+            total = _count_packets(source)
         info.total_frames = total
         selector = FrameSelector(sampling, total)
         expected = selector.max_count(total, info.duration_s or None)

@@ -3,7 +3,8 @@ converted FER model, with videos made by the tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import cv2
@@ -64,6 +65,18 @@ async def model_counts(triton: TritonServer) -> tuple[int, int]:
     return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
 
 
+async def counts_after(triton: TritonServer, faces_before: int, faces: int) -> tuple[int, int]:
+    """model_counts once Triton has accounted for `faces` more inferences: its statistics are updated
+    after the response leaves, so they can lag the call by a moment."""
+    counts = await model_counts(triton)
+    for _ in range(50):
+        if counts[0] - faces_before >= faces:
+            break
+        await asyncio.sleep(0.1)
+        counts = await model_counts(triton)
+    return counts
+
+
 def probs(distribution: common_pb2.EmotionDistribution) -> np.ndarray:
     return np.array(distribution.probabilities)
 
@@ -75,7 +88,7 @@ async def test_video_tracks_one_face_and_reports_faceless_frames(
     video = face_video(20, faceless=(5, 6))
     faces_before, executions_before = await model_counts(triton_server)
     response = await vision.AnalyzeVideo(vision_pb2.AnalyzeVideoRequest(video=video), timeout=60)
-    faces_after, executions_after = await model_counts(triton_server)
+    faces_after, executions_after = await counts_after(triton_server, faces_before, 7)
 
     assert response.frames_sampled == 8
     assert [f.index for f in response.frames] == [1, 3, 6, 8, 11, 13, 16, 18]
@@ -226,7 +239,43 @@ async def test_batch_of_crops_is_one_triton_execution_and_matches_single_calls(
         ),
         timeout=30,
     )
-    faces_after, executions_after = await model_counts(triton_server)
+    faces_after, executions_after = await counts_after(triton_server, faces_before, 5)
     assert (faces_after - faces_before, executions_after - executions_before) == (5, 1)
     for single, result in zip(singles, batch.results, strict=True):
         np.testing.assert_allclose(probs(single.primary), probs(result.primary), atol=1e-5)
+
+
+def chunks(data: bytes, size: int, **sampling: Any) -> Iterator[vision_pb2.VideoChunk]:
+    for offset in range(0, len(data), size):
+        yield vision_pb2.VideoChunk(data=data[offset : offset + size], **(sampling if offset == 0 else {}))
+
+
+async def test_streamed_upload_matches_the_single_message_call(vision: vision_pb2_grpc.VisionServiceStub) -> None:
+    video = face_video(20, faceless=(5, 6))
+    unary = await vision.AnalyzeVideo(vision_pb2.AnalyzeVideoRequest(video=video, uniform_frames=5), timeout=60)
+    streamed = await vision.AnalyzeVideoStream(chunks(video, 4096, uniform_frames=5), timeout=60)
+    assert streamed.frames_sampled == 5
+    assert [f.index for f in streamed.frames] == [f.index for f in unary.frames]
+    np.testing.assert_allclose(probs(streamed.aggregate), probs(unary.aggregate), atol=1e-6)
+    assert [(t.track_id, t.frames_seen) for t in streamed.tracks] == [(t.track_id, t.frames_seen) for t in unary.tracks]
+
+
+async def test_streamed_upload_over_the_video_limit_is_resource_exhausted(triton_server: TritonServer) -> None:
+    server, channel = await start_vision(triton_server, EMOMESH_VISION_MAX_VIDEO_BYTES="10000")
+    try:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AnalyzeVideoStream(chunks(b"\0" * 50_000, 4096), timeout=60)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "passed 10000 bytes" in (err.value.details() or "")
+        for payload, message in ((b"", "no chunks"), (b"not a video" * 100, "not a video file")):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.AnalyzeVideoStream(chunks(payload, 4096), timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AnalyzeVideoStream(chunks(face_video(4), 4096, every_nth_frame=0), timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await channel.close()
+        await server.stop()

@@ -1,4 +1,5 @@
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,14 @@ def test_decoding_stops_when_cancelled() -> None:
     assert next(frames).index == 0
     cancelled.set()
     assert list(frames) == []
+
+
+def test_decodes_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "clip.webm"
+    path.write_bytes(face_video(12, fmt="webm"))
+    frames = list(decode_video(path, Sampling.uniform(3), LIMITS, ClipInfo()))
+    assert [f.index for f in frames] == [2, 6, 10]
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(InvalidInput, match="empty"):
+        list(decode_video(empty, Sampling.uniform(), LIMITS, ClipInfo()))

@@ -130,3 +130,15 @@ class AnalyzeVideoResponse(_message.Message):
     model: _common_pb2.ModelInfo
     latency_ms: float
     def __init__(self, frames: _Optional[_Iterable[_Union[FrameResult, _Mapping]]] = ..., tracks: _Optional[_Iterable[_Union[FaceTrack, _Mapping]]] = ..., aggregate: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., frames_sampled: _Optional[int] = ..., frames_without_faces: _Optional[int] = ..., duration_s: _Optional[float] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class VideoChunk(_message.Message):
+    __slots__ = ("data", "uniform_frames", "every_nth_frame", "stride_seconds")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    UNIFORM_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    EVERY_NTH_FRAME_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    uniform_frames: int
+    every_nth_frame: int
+    stride_seconds: float
+    def __init__(self, data: _Optional[bytes] = ..., uniform_frames: _Optional[int] = ..., every_nth_frame: _Optional[int] = ..., stride_seconds: _Optional[float] = ...) -> None: ...

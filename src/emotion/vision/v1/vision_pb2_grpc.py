@@ -49,6 +49,11 @@ class VisionServiceStub:
                 request_serializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoRequest.SerializeToString,
                 response_deserializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeVideoStream = channel.stream_unary(
+                '/emotion.vision.v1.VisionService/AnalyzeVideoStream',
+                request_serializer=emotion_dot_vision_dot_v1_dot_vision__pb2.VideoChunk.SerializeToString,
+                response_deserializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.FromString,
+                _registered_method=True)
 
 
 class VisionServiceServicer:
@@ -76,6 +81,14 @@ class VisionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeVideoStream(self, request_iterator, context):
+        """AnalyzeVideo for a file larger than one message: the file in chunks, in order. The server spools
+        the chunks to a temporary file and refuses the upload once it passes its video size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VisionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_VisionServiceServicer_to_server(servicer, server):
             'AnalyzeVideo': grpc.unary_unary_rpc_method_handler(
                     servicer.AnalyzeVideo,
                     request_deserializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoRequest.FromString,
+                    response_serializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.SerializeToString,
+            ),
+            'AnalyzeVideoStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.AnalyzeVideoStream,
+                    request_deserializer=emotion_dot_vision_dot_v1_dot_vision__pb2.VideoChunk.FromString,
                     response_serializer=emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.SerializeToString,
             ),
     }
@@ -175,6 +193,33 @@ class VisionService:
             target,
             '/emotion.vision.v1.VisionService/AnalyzeVideo',
             emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoRequest.SerializeToString,
+            emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeVideoStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/emotion.vision.v1.VisionService/AnalyzeVideoStream',
+            emotion_dot_vision_dot_v1_dot_vision__pb2.VideoChunk.SerializeToString,
             emotion_dot_vision_dot_v1_dot_vision__pb2.AnalyzeVideoResponse.FromString,
             options,
             channel_credentials,
