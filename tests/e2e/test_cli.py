@@ -17,14 +17,22 @@ EMOMESH = [sys.executable, "-m", "emomesh.cli"]
 
 
 def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMOMESH_")}
     result = subprocess.run(
-        [*EMOMESH, "demo", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=300
+        [*EMOMESH, "demo", "--state-dir", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode == 0, result.stderr
-    assert "Emomesh stack up in" in result.stdout
-    assert "astronaut.jpg: 512x512, 1 face(s), model fer_mini_xception" in result.stdout
-    assert "happy" in result.stdout
-    assert "stack stopped." in result.stdout
+    out = result.stdout
+    assert "Emomesh stack up in" in out
+    for service in ("vision", "audio", "text", "fusion", "dialog", "triton", "redis"):
+        assert f"  {service} " in out, service
+    # The smiling face and the happy sentence agree; the fused result follows them.
+    assert "fused: happy" in out and "polarity positive" in out
+    assert "vision ok" in out and "text   ok" in out
+    assert "text came from the audio transcript: 'I just got the job" in out
+    # Without an LLM endpoint the reply is still there, marked as the offline fallback.
+    assert "reply [offline fallback" in out
+    assert "stack stopped." in out
 
 
 def _children(pid: int) -> dict[int, str]:
