@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from emomesh.errors import EmomeshError, InvalidInput, TooLarge
+from emomesh.errors import InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
@@ -182,16 +182,6 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
 
     async def AnalyzeVideoStream(
         self, request_iterator: AsyncIterator[vision_pb2.VideoChunk], context: grpc.aio.ServicerContext
-    ) -> vision_pb2.AnalyzeVideoResponse:
-        try:
-            return await self._analyze_video_stream(request_iterator)
-        except EmomeshError as exc:
-            # The shared interceptor maps errors to statuses for unary calls only; do it here.
-            await context.abort(exc.code, exc.message)
-            raise  # unreachable: abort raises
-
-    async def _analyze_video_stream(
-        self, request_iterator: AsyncIterator[vision_pb2.VideoChunk]
     ) -> vision_pb2.AnalyzeVideoResponse:
         start = time.perf_counter()
         limit = self.settings.max_video_bytes

@@ -104,34 +104,35 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         method = full_method.rsplit("/", 1)[-1]
         service = self.service
 
-        if handler.unary_unary:
-            inner_uu = handler.unary_unary
+        # Single-response calls (unary and client-streaming) share one wrapper, streaming-response
+        # calls (server- and bidi-streaming) another; the request side is passed through untouched.
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def single_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 with _CallScope(service, method, context) as scope:
                     try:
-                        return await inner_uu(request, context)
+                        return await inner(request, context)
                     except BaseException as exc:
                         await scope.fail(exc)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
+            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return make(single_response, handler.request_deserializer, handler.response_serializer)
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                with _CallScope(service, method, context) as scope:
-                    try:
-                        async for item in inner_us(request, context):
-                            yield item
-                    except BaseException as exc:
-                        await scope.fail(exc)
+        inner_stream = handler.unary_stream or handler.stream_stream
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler  # client-streaming methods are not used by Emomesh yet
+        async def streaming_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with _CallScope(service, method, context) as scope:
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as exc:
+                    await scope.fail(exc)
+
+        make_stream = (
+            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        )
+        return make_stream(streaming_response, handler.request_deserializer, handler.response_serializer)
 
 
 async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:

@@ -95,11 +95,26 @@ def command(model_repository: Path, backend_dir: Path, ports: TritonPorts, host:
     ]
 
 
+SHM_PATTERN = "/dev/shm/triton_python_backend_shm_region_*"
+
+
+def _mapped_shm_regions() -> set[str]:
+    """Shared-memory regions some live process still maps (other servers' stubs, ours if alive)."""
+    mapped: set[str] = set()
+    for maps in glob.glob("/proc/[0-9]*/maps"):
+        with contextlib.suppress(OSError), open(maps) as fh:
+            mapped.update(line.split()[-1] for line in fh if "triton_python_backend_shm_region_" in line)
+    return mapped
+
+
 def cleanup_shared_memory() -> None:
-    """A crashed Python-backend stub leaves its shared-memory regions behind."""
-    for path in glob.glob("/dev/shm/triton_python_backend_shm_region_*"):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+    """Removes Python-backend shared-memory regions that no process maps any more: a crashed stub
+    leaves its regions behind, while those of other running servers stay mapped and are kept."""
+    in_use = _mapped_shm_regions()
+    for path in glob.glob(SHM_PATTERN):
+        if path not in in_use:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 class TritonServer:
