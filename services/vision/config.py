@@ -41,7 +41,7 @@ class VisionSettings:
         return cls(
             server=ServerSettings.from_env("vision", DEFAULT_PORT, environ),
             triton=TritonSettings.from_env(environ),
-            model_name=env.get_str("MODEL", "fer_mini_xception"),
+            model_name=env.get_str("MODEL", "fer_mini_xception_ft"),
             max_image_bytes=env.get_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1),
             max_pixels=env.get_int("MAX_PIXELS", 40_000_000, minimum=1),
             max_faces=env.get_int("MAX_FACES", 10, minimum=1),

@@ -35,6 +35,7 @@ from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.config import VisionSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -312,7 +313,7 @@ def test_vision_latency_is_recorded_by_method_and_code(prometheus: Prometheus) -
     }
     assert codes == {"OK", "INVALID_ARGUMENT"}
     triton_models = {s["metric"]["model"] for s in prometheus.wait_for_data("nv_inference_request_success > 0")}
-    assert "fer_mini_xception" in triton_models
+    assert VisionSettings.from_env({}).model_name in triton_models
 
 
 def test_metric_names_follow_prometheus_conventions(prometheus: Prometheus) -> None:

