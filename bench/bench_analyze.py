@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -29,11 +30,17 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
+from bench.bench_audio import AudioPipeline
+from bench.bench_text import TextPipeline
+from bench.bench_vision import ImagePipeline
+from bench.common import CPU_PROVIDERS
 from emomesh.paths import MODEL_REPOSITORY
 from emomesh.server import grpc_options
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
+from services.fusion.config import DEFAULT_WEIGHTS_FILE
+from services.fusion.fuse import fuse_matrix, load_weights_file
 
 MODELS = {"image": "fer_mini_xception", "audio": "audio_acrnn", "text": "text_minilm_emotion"}
 SERVICE_OF = {"image": "vision", "audio": "audio", "text": "text"}
@@ -62,6 +69,30 @@ def request_for(subset: tuple[str, ...], media: dict[str, bytes | str], transcri
     if "text" in subset:
         request.text = media["text"]  # type: ignore[assignment]
     return request
+
+
+class AnalyzePipeline:
+    """Analyze's work in-process, one modality after the other (the fusion service calls them in
+    parallel over gRPC): the image, audio (no transcription) and text pipelines, then the weighted
+    fusion of the first face, the clip and the text with the service's default weights."""
+
+    def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
+        self.image = ImagePipeline(providers)
+        self.audio = AudioPipeline(providers)
+        self.text = TextPipeline(providers)
+        self.weights = load_weights_file(DEFAULT_WEIGHTS_FILE)
+
+    def __call__(self, media: Mapping[str, bytes | str]) -> np.ndarray:
+        probs: dict[str, np.ndarray] = {}
+        image, audio, text = media.get("image"), media.get("audio"), media.get("text")
+        if isinstance(image, bytes):
+            faces = self.image(image)
+            probs["vision"] = faces[:1] if len(faces) else np.full((1, 7), np.nan, np.float32)
+        if isinstance(audio, bytes):
+            probs["audio"] = self.audio(audio)[None]
+        if isinstance(text, str):
+            probs["text"] = self.text(text)[None]
+        return fuse_matrix(probs, self.weights)[0]
 
 
 def percentile_ms(seconds: list[float], q: float) -> float:

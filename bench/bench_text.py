@@ -17,18 +17,22 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
+import numpy as np
 
+from bench.common import CPU_PROVIDERS, ort_session
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import DEFAULT_TOKENIZER, TextSettings
-from services.text.export import DEFAULT_OUT
-from services.text.model import OnnxTextModel
+from services.text.export import DEFAULT_OUT, MODEL_NAME
+from services.text.language import detect_language
+from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT, OnnxTextModel
 from services.text.server import build_server
 from services.text.tokenize import TextTokenizer
 
@@ -42,6 +46,23 @@ SENTENCES = (
     "Wait, you're telling me they actually won the whole thing?",
     "ok",
 )
+
+
+class TextPipeline:
+    """AnalyzeText's work in-process for English text: language detection, tokenization (the service's
+    default 64-token limit), the model."""
+
+    def __init__(self, providers: Sequence[str] = CPU_PROVIDERS, max_tokens: int = 64) -> None:
+        self.tokenizer = TextTokenizer(DEFAULT_TOKENIZER, max_tokens)
+        self.model = ort_session(MODEL_NAME, providers)
+
+    def model_only(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.model.run([OUTPUT], {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask})[0]
+
+    def __call__(self, text: str) -> np.ndarray:
+        detect_language(text)
+        batch = self.tokenizer.encode([text])
+        return self.model_only(batch.input_ids, batch.attention_mask)[0]
 
 
 def corpus(count: int) -> list[str]:

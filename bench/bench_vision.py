@@ -17,6 +17,7 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -24,7 +25,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from emomesh.paths import MODEL_REPOSITORY
+from bench.common import CPU_PROVIDERS, ort_session
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
@@ -54,11 +55,28 @@ def face_crops(count: int) -> list[bytes]:
     return crops
 
 
-def session() -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    path = MODEL_REPOSITORY / MODEL / "1" / "model.onnx"
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def session(providers: Sequence[str] = CPU_PROVIDERS) -> ort.InferenceSession:
+    return ort_session(MODEL, providers)
+
+
+class ImagePipeline:
+    """AnalyzeImage's work in-process: decode, Haar face detection (at most 10 faces), 64x64 crops and
+    the model on all faces in one batch, as services/vision does it."""
+
+    def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
+        self.model = session(providers)
+        self.detector = HaarFaceDetector(40, 1280)
+
+    def model_only(self, faces: np.ndarray) -> np.ndarray:
+        return self.model.run(["probabilities"], {"face_gray": faces})[0]
+
+    def faces(self, image: bytes) -> np.ndarray:
+        gray = decode_image(image, 20 << 20, 40_000_000)
+        return crop_faces(gray, self.detector.detect(gray)[:10], (64, 64), 0.1)
+
+    def __call__(self, image: bytes) -> np.ndarray:
+        faces = self.faces(image)
+        return self.model_only(faces) if len(faces) else np.zeros((0, 7), np.float32)
 
 
 def in_process_faces(crops: list[bytes], faces: int, requests: int) -> dict[str, float]:
@@ -80,21 +98,17 @@ def in_process_faces(crops: list[bytes], faces: int, requests: int) -> dict[str,
 
 def in_process_image(jpeg: bytes, calls: int) -> dict[str, float]:
     """p50 of the model alone on one face, and of decode + detect + crop + model on the photo."""
-    model = session()
-    detector = HaarFaceDetector(40, 1280)
-    gray = decode_image(jpeg, 20 << 20, 40_000_000)
-    face = crop_faces(gray, detector.detect(gray)[:1], (64, 64), 0.1)
-    model.run(None, {"face_gray": face})
+    pipeline = ImagePipeline()
+    face = pipeline.faces(jpeg)[:1]
+    pipeline.model_only(face)
     model_ms, pipeline_ms = [], []
     for _ in range(calls):
         t = time.perf_counter()
-        model.run(["probabilities"], {"face_gray": face})
+        pipeline.model_only(face)
         model_ms.append((time.perf_counter() - t) * 1000)
     for _ in range(calls):
         t = time.perf_counter()
-        gray = decode_image(jpeg, 20 << 20, 40_000_000)
-        crops = crop_faces(gray, detector.detect(gray)[:10], (64, 64), 0.1)
-        model.run(["probabilities"], {"face_gray": crops})
+        pipeline(jpeg)
         pipeline_ms.append((time.perf_counter() - t) * 1000)
     return {"model_p50_ms": float(np.median(model_ms)), "pipeline_p50_ms": float(np.median(pipeline_ms))}
 
