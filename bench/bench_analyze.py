@@ -32,6 +32,7 @@ import onnxruntime as ort
 
 from bench.bench_audio import AudioPipeline
 from bench.bench_text import TextPipeline
+from bench.bench_vision import MODEL as VISION_MODEL
 from bench.bench_vision import ImagePipeline
 from bench.common import CPU_PROVIDERS
 from emomesh.paths import MODEL_REPOSITORY
@@ -42,7 +43,7 @@ from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from services.fusion.config import DEFAULT_WEIGHTS_FILE
 from services.fusion.fuse import fuse_matrix, load_weights_file
 
-MODELS = {"image": "fer_mini_xception", "audio": "audio_acrnn", "text": "text_minilm_emotion"}
+MODELS = {"image": VISION_MODEL, "audio": "audio_acrnn", "text": "text_minilm_emotion"}
 SERVICE_OF = {"image": "vision", "audio": "audio", "text": "text"}
 SPOKEN = "I am so happy to see you again, this is wonderful news."
 TEXT = "Thank you so much, I love it!"

@@ -29,10 +29,12 @@ from bench.common import CPU_PROVIDERS, ort_session
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.config import VisionSettings
 from services.vision.faces import HaarFaceDetector
 from services.vision.preprocess import crop_faces, decode_image
 
-MODEL = "fer_mini_xception"
+# The model the vision service serves by default (EMOMESH_VISION_MODEL unset): baselines run the same file.
+MODEL = VisionSettings.from_env({}).model_name
 FACES_PER_REQUEST = (1, 8, 32)
 
 

@@ -39,7 +39,8 @@ from typing import Any
 import grpc
 
 from bench.bench_analyze import AnalyzePipeline, inputs
-from bench.common import CPU_PROVIDERS, closed_loop_async, closed_loop_threads
+from bench.common import closed_loop_async, closed_loop_threads
+from bench.options import PROVIDERS, add_arguments
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -47,9 +48,6 @@ from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 
-TARGETS = ("vision", "audio", "text", "analyze")
-CONCURRENCY = (1, 8, 32)
-PROVIDERS = {"cpu": CPU_PROVIDERS, "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider")}
 CALL_TIMEOUT_S = 60.0
 
 
@@ -124,16 +122,15 @@ def line(target: str, concurrency: int, remote: dict[str, float], local: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=200, help="calls per cell at most")
-    parser.add_argument("--max-seconds", type=float, default=10.0, help="seconds per cell at most")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
-    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
-    parser.add_argument("--ort-threads", type=int, default=1, help="onnxruntime threads per Triton model instance")
-    parser.add_argument("--triton-url", help="use this Triton (e.g. a GPU one) instead of the embedded server")
-    parser.add_argument("--providers", choices=sorted(PROVIDERS), default="cpu", help="in-process baseline device")
-    parser.add_argument("--out", type=Path, help="JSON results")
-    args = parser.parse_args(argv)
+    return run(None, argv)
+
+
+def run(args: argparse.Namespace | None, argv: list[str] | None = None) -> int:
+    """Runs the bench with parsed arguments (emomesh bench) or parses argv (python -m bench.run_all)."""
+    if args is None:
+        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(parser)
+        args = parser.parse_args(argv)
     results: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

@@ -67,14 +67,22 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def _bench_importable() -> bool:
     # bench/ lives at the repository root, next to src/: importable when running from a checkout.
     from emomesh.paths import PROJECT_ROOT
 
-    sys.path.insert(0, str(PROJECT_ROOT))
+    if (PROJECT_ROOT / "bench" / "run_all.py").is_file() and str(PROJECT_ROOT) not in sys.path:
+        sys.path.append(str(PROJECT_ROOT))
+    return (PROJECT_ROOT / "bench" / "run_all.py").is_file()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if not _bench_importable():
+        print("emomesh bench runs from a source checkout (bench/ is not installed)", file=sys.stderr)
+        return 2
     from bench import run_all
 
-    return run_all.main(args.bench_args)
+    return run_all.run(args)
 
 
 def cmd_triton_render(args: argparse.Namespace) -> int:
@@ -120,10 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_arguments(evaluate)
     evaluate.set_defaults(func=eval_cli.cmd_eval)
 
-    bench = sub.add_parser(
-        "bench", help="benchmark an embedded stack against in-process models (python -m bench.run_all --help)"
-    )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of bench.run_all")
+    bench = sub.add_parser("bench", help="latency/throughput of an embedded stack against in-process models")
+    if _bench_importable():
+        from bench.options import add_arguments as add_bench_arguments
+
+        add_bench_arguments(bench)
     bench.set_defaults(func=cmd_bench)
 
     triton = sub.add_parser("triton", help="Triton model repository tools")

@@ -220,16 +220,20 @@ class SentimentMetrics:
 
 
 def sentiment_metrics(truth: Sequence[float], predicted: Sequence[float | None]) -> SentimentMetrics:
-    """The CMU-MOSI metrics (as reported by MMSA): MAE, Pearson, Acc-2/F1 on non-zero truths, Acc-7.
-    A missing prediction is scored as 0 (neutral): it cannot help Acc-2 and costs MAE."""
+    """The CMU-MOSI metrics (as reported by MMSA): MAE, Pearson, Acc-2/F1 on non-zero truths (a score
+    of 0 or below counts as negative), Acc-7 on scores rounded into [-3, 3]. A missing prediction is 0
+    for MAE and Pearson, and wrong for Acc-2, F1 and Acc-7 (abstaining must not look right)."""
     if len(truth) != len(predicted):
         raise ValueError(f"{len(truth)} scores but {len(predicted)} predictions")
     if not truth:
         raise ValueError("no sentiment samples")
     t = np.asarray(truth, dtype=np.float64)
+    missing = np.asarray([v is None for v in predicted])
     p = np.asarray([0.0 if v is None else v for v in predicted], dtype=np.float64)
     non_zero = t != 0
-    truth_positive, predicted_positive = t[non_zero] > 0, p[non_zero] > 0
+    truth_positive = t[non_zero] > 0
+    # A missing prediction takes the sign opposite to the truth: wrong whichever way.
+    predicted_positive = np.where(missing[non_zero], ~truth_positive, p[non_zero] > 0)
     f1_2 = 0.0
     if non_zero.any():
         for positive in (True, False):
@@ -243,7 +247,7 @@ def sentiment_metrics(truth: Sequence[float], predicted: Sequence[float | None])
         pearson=pearson(t, p),
         acc2=float(np.mean(truth_positive == predicted_positive)) if non_zero.any() else 0.0,
         f1_2=f1_2,
-        acc7=float(np.mean(_seven_class(t) == _seven_class(p))),
+        acc7=float(np.mean((_seven_class(t) == _seven_class(p)) & ~missing)),
         total=len(t),
         non_zero=int(non_zero.sum()),
         without_prediction=sum(v is None for v in predicted),

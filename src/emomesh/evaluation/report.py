@@ -20,7 +20,7 @@ def markdown(title: str, metrics: ClassificationMetrics, meta: dict[str, Any]) -
         f"- samples scored: {metrics.total} (failed calls: {meta.get('failed', 0)})",
         f"- accuracy: **{metrics.accuracy:.4f}**; macro-F1 (over the {len(labels)} labels present): "
         f"**{metrics.macro_f1:.4f}**; weighted-F1: {metrics.weighted_f1:.4f}",
-        f"- without a prediction (e.g. no face found), counted as wrong: {metrics.without_prediction}",
+        f"- without a prediction (no face found, no speech detected), counted as wrong: {metrics.without_prediction}",
         "",
         "| label | support | recall | precision | F1 |",
         "|---|---:|---:|---:|---:|",

@@ -111,3 +111,65 @@ def test_run_eval_writes_the_report(tmp_path: Path) -> None:
     report = (out / "report.md").read_text()
     assert "accuracy: **0.5000**" in report and "| surprise | 0 | 0 | 0 | 1 | 0 | 0 | 0 | 0 |" in report
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class KeywordTextPredictor:
+    """Text predictions from keywords: 'great' -> happy, 'awful' -> sad, 'later' fails, else neutral."""
+
+    async def predict(self, sample: Sample) -> Prediction:
+        assert sample.text is not None
+        if "later" in sample.text:
+            raise ValueError("simulated bad input")
+        probs = [0.0] * len(LABELS)
+        label = "happy" if "great" in sample.text else "sad" if "awful" in sample.text else "neutral"
+        probs[LABELS.index(label)] = 1.0
+        return Prediction(probs, "words:1")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_run_eval_scores_mosi_sentiment(tmp_path: Path) -> None:
+    csv_path = tmp_path / "mosi.csv"
+    csv_path.write_text("text,label\ngreat film,2.0\nawful plot,-2.0\nfine,0.4\nsee you later,1.0\n")
+    result = run_eval(csv_path, tmp_path / "out", adapter="mosi", predictor=KeywordTextPredictor())
+    assert result.task == "sentiment" and result.failed == 1
+    # Predictions 3, -3, 0 for truths 2, -2, 0.4: MAE (1 + 1 + 0.4) / 3; Acc-2 on all three non-zero
+    # truths (0 is not positive); Acc-7: 3 vs 2, -3 vs -2 wrong, 0 vs 0 right.
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["task"] == "sentiment" and metrics["adapter"] == "mosi"
+    assert metrics["mae"] == pytest.approx(2.4 / 3)
+    assert metrics["acc2"] == pytest.approx(2 / 3) and metrics["acc7"] == pytest.approx(1 / 3)
+    assert "| MAE | Pearson | Acc-2" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_run_eval_scores_valence_arousal_with_ccc(tmp_path: Path) -> None:
+    csv_path = tmp_path / "va.csv"
+    csv_path.write_text("id,text,valence,arousal\n1,great,8,6\n2,awful,2,3\n3,plain,5,1\n")
+    result = run_eval(
+        csv_path, tmp_path / "out", adapter="valence-arousal", value_range=(1, 9), predictor=KeywordTextPredictor()
+    )
+    assert result.task == "regression"
+    # happy -> (0.8, 0.5), sad -> (-0.7, -0.4), neutral -> (0, 0); truths rescaled from 1..9.
+    valence = result.metrics.as_dict()["dimensions"]["valence"]  # type: ignore[index]
+    assert valence["mae"] == pytest.approx((abs(0.75 - 0.8) + abs(-0.75 + 0.7) + 0) / 3)
+    assert valence["n"] == 3 and valence["ccc"] > 0.9
+    assert "| valence | 3 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_run_eval_on_an_audio_folder_with_held_out_speakers(tmp_path: Path) -> None:
+    root = tmp_path / "ravdess"
+    root.mkdir()
+    rows = ["path,label,speaker"] + [
+        f"audio/{speaker}_{label}.flac,{label},ravdess_actor{speaker}"
+        for speaker in ("01", "17", "18")
+        for label in ("happy", "sad")
+    ]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    predictor = ScriptedPredictor()
+    result = run_eval(root, tmp_path / "out", speakers="17-20", predictor=predictor)
+    assert sorted(predictor.calls) == [f"audio/{s}_{label}.flac" for s in ("17", "18") for label in ("happy", "sad")]
+    assert result.metrics.accuracy == 1.0  # type: ignore[union-attr]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["adapter"] == "audio-folder" and metrics["modality"] == "audio" and metrics["face_crops"] is None
+    assert metrics["dataset"] == "ravdess speakers 17-20"
