@@ -211,7 +211,13 @@ def run_eval(
     seconds = time.perf_counter() - start
     metrics, scored = score(chosen.task, samples, records)
     failed = len(samples) - len(scored)
-    model = next((r["model"] for r in scored if r.get("model")), "unknown")
+    models = sorted({r["model"] for r in scored if r.get("model")})
+    if len(models) > 1:
+        # Resumed results from another model (the service was switched): the scores would mix them.
+        log.warning(
+            "results from several models; rerun with resume=False (--fresh)", extra={"fields": {"models": models}}
+        )
+    model = ", ".join(models) or "unknown"
     name = dataset.name + (f" ({split})" if split else "") + (f" speakers {speakers}" if speakers else "")
     meta = {
         "dataset": name,

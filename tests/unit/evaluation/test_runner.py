@@ -173,3 +173,14 @@ def test_run_eval_on_an_audio_folder_with_held_out_speakers(tmp_path: Path) -> N
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["adapter"] == "audio-folder" and metrics["modality"] == "audio" and metrics["face_crops"] is None
     assert metrics["dataset"] == "ravdess speakers 17-20"
+
+
+def test_results_of_another_model_show_in_the_report(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "ds", ROWS[:2])
+    out = tmp_path / "out"
+    run_eval(root, out, predictor=ScriptedPredictor())
+    # The service now serves another model: a resumed run would mix them, and says so.
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text(lines[0].replace("fake:1", "fake:2") + "\n" + lines[1] + "\n")
+    assert run_eval(root, out, predictor=ScriptedPredictor()).model == "fake:1, fake:2"
+    assert run_eval(root, out, predictor=ScriptedPredictor(), resume=False).model == "fake:1"
