@@ -51,6 +51,9 @@ class StackConfig:
     triton_ports: TritonPorts = field(default_factory=TritonPorts)
     redis_port: int = 6379
     service_ports: dict[str, int] = field(default_factory=dict)
+    # Metrics ports default to the gRPC port + 1000 (the documented layout); ephemeral stacks pick
+    # them free as well, since a free gRPC port says nothing about the port 1000 above it.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     services: tuple[str, ...] = tuple(s.name for s in SERVICES)
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -63,12 +66,16 @@ class StackConfig:
             triton_ports=TritonPorts(free_port(), free_port(), free_port()),
             redis_port=free_port(),
             service_ports={s.name: free_port() for s in SERVICES},
+            metrics_ports={s.name: free_port() for s in SERVICES},
             services=services or tuple(s.name for s in SERVICES),
         )
 
     def port(self, service: str) -> int:
         spec = next(s for s in SERVICES if s.name == service)
         return self.service_ports.get(service, spec.default_port)
+
+    def metrics_port(self, service: str) -> int:
+        return self.metrics_ports.get(service, self.port(service) + 1000)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.port(service)}"
@@ -88,7 +95,7 @@ class Stack:
         env.update(
             {
                 f"EMOMESH_{spec.name.upper()}_LISTEN": self.config.address(spec.name),
-                f"EMOMESH_{spec.name.upper()}_METRICS_PORT": str(self.config.port(spec.name) + 1000),
+                f"EMOMESH_{spec.name.upper()}_METRICS_PORT": str(self.config.metrics_port(spec.name)),
                 "EMOMESH_TRITON_URL": self.triton.grpc_url,
                 "EMOMESH_REDIS_URL": self.redis.url,
                 "PYTHONUNBUFFERED": "1",
@@ -147,7 +154,8 @@ class Stack:
         lines = [f"Emomesh stack up in {self.timings.get('total', 0):.1f}s (state and logs in {self.config.state_dir})"]
         for name in self.processes:
             port = self.config.port(name)
-            lines.append(f"  {name:<8} grpc 127.0.0.1:{port}   metrics http://127.0.0.1:{port + 1000}/metrics")
+            metrics = self.config.metrics_port(name)
+            lines.append(f"  {name:<8} grpc 127.0.0.1:{port}   metrics http://127.0.0.1:{metrics}/metrics")
         p = self.config.triton_ports
         lines.append(
             f"  triton   grpc 127.0.0.1:{p.grpc}   http 127.0.0.1:{p.http}   metrics http://127.0.0.1:{p.metrics}/metrics"

@@ -161,7 +161,7 @@ def prometheus_config_for(stack: Stack, state_dir: Path) -> Path:
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.local.yml").read_text())
     config["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
     config["rule_files"] = [str(PROMETHEUS_DIR / rule_file) for rule_file in config["rule_files"]]
-    metrics_targets = {name: f"127.0.0.1:{stack.config.port(name) + 1000}" for name in stack.processes}
+    metrics_targets = {name: f"127.0.0.1:{stack.config.metrics_port(name)}" for name in stack.processes}
     metrics_targets["triton"] = f"127.0.0.1:{stack.config.triton_ports.metrics}"
     jobs = []
     for job in config["scrape_configs"]:
