@@ -62,13 +62,15 @@ def inputs(work: Path) -> dict[str, bytes | str]:
 
 
 def request_for(subset: tuple[str, ...], media: dict[str, bytes | str], transcript: bool) -> fusion_pb2.AnalyzeRequest:
+    image, audio, text = media["image"], media["audio"], media["text"]
+    assert isinstance(image, bytes) and isinstance(audio, bytes) and isinstance(text, str)
     request = fusion_pb2.AnalyzeRequest(transcript_as_text=transcript)
     if "image" in subset:
-        request.image = media["image"]  # type: ignore[assignment]
+        request.image = image
     if "audio" in subset:
-        request.audio = media["audio"]  # type: ignore[assignment]
+        request.audio = audio
     if "text" in subset:
-        request.text = media["text"]  # type: ignore[assignment]
+        request.text = text
     return request
 
 
