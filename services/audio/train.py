@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from emomesh.labels import NUM_LABELS
+from emomesh.onnx_export import export_onnx
 from services.audio.dataset import Features, load_features
 from services.audio.evaluate import DEFAULT_MODEL, clip_probabilities, format_confusion, scores
 from services.audio.features import N_FRAMES, N_MELS
@@ -73,22 +73,9 @@ def evaluate(model: ACRNN, features: Features, clip_mask: np.ndarray) -> dict[st
     return scores(features.labels[clip_mask], probs[clip_mask].argmax(axis=1))
 
 
-def export_onnx(model: ACRNN, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = ACRNNWithSoftmax(model).eval()
-    with warnings.catch_warnings():
-        # The TorchScript exporter is used on purpose (static graph, no onnxscript dependency).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapped,
-            (torch.zeros(1, 1, N_MELS, N_FRAMES),),
-            str(out),
-            input_names=["log_mel"],
-            output_names=["probabilities"],
-            dynamic_axes={"log_mel": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+def export_model(model: ACRNN, out: Path) -> None:
+    wrapped = ACRNNWithSoftmax(model)
+    export_onnx(wrapped, (torch.zeros(1, 1, N_MELS, N_FRAMES),), out, ["log_mel"], ["probabilities"])
 
 
 def train(args: argparse.Namespace) -> dict[str, object]:
@@ -158,7 +145,7 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     assert best_state is not None
     model.load_state_dict(best_state)
     model.eval()
-    export_onnx(model, args.out)
+    export_model(model, args.out)
     report: dict[str, object] = {"best_epoch": best_epoch, "width": args.width, "history": history}
     for corpus in sorted({c.corpus for c in features.clips}):
         mask = is_val & np.array([c.corpus == corpus for c in features.clips])

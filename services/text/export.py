@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emomesh.onnx_export import export_onnx
 from emomesh.paths import MODEL_REPOSITORY
 from services.text.config import DEFAULT_TOKENIZER
 from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT
@@ -34,23 +34,14 @@ def export_float(checkpoint: Path, out: Path) -> None:
     model = load_classifier(checkpoint, softmax=True)
     tokenizer = TextTokenizer(checkpoint / "tokenizer.json", 64)
     sample = tokenizer.encode(["a short one", "and a somewhat longer sentence to give the batch two lengths"])
-    with warnings.catch_warnings():
-        # The TorchScript exporter is used on purpose (no onnxscript dependency); its notices are expected.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.from_numpy(sample.input_ids), torch.from_numpy(sample.attention_mask)),
-            str(out),
-            input_names=[INPUT_IDS, ATTENTION_MASK],
-            output_names=[OUTPUT],
-            dynamic_axes={
-                INPUT_IDS: {0: "batch", 1: "sequence"},
-                ATTENTION_MASK: {0: "batch", 1: "sequence"},
-                OUTPUT: {0: "batch"},
-            },
-            opset_version=17,
-            dynamo=False,
-        )
+    export_onnx(
+        model,
+        (torch.from_numpy(sample.input_ids), torch.from_numpy(sample.attention_mask)),
+        out,
+        [INPUT_IDS, ATTENTION_MASK],
+        [OUTPUT],
+        {INPUT_IDS: {0: "batch", 1: "sequence"}, ATTENTION_MASK: {0: "batch", 1: "sequence"}, OUTPUT: {0: "batch"}},
+    )
 
 
 def quantize(source: Path, out: Path) -> None:

