@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from emomesh.labels import NUM_LABELS
-from emomesh.triton import ModelSpec, TritonClient
-from emotion.common.v1 import common_pb2
+from emomesh.triton import ModelSpec, ServedModel
 from services.text.tokenize import TokenBatch
 
 INPUT_IDS = "input_ids"
@@ -19,48 +18,19 @@ ATTENTION_MASK = "attention_mask"
 OUTPUT = "probabilities"
 
 
-class TritonTextModel:
-    def __init__(self, client: TritonClient, name: str) -> None:
-        self.client = client
-        self.name = name
-        self._spec: ModelSpec | None = None
-
-    async def load(self) -> ModelSpec:
-        """Reads the model's batch limit and version from Triton (fails fast if it is not served)."""
-        spec = await self.client.model_spec(self.name)
+class TritonTextModel(ServedModel):
+    def check(self, spec: ModelSpec) -> None:
         names = {t.name for t in spec.inputs}
         if names != {INPUT_IDS, ATTENTION_MASK}:
             raise RuntimeError(f"model {self.name} takes {sorted(names)}, expected {INPUT_IDS} and {ATTENTION_MASK}")
-        self._spec = spec
-        return spec
-
-    @property
-    def spec(self) -> ModelSpec:
-        if self._spec is None:
-            raise RuntimeError("TritonTextModel.load() was not awaited")
-        return self._spec
-
-    @property
-    def info(self) -> common_pb2.ModelInfo:
-        return common_pb2.ModelInfo(name=self.name, version=self.spec.display_version)
 
     async def classify(self, batch: TokenBatch) -> np.ndarray:
-        count = len(batch.input_ids)
-        if count == 0:
-            return np.zeros((0, NUM_LABELS), dtype=np.float32)
-        step = self.spec.max_batch_size or count
-        chunks = []
-        for start in range(0, count, step):
-            rows = slice(start, start + step)
+        def inputs_for(rows: slice) -> dict[str, np.ndarray]:
             # Each chunk is cut to its own longest sequence: no padding beyond what it needs.
             width = int(batch.attention_mask[rows].sum(axis=1).max())
-            result = await self.client.infer(
-                self.name,
-                {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]},
-                [OUTPUT],
-            )
-            chunks.append(result[OUTPUT])
-        return np.concatenate(chunks).astype(np.float32)
+            return {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]}
+
+        return await self.infer_in_chunks(len(batch.input_ids), inputs_for, OUTPUT)
 
 
 class OnnxTextModel:

@@ -4,6 +4,7 @@ call, Triton errors mapped to Emomesh errors (and so to gRPC statuses) and laten
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from emomesh.config import TritonSettings
 from emomesh.errors import DeadlineExceeded, EmomeshError, InvalidInput, Unavailable
 from emomesh.logs import get_request_id
 from emomesh.metrics import TRITON_LATENCY
+from emotion.common.v1 import common_pb2
 
 
 @dataclass(frozen=True)
@@ -136,3 +138,50 @@ class TritonClient:
         finally:
             TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - start)
         return {name: result.as_numpy(name) for name in outputs}
+
+
+class ServedModel:
+    """A Triton model as a service uses it: the spec read once at start (so a missing or mismatched
+    model fails the start, not the first request), the ModelInfo the service reports, and
+    inference split into chunks of the model's max_batch_size. Services subclass it with `check`
+    (what the model must take) and a typed `classify`."""
+
+    def __init__(self, client: TritonClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self._spec: ModelSpec | None = None
+
+    def check(self, spec: ModelSpec) -> None:
+        """Raises if the served model does not take what this service sends (default: accept)."""
+
+    async def load(self) -> ModelSpec:
+        spec = await self.client.model_spec(self.name)
+        self.check(spec)
+        self._spec = spec
+        return spec
+
+    @property
+    def spec(self) -> ModelSpec:
+        if self._spec is None:
+            raise RuntimeError(f"{type(self).__name__}.load() was not awaited")
+        return self._spec
+
+    @property
+    def info(self) -> common_pb2.ModelInfo:
+        return common_pb2.ModelInfo(name=self.name, version=self.spec.display_version)
+
+    async def infer_in_chunks(
+        self, count: int, inputs_for: Callable[[slice], dict[str, np.ndarray]], output: str | None = None
+    ) -> np.ndarray:
+        """Runs `count` items as consecutive chunks of at most max_batch_size rows: inputs_for(rows)
+        gives the named input tensors of a chunk. Returns the output rows concatenated, float32."""
+        output = output or self.spec.outputs[0].name
+        if count == 0:
+            shape = next(o.shape for o in self.spec.outputs if o.name == output)
+            return np.zeros((0, *shape), dtype=np.float32)
+        step = self.spec.max_batch_size or count
+        chunks = []
+        for start in range(0, count, step):
+            result = await self.client.infer(self.name, inputs_for(slice(start, start + step)), [output])
+            chunks.append(result[output])
+        return np.concatenate(chunks).astype(np.float32)
