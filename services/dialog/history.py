@@ -114,8 +114,10 @@ class HistoryStore:
         pipe.expire(key, self.settings.ttl_s)
         await self._call("write", pipe.execute())
 
-    async def clear(self, session_id: str) -> None:
-        await self._call("delete", self.client.delete(history_key(session_id)))
+    async def clear(self, session_id: str) -> bool:
+        """Deletes the session's history; False when there was none (unknown or expired session)."""
+        deleted = await self._call("delete", self.client.delete(history_key(session_id)))
+        return bool(deleted)
 
     async def close(self) -> None:
         await self.client.aclose()

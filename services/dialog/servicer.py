@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from emomesh.errors import InvalidInput, Unavailable
+from emomesh.errors import InvalidInput, NotFound, Unavailable
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -209,6 +209,9 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
             turns = await self.history.all(session_id)
         except HistoryUnavailable as exc:
             raise Unavailable(str(exc)) from exc
+        if not turns:
+            # A session exists from its first Chat turn until its TTL runs out; nothing stored = unknown.
+            raise NotFound(f"session {session_id!r} is unknown or has expired")
         response = dialog_pb2.GetHistoryResponse()
         for turn in turns:
             item = response.turns.add(role=ROLE_TO_PROTO[turn.role], text=turn.text, time=turn.time)
@@ -221,7 +224,9 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     ) -> dialog_pb2.ClearHistoryResponse:
         session_id = validate_session_id(request.session_id)
         try:
-            await self.history.clear(session_id)
+            existed = await self.history.clear(session_id)
         except HistoryUnavailable as exc:
             raise Unavailable(str(exc)) from exc
+        if not existed:
+            raise NotFound(f"session {session_id!r} is unknown or has expired")
         return dialog_pb2.ClearHistoryResponse()

@@ -199,7 +199,14 @@ async def test_history_has_a_ttl_survives_a_restart_and_can_be_cleared(
         assert [m["content"] for m in llm.requests[-1].body["messages"][1:3]] == ["hello from before", llm.reply]
 
         await stub.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id=session))
-        assert not (await stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session))).turns
+        for call in (
+            stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session)),
+            stub.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id=session)),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await call
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "is unknown or has expired" in (unknown.value.details() or "")
 
 
 async def test_greeting_and_describe_use_the_non_streamed_endpoint(redis_server: RedisServer, llm: OpenAIStub) -> None:
@@ -376,8 +383,10 @@ async def test_a_caller_that_goes_away_closes_the_llm_stream(redis_server: Redis
         call.cancel()
         # The endpoint notices the closed connection when it next writes.
         assert await asyncio.to_thread(llm.client_went_away.wait, 15)
-        history = await stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session))
-        assert not history.turns  # an abandoned turn is not stored
+        # An abandoned turn is not stored: the session never came to exist.
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_slow_reply_is_cut_in_time_for_the_callers_deadline(redis_server: RedisServer, llm: OpenAIStub) -> None:

@@ -86,13 +86,15 @@ class DialogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetHistory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The stored turns, oldest first; NOT_FOUND for an unknown or expired session.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ClearHistory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Forgets a session; NOT_FOUND for an unknown or expired session.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
