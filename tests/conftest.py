@@ -4,14 +4,17 @@ test session on free loopback ports, and small media made by the tests themselve
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import cv2
+import grpc
 import numpy as np
 import pytest
 
 from emomesh.procs import RedisServer, free_port
+from emomesh.server import GrpcServer
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
@@ -41,6 +44,30 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+def service_env(service: str, triton: TritonServer | None = None, **overrides: str) -> dict[str, str]:
+    """Environment of one service run in-process by a test: a free loopback port, no metrics port
+    (many servers start in one session), Triton if given, then the test's own settings."""
+    env = {
+        f"EMOMESH_{service.upper()}_LISTEN": f"127.0.0.1:{free_port()}",
+        f"EMOMESH_{service.upper()}_METRICS_PORT": "0",
+    }
+    if triton is not None:
+        env["EMOMESH_TRITON_URL"] = triton.grpc_url
+    env.update(overrides)
+    return env
+
+
+@asynccontextmanager
+async def serving(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
+    """Starts a built service, yields a real gRPC channel to it, then closes both."""
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            yield channel
+    finally:
+        await server.stop()
 
 
 def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:

@@ -11,12 +11,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emomesh.labels import NUM_LABELS
-from emomesh.procs import free_port
 from emomesh.tritonserver import TritonServer
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from services.audio.config import AudioSettings
 from services.audio.server import build_server
 from tests.audio_media import decode_wav, encode, espeak, noise, silence, tone, transcode
+from tests.conftest import service_env, serving
 
 pytestmark = pytest.mark.integration
 
@@ -31,23 +31,10 @@ def speech_wav() -> bytes:
 
 @pytest.fixture
 async def channel(triton_server: TritonServer) -> AsyncIterator[grpc.aio.Channel]:
-    settings = AudioSettings.from_env(
-        {
-            "EMOMESH_AUDIO_LISTEN": f"127.0.0.1:{free_port()}",
-            "EMOMESH_AUDIO_METRICS_PORT": "0",
-            "EMOMESH_TRITON_URL": triton_server.grpc_url,
-            # Small enough that a test can exceed it without megabytes of audio.
-            "EMOMESH_AUDIO_MAX_DURATION_S": "120",
-        }
-    )
-    server = await build_server(settings)
-    await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
-    try:
+    # A maximum duration small enough that a test can exceed it without megabytes of audio.
+    settings = AudioSettings.from_env(service_env("audio", triton_server, EMOMESH_AUDIO_MAX_DURATION_S="120"))
+    async with serving(await build_server(settings)) as channel:
         yield channel
-    finally:
-        await channel.close()
-        await server.stop()
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from redis.asyncio import Redis
 
 from emomesh.labels import LABELS, distribution_from_probs
 from emomesh.procs import RedisServer, free_port
-from emomesh.server import GrpcServer
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
 from services.dialog.history import StoredTurn, history_key
 from services.dialog.prompts import estimate_tokens
 from services.dialog.server import build_server
+from tests.conftest import service_env, serving
 from tests.integration.openai_server import COMPLETION_TOKENS, MODEL, PROMPT_TOKENS, OpenAIStub
 
 pytestmark = pytest.mark.integration
@@ -43,8 +43,7 @@ def llm() -> Iterator[OpenAIStub]:
 
 def settings(redis_url: str, llm_base_url: str | None, api_key: str | None = "test-key") -> DialogSettings:
     environ = {
-        "EMOMESH_DIALOG_LISTEN": "127.0.0.1:0",
-        "EMOMESH_DIALOG_METRICS_PORT": "0",
+        **service_env("dialog"),
         "EMOMESH_DIALOG_GRACE_S": "0",
         "EMOMESH_DIALOG_LLM_BASE_URL": llm_base_url or "http://127.0.0.1:9/v1",
         "EMOMESH_DIALOG_LLM_MODEL": "configured-model",
@@ -66,13 +65,8 @@ def settings(redis_url: str, llm_base_url: str | None, api_key: str | None = "te
 @asynccontextmanager
 async def dialog_service(config: DialogSettings) -> AsyncIterator[dialog_pb2_grpc.DialogServiceStub]:
     """The dialog gRPC server in-process on a free port, and a client stub on a real channel."""
-    server: GrpcServer = build_server(config)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            yield dialog_pb2_grpc.DialogServiceStub(channel)
-    finally:
-        await server.stop()
+    async with serving(build_server(config)) as channel:
+        yield dialog_pb2_grpc.DialogServiceStub(channel)
 
 
 def new_session() -> str:

@@ -15,28 +15,18 @@ import pytest
 
 from emomesh import cli
 from emomesh.labels import LABELS, top_label
-from emomesh.procs import free_port
 from emomesh.tritonserver import TritonServer
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.server import build_server
+from tests.conftest import service_env, serving
 
 
 @pytest.fixture
 async def vision_address(triton_server: TritonServer) -> AsyncIterator[str]:
-    settings = VisionSettings.from_env(
-        {
-            "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
-            "EMOMESH_VISION_METRICS_PORT": "0",
-            "EMOMESH_TRITON_URL": triton_server.grpc_url,
-        }
-    )
-    server = await build_server(settings)
-    await server.start()
-    try:
+    server = await build_server(VisionSettings.from_env(service_env("vision", triton_server)))
+    async with serving(server):
         yield server.address
-    finally:
-        await server.stop()
 
 
 def face_crop_folder(root: Path) -> Path:

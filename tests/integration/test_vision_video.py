@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import cv2
@@ -14,13 +15,12 @@ import pytest
 import tritonclient.grpc.aio as triton_aio
 
 from emomesh.labels import LABELS
-from emomesh.procs import free_port
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.server import build_server
-from tests.conftest import encode
+from tests.conftest import encode, service_env, serving
 from tests.video_media import astronaut_bgr, encode_video, face_video, scene
 
 pytestmark = pytest.mark.integration
@@ -29,30 +29,17 @@ pytestmark = pytest.mark.integration
 MODEL = VisionSettings.from_env({}).model_name
 
 
-def settings_for(triton: TritonServer, **overrides: str) -> VisionSettings:
-    env = {
-        "EMOMESH_VISION_LISTEN": f"127.0.0.1:{free_port()}",
-        "EMOMESH_VISION_METRICS_PORT": "0",
-        "EMOMESH_TRITON_URL": triton.grpc_url,
-        **overrides,
-    }
-    return VisionSettings.from_env(env)
-
-
-async def start_vision(triton: TritonServer, **overrides: str) -> tuple[Any, grpc.aio.Channel]:
-    server = await build_server(settings_for(triton, **overrides))
-    await server.start()
-    return server, grpc.aio.insecure_channel(server.address)
+@asynccontextmanager
+async def vision_stub(triton: TritonServer, **overrides: str) -> AsyncIterator[vision_pb2_grpc.VisionServiceStub]:
+    server = await build_server(VisionSettings.from_env(service_env("vision", triton, **overrides)))
+    async with serving(server) as channel:
+        yield vision_pb2_grpc.VisionServiceStub(channel)
 
 
 @pytest.fixture
 async def vision(triton_server: TritonServer) -> AsyncIterator[vision_pb2_grpc.VisionServiceStub]:
-    server, channel = await start_vision(triton_server)
-    try:
-        yield vision_pb2_grpc.VisionServiceStub(channel)
-    finally:
-        await channel.close()
-        await server.stop()
+    async with vision_stub(triton_server) as stub:
+        yield stub
 
 
 async def model_counts(triton: TritonServer) -> tuple[int, int]:
@@ -180,30 +167,20 @@ async def test_bad_video_input_is_invalid_argument_and_the_service_keeps_serving
 async def test_upload_over_the_message_limit_is_refused_before_it_is_read(triton_server: TritonServer) -> None:
     # Stands in for a 4 GB upload: gRPC refuses any message over EMOMESH_VISION_MAX_MESSAGE_BYTES
     # from its length prefix, before the servicer (or protobuf) sees a byte of it.
-    server, channel = await start_vision(triton_server, EMOMESH_VISION_MAX_MESSAGE_BYTES="65536")
-    try:
-        stub = vision_pb2_grpc.VisionServiceStub(channel)
+    async with vision_stub(triton_server, EMOMESH_VISION_MAX_MESSAGE_BYTES="65536") as stub:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.AnalyzeVideo(vision_pb2.AnalyzeVideoRequest(video=b"\0" * 70_000), timeout=60)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         ok = await stub.AnalyzeVideo(vision_pb2.AnalyzeVideoRequest(video=face_video(4)), timeout=60)
         assert ok.frames_sampled == 4
-    finally:
-        await channel.close()
-        await server.stop()
 
 
 async def test_too_many_sampled_frames_is_refused(triton_server: TritonServer) -> None:
-    server, channel = await start_vision(triton_server, EMOMESH_VISION_MAX_VIDEO_FRAMES="4")
-    try:
-        stub = vision_pb2_grpc.VisionServiceStub(channel)
+    async with vision_stub(triton_server, EMOMESH_VISION_MAX_VIDEO_FRAMES="4") as stub:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.AnalyzeVideo(vision_pb2.AnalyzeVideoRequest(video=face_video(10), every_nth_frame=1), timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "more than 4 frames" in (err.value.details() or "")
-    finally:
-        await channel.close()
-        await server.stop()
 
 
 def face_crop(side: int = 48) -> bytes:
@@ -262,9 +239,7 @@ async def test_streamed_upload_matches_the_single_message_call(vision: vision_pb
 
 
 async def test_streamed_upload_over_the_video_limit_is_resource_exhausted(triton_server: TritonServer) -> None:
-    server, channel = await start_vision(triton_server, EMOMESH_VISION_MAX_VIDEO_BYTES="10000")
-    try:
-        stub = vision_pb2_grpc.VisionServiceStub(channel)
+    async with vision_stub(triton_server, EMOMESH_VISION_MAX_VIDEO_BYTES="10000") as stub:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.AnalyzeVideoStream(chunks(b"\0" * 50_000, 4096), timeout=60)
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -277,6 +252,3 @@ async def test_streamed_upload_over_the_video_limit_is_resource_exhausted(triton
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.AnalyzeVideoStream(chunks(face_video(4), 4096, every_nth_frame=0), timeout=60)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    finally:
-        await channel.close()
-        await server.stop()
