@@ -24,8 +24,6 @@ from emomesh.paths import MODEL_REPOSITORY
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emomesh.triton_repo import RenderOptions, render_repository
 
-DEFAULT_TIMEOUT_S = 60.0
-
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = StackConfig.ephemeral(args.state_dir) if args.ephemeral_ports else StackConfig(state_dir=args.state_dir)
