@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from emomesh.triton import ServedModel
+from emotion.common.v1 import common_pb2
+
+
+class ExpressionClassifier(Protocol):
+    """What the vision servicer needs from its model: ExpressionModel, or a fake in unit tests."""
+
+    @property
+    def input_size(self) -> tuple[int, int]: ...
+
+    @property
+    def info(self) -> common_pb2.ModelInfo: ...
+
+    async def classify(self, faces: np.ndarray) -> np.ndarray: ...
 
 
 class ExpressionModel(ServedModel):
