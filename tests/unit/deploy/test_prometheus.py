@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,7 +53,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     assert promtool("check", "rules", broken).returncode != 0
 
 
-def jobs(config_name: str) -> dict[str, dict[str, object]]:
+def jobs(config_name: str) -> dict[str, dict[str, Any]]:
     config = yaml.safe_load((PROMETHEUS_DIR / config_name).read_text())
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
@@ -61,7 +62,7 @@ def test_kubernetes_config_scrapes_every_service_and_triton_on_metrics_ports() -
     scraped = jobs("prometheus.yml")
     assert set(scraped) == {*ALL_SERVICES, "triton"}
     for name, job in scraped.items():
-        (sd,) = job["dns_sd_configs"]  # type: ignore[misc]
+        (sd,) = job["dns_sd_configs"]
         assert sd["names"] == [f"{name}.emomesh.svc.cluster.local"]
         assert sd["port"] == (8002 if name == "triton" else ALL_SERVICES[name] + 1000)
 
@@ -71,9 +72,9 @@ def test_local_config_matches_the_embedded_stack_default_ports() -> None:
     assert set(scraped) == {*ALL_SERVICES, "triton"}
     for spec in SERVICES:
         assert spec.default_port == ALL_SERVICES[spec.name]
-        targets = scraped[spec.name]["static_configs"][0]["targets"]  # type: ignore[index]
+        targets = scraped[spec.name]["static_configs"][0]["targets"]
         assert targets == [f"127.0.0.1:{spec.default_port + 1000}"]
-    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]  # type: ignore[index]
+    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]
 
 
 def test_every_alert_has_a_severity_summary_and_a_rule_unit_test() -> None:
