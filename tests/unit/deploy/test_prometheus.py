@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,39 +12,34 @@ import yaml
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.stack import SERVICES
+from tests.tools import require_tool
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
 # Every service of the contract, deployed or not yet in the embedded stack.
 ALL_SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=120)
+    binary = require_tool("promtool", "apt-get install prometheus; scripts/setup.sh does")
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=120)
 
 
-@needs_promtool
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
 def test_promtool_accepts_config(config: str) -> None:
     result = promtool("check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_accepts_rules() -> None:
     result = promtool("check", "rules", *sorted((PROMETHEUS_DIR / "rules").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_rule_unit_tests_pass() -> None:
     result = promtool("test", "rules", "tests/rules_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     """The check above can fail: a rule with bad PromQL is refused."""
     broken = tmp_path / "broken.yml"
