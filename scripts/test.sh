@@ -13,4 +13,8 @@ mypy
 echo "== generated files"
 scripts/check_generated.sh
 echo "== tests"
-python -m pytest -p no:cacheprovider "$@"
+# Strict: a test tool that is missing (setup.sh installed them all) fails its tests instead of
+# skipping them (tests/tools.py). -rs lists every skip with its reason: only the documented ones
+# (GPU-only metrics, no LLM API key) may remain.
+export EMOMESH_STRICT_TESTS=1
+python -m pytest -p no:cacheprovider -rs "$@"

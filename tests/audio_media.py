@@ -4,11 +4,12 @@ in the formats clients send (encoded with soundfile and the ffmpeg command line)
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 
 import numpy as np
 import soundfile as sf
+
+from tests.tools import require_tool
 
 FFMPEG_FORMATS = {
     # name: (ffmpeg muxer, codec arguments)
@@ -43,8 +44,7 @@ def transcode(data: bytes, name: str, rate: int | None = None) -> bytes:
     """Re-encodes audio bytes with the ffmpeg CLI into one of FFMPEG_FORMATS, written to a pipe (so
     the container is not seekable and, for WebM, carries no duration: what browsers send)."""
     muxer, codec = FFMPEG_FORMATS[name]
-    ffmpeg = shutil.which("ffmpeg")
-    assert ffmpeg, "ffmpeg is not installed (scripts/setup.sh installs it)"
+    ffmpeg = require_tool("ffmpeg", "scripts/setup.sh installs it")
     resample = ["-ar", str(rate)] if rate else []
     return subprocess.run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", "pipe:0", *codec, *resample, "-f", muxer, "pipe:1"],
@@ -57,8 +57,7 @@ def transcode(data: bytes, name: str, rate: int | None = None) -> bytes:
 
 def espeak(text: str, words_per_minute: int = 150) -> bytes:
     """WAV bytes (22.05 kHz mono) of text spoken by espeak-ng."""
-    espeak_ng = shutil.which("espeak-ng")
-    assert espeak_ng, "espeak-ng is not installed (scripts/setup.sh installs it)"
+    espeak_ng = require_tool("espeak-ng", "scripts/setup.sh installs it")
     return subprocess.run(
         [espeak_ng, "-s", str(words_per_minute), "--stdout", text], capture_output=True, check=True, timeout=60
     ).stdout

@@ -15,7 +15,7 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,15 @@ from emotion.common.v1 import common_pb2
 from services.audio.config import AsrSettings
 from services.audio.features import SAMPLE_RATE
 from services.audio.metrics import ASR_PENDING, ASR_REJECTED, AUDIO_STAGE_SECONDS
+
+
+class SpeechTranscriber(Protocol):
+    """What the audio servicer needs from speech recognition: Transcriber (Whisper), or a fake."""
+
+    @property
+    def info(self) -> common_pb2.ModelInfo: ...
+
+    async def transcribe(self, samples: np.ndarray) -> audio_pb2.Transcript: ...
 
 
 class Transcriber:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from emomesh.triton import ModelSpec, ServedModel
+from emotion.common.v1 import common_pb2
 from services.audio.features import N_FRAMES, N_MELS
 
 INPUT_SHAPE = (1, N_MELS, N_FRAMES)
+
+
+class SpeechEmotionClassifier(Protocol):
+    """What the audio servicer needs from its model: SpeechEmotionModel, or a fake in unit tests."""
+
+    @property
+    def info(self) -> common_pb2.ModelInfo: ...
+
+    async def classify(self, log_mel: np.ndarray) -> np.ndarray: ...
 
 
 class SpeechEmotionModel(ServedModel):

@@ -14,7 +14,7 @@ import numpy as np
 from emomesh.errors import Unimplemented
 from emomesh.labels import NUM_LABELS, distribution_from_probs
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
-from services.audio.asr import Transcriber
+from services.audio.asr import SpeechTranscriber
 from services.audio.config import AudioSettings
 from services.audio.features import (
     DecodedAudio,
@@ -25,7 +25,7 @@ from services.audio.features import (
     speech_activity,
 )
 from services.audio.metrics import AUDIO_DURATION_SECONDS, AUDIO_STAGE_SECONDS, SPEECH_RESULTS
-from services.audio.model import SpeechEmotionModel
+from services.audio.model import SpeechEmotionClassifier
 
 UNIFORM = np.full(NUM_LABELS, 1.0 / NUM_LABELS, dtype=np.float32)
 
@@ -52,7 +52,9 @@ def reliability(probs: np.ndarray, speech_s: float, full_speech_s: float) -> flo
 
 
 class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
-    def __init__(self, settings: AudioSettings, model: SpeechEmotionModel, transcriber: Transcriber | None) -> None:
+    def __init__(
+        self, settings: AudioSettings, model: SpeechEmotionClassifier, transcriber: SpeechTranscriber | None
+    ) -> None:
         self.settings = settings
         self.model = model
         self.transcriber = transcriber

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from google.protobuf import json_format
 from redis.asyncio import Redis
@@ -68,6 +68,19 @@ class HistoryUnavailable(Exception):
 
 def history_key(session_id: str) -> str:
     return KEY_PREFIX + session_id
+
+
+class TurnHistory(Protocol):
+    """What the dialog servicer needs from the history store: HistoryStore (Redis), or a fake in
+    unit tests. Every method raises HistoryUnavailable when the store cannot answer."""
+
+    async def recent(self, session_id: str) -> list[StoredTurn]: ...
+
+    async def all(self, session_id: str) -> list[StoredTurn]: ...
+
+    async def append(self, session_id: str, turns: Sequence[StoredTurn]) -> None: ...
+
+    async def clear(self, session_id: str) -> bool: ...
 
 
 class HistoryStore:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import openai
 from openai import AsyncOpenAI
@@ -69,6 +69,28 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS
     return isinstance(exc, openai.APIConnectionError | TimeoutError)  # APITimeoutError is a connection error
+
+
+class ChatLlm(Protocol):
+    """What the dialog servicer needs from the LLM: LlmClient, or a fake in unit tests."""
+
+    @property
+    def configured(self) -> bool:
+        """False when no endpoint is configured: every call then raises LlmUnavailable."""
+        ...
+
+    @property
+    def model(self) -> str: ...
+
+    def stream_chat(
+        self, messages: Sequence[Message], result: LlmResult, caller_limit_s: float | None = None
+    ) -> AsyncGenerator[str, None]:
+        """Yields the reply's text deltas and fills result; raises LlmUnavailable or LlmInterrupted."""
+        ...
+
+    async def complete(
+        self, messages: Sequence[Message], operation: str, caller_limit_s: float | None = None
+    ) -> LlmResult: ...
 
 
 class LlmClient:

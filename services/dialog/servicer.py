@@ -15,8 +15,8 @@ from emomesh.errors import InvalidInput, NotFound, Unavailable
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
-from services.dialog.history import HistoryStore, HistoryUnavailable, StoredTurn
-from services.dialog.llm import LlmClient, LlmInterrupted, LlmResult, LlmUnavailable
+from services.dialog.history import HistoryUnavailable, StoredTurn, TurnHistory
+from services.dialog.llm import ChatLlm, LlmInterrupted, LlmResult, LlmUnavailable
 from services.dialog.metrics import FALLBACK_REPLIES, HISTORY_TURNS
 from services.dialog.prompts import (
     MODALITY_NAMES,
@@ -46,7 +46,7 @@ def _cause(exc: LlmUnavailable | None) -> str:
 
 class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     def __init__(
-        self, settings: DialogSettings, llm: LlmClient, history: HistoryStore, prompts: PromptBuilder | None = None
+        self, settings: DialogSettings, llm: ChatLlm, history: TurnHistory, prompts: PromptBuilder | None = None
     ) -> None:
         self.settings = settings
         self.llm = llm

@@ -6,16 +6,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from emomesh.labels import NUM_LABELS
 from emomesh.triton import ModelSpec, ServedModel
+from emotion.common.v1 import common_pb2
 from services.text.tokenize import TokenBatch
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 OUTPUT = "probabilities"
+
+
+class TextClassifier(Protocol):
+    """What the text servicer needs from its model: TritonTextModel, or a fake in unit tests."""
+
+    @property
+    def info(self) -> common_pb2.ModelInfo: ...
+
+    async def classify(self, batch: TokenBatch) -> np.ndarray: ...
 
 
 class TritonTextModel(ServedModel):

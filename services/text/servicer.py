@@ -25,7 +25,7 @@ from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import TextSettings
 from services.text.language import UNDETERMINED, Detection, detect_language, letter_scripts, normalize_hint
 from services.text.metrics import TEXTS_BY_ROUTE, TOKENS_PER_TEXT, TRANSLATION_SECONDS, TRUNCATED_TEXTS
-from services.text.model import TritonTextModel
+from services.text.model import TextClassifier
 from services.text.tokenize import TextTokenizer
 from services.text.translate import TranslationError, Translator
 
@@ -85,7 +85,7 @@ def _detect(text: str, hint: str) -> Detection:
 
 class TextServicer(text_pb2_grpc.TextServiceServicer):
     def __init__(
-        self, settings: TextSettings, model: TritonTextModel, tokenizer: TextTokenizer, translator: Translator
+        self, settings: TextSettings, model: TextClassifier, tokenizer: TextTokenizer, translator: Translator
     ) -> None:
         self.settings = settings
         self.model = model

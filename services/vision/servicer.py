@@ -20,7 +20,7 @@ from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.faces import HaarFaceDetector
 from services.vision.metrics import FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
-from services.vision.model import ExpressionModel
+from services.vision.model import ExpressionClassifier
 from services.vision.preprocess import Box, crop_faces, decode_image
 from services.vision.tracking import ClipAggregate, IouTracker
 from services.vision.video import (
@@ -55,7 +55,7 @@ class _PreparedFrame:
 
 
 class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
-    def __init__(self, settings: VisionSettings, model: ExpressionModel, detector: HaarFaceDetector) -> None:
+    def __init__(self, settings: VisionSettings, model: ExpressionClassifier, detector: HaarFaceDetector) -> None:
         self.settings = settings
         self.model = model
         self.detector = detector

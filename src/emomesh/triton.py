@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
@@ -140,13 +140,23 @@ class TritonClient:
         return {name: result.as_numpy(name) for name in outputs}
 
 
+class InferenceClient(Protocol):
+    """What a ServedModel needs from Triton: TritonClient in the services, a fake in unit tests."""
+
+    async def model_spec(self, model: str) -> ModelSpec: ...
+
+    async def infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None
+    ) -> dict[str, np.ndarray]: ...
+
+
 class ServedModel:
     """A Triton model as a service uses it: the spec read once at start (so a missing or mismatched
     model fails the start, not the first request), the ModelInfo the service reports, and
     inference split into chunks of the model's max_batch_size. Services subclass it with `check`
     (what the model must take) and a typed `classify`."""
 
-    def __init__(self, client: TritonClient, name: str) -> None:
+    def __init__(self, client: InferenceClient, name: str) -> None:
         self.client = client
         self.name = name
         self._spec: ModelSpec | None = None

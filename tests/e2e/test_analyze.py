@@ -1,15 +1,11 @@
 """FusionService.Analyze through the real embedded stack (tritonserver + the modality services +
 fusion, each its own process): an image, synthesized speech and text; a modality service frozen so
-the call's deadline is shorter than its latency; a modality service killed mid-test.
-
-Adapts to the modality services registered in emomesh.stack.SERVICES: a modality without a service
-must come back UNAVAILABLE ("no ... service configured"); checks that need the service itself are
-skipped with the reason."""
+the call's deadline is shorter than its latency; a modality service killed mid-test. (A deployment
+without a modality service is covered by tests/unit/fusion/test_orchestrator.py.)"""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -19,13 +15,13 @@ import pytest
 
 from emomesh.procs import stop_process
 from emomesh.server import grpc_options
-from emomesh.stack import SERVICES, Stack, StackConfig
+from emomesh.stack import Stack, StackConfig
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
-REGISTERED = {s.name for s in SERVICES}
 MODALITIES = {
     "vision": common_pb2.MODALITY_VISION,
     "audio": common_pb2.MODALITY_AUDIO,
@@ -36,17 +32,9 @@ TEXT = "Thank you so much, I love it!"
 ANSWERED = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_LOW_CONFIDENCE)
 
 
-def needs(*services: str) -> None:
-    missing = [s for s in services if s not in REGISTERED]
-    if missing:
-        pytest.skip(f"no {', '.join(missing)} service registered in emomesh.stack.SERVICES yet")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if "fusion" not in REGISTERED:
-        pytest.skip("fusion service not registered")
-    wanted = tuple(name for name in ("vision", "audio", "text", "fusion") if name in REGISTERED)
+    wanted = ("vision", "audio", "text", "fusion")
     with Stack(StackConfig.ephemeral(tmp_path_factory.mktemp("stack"), services=wanted)) as running:
         yield running
 
@@ -59,10 +47,9 @@ def fusion(stack: Stack) -> Iterator[fusion_pb2_grpc.FusionServiceStub]:
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    espeak_ng = require_tool("espeak-ng", "scripts/setup.sh installs it")
     path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), SPOKEN], check=True, capture_output=True)
+    subprocess.run([espeak_ng, "-s", "150", "-w", str(path), SPOKEN], check=True, capture_output=True)
     return path.read_bytes()
 
 
@@ -78,12 +65,8 @@ def test_image_speech_and_text_are_analysed_and_fused(
     results = by_name(response)
     assert list(results) == ["vision", "audio", "text"]
     for name, result in results.items():
-        if name in REGISTERED:
-            assert result.status in ANSWERED, (name, result.detail)
-            assert result.latency_ms > 0
-        else:
-            assert result.status == common_pb2.MODALITY_STATUS_UNAVAILABLE
-            assert result.detail == f"no {name} service configured"
+        assert result.status in ANSWERED, (name, result.detail)
+        assert result.latency_ms > 0
     # The astronaut smiles: vision finds one face and calls it happy.
     assert results["vision"].status == common_pb2.MODALITY_STATUS_OK
     assert response.image.image_width == 512 and len(response.image.faces) == 1
@@ -100,7 +83,6 @@ def test_image_speech_and_text_are_analysed_and_fused(
 
 @pytest.mark.parametrize("name", ["audio", "text"])
 def test_each_modality_service_answers(fusion: fusion_pb2_grpc.FusionServiceStub, speech_wav: bytes, name: str) -> None:
-    needs(name)
     request = fusion_pb2.AnalyzeRequest(audio=speech_wav, transcript_as_text=False) if name == "audio" else None
     request = request or fusion_pb2.AnalyzeRequest(text=TEXT)
     result = by_name(fusion.Analyze(request, timeout=60))[name]
@@ -111,7 +93,6 @@ def test_each_modality_service_answers(fusion: fusion_pb2_grpc.FusionServiceStub
 def test_speech_transcript_goes_to_the_text_service(
     fusion: fusion_pb2_grpc.FusionServiceStub, speech_wav: bytes
 ) -> None:
-    needs("audio", "text")
     response = fusion.Analyze(fusion_pb2.AnalyzeRequest(audio=speech_wav), timeout=60)
     assert response.audio.transcript.text.strip(), "ASR returned no transcript for clear synthetic speech"
     assert response.text_from_transcript
@@ -132,9 +113,8 @@ def test_deadline_shorter_than_a_modality_marks_it_timed_out(
     results = by_name(response)
     assert results["vision"].status == common_pb2.MODALITY_STATUS_TIMED_OUT, results["vision"].detail
     assert common_pb2.MODALITY_VISION in response.fused.missing
-    if "text" in REGISTERED:
-        assert results["text"].status == common_pb2.MODALITY_STATUS_OK
-        assert [w.modality for w in response.fused.weights] == [common_pb2.MODALITY_TEXT]
+    assert results["text"].status == common_pb2.MODALITY_STATUS_OK
+    assert [w.modality for w in response.fused.weights] == [common_pb2.MODALITY_TEXT]
     # Thawed, vision answers again through the same fusion channel.
     again = fusion.Analyze(fusion_pb2.AnalyzeRequest(image=astronaut_jpeg), timeout=60)
     assert by_name(again)["vision"].status == common_pb2.MODALITY_STATUS_OK
@@ -165,8 +145,7 @@ def test_killed_modality_service_gives_a_partial_result(
     assert "vision service" in results["vision"].detail
     assert common_pb2.MODALITY_VISION in response.fused.missing
     for name in ("audio", "text"):
-        if name in REGISTERED:
-            assert results[name].status in ANSWERED, results[name].detail
+        assert results[name].status in ANSWERED, results[name].detail
     assert not response.HasField("image")
 
 

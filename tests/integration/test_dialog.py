@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -91,7 +92,7 @@ def emotion(label: str) -> dialog_pb2.EmotionContext:
 COUNSELLING = dialog_pb2.Persona(kind=dialog_pb2.PERSONA_KIND_COUNSELLING)
 
 
-async def chat(stub: dialog_pb2_grpc.DialogServiceStub, **fields: object) -> tuple[list[str], dialog_pb2.ReplyInfo]:
+async def chat(stub: dialog_pb2_grpc.DialogServiceStub, **fields: Any) -> tuple[list[str], dialog_pb2.ReplyInfo]:
     """(deltas, final ReplyInfo); fails if anything follows the ReplyInfo or a delta follows it."""
     deltas: list[str] = []
     info: dialog_pb2.ReplyInfo | None = None
@@ -405,7 +406,7 @@ async def test_a_slow_reply_is_cut_in_time_for_the_callers_deadline(redis_server
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"persona": dialog_pb2.Persona(kind=42)}, "unknown persona kind 42"),
+        ({"persona": dialog_pb2.Persona(kind=cast(dialog_pb2.PersonaKind, 42))}, "unknown persona kind 42"),
         (
             {"persona": dialog_pb2.Persona(kind=dialog_pb2.PERSONA_KIND_CUSTOM, custom_description="x" * 100_000)},
             "the limit is 1000",

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -36,6 +35,7 @@ from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
+from tests.tools import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -80,10 +80,6 @@ def why_no_data_expected(expr: str) -> str | None:
     """The reason a query cannot have data in this stack, or None when it must."""
     if "nv_gpu_" in expr:
         return "GPU-only metric: the local tritonserver runs without a GPU (--allow-gpu-metrics=false)"
-    # Which service emits the metric; a service not yet in emomesh.stack.SERVICES emits nothing.
-    for prefix, service in (("emomesh_modality_", "fusion"), ("emomesh_llm_", "dialog")):
-        if prefix in expr and service not in RUNNING:
-            return f"{prefix}* is emitted by the {service} service, which is not in emomesh.stack.SERVICES yet"
     if "emomesh_llm_" in expr and not os.environ.get("EMOMESH_DIALOG_LLM_API_KEY"):
         # Without a key the dialog service answers with its offline fallback and calls no LLM.
         return "no LLM here: EMOMESH_DIALOG_LLM_API_KEY is unset, so dialog makes no LLM call"
@@ -103,8 +99,7 @@ class Prometheus:
     def __init__(self, config_path: Path, state_dir: Path) -> None:
         self.port = free_port()
         self.log_path = state_dir / "prometheus.log"
-        binary = shutil.which("prometheus")
-        assert binary is not None
+        binary = require_tool("prometheus", "apt-get install prometheus; scripts/setup.sh does")
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
                 [
@@ -251,8 +246,7 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory, astronaut_jpeg: bytes) -> Iterator[Prometheus]:
-    if shutil.which("prometheus") is None:
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus)")
+    require_tool("prometheus", "apt-get install prometheus; scripts/setup.sh does")
     state = tmp_path_factory.mktemp("observability")
     with Stack(StackConfig.ephemeral(state / "stack")) as stack:
         server = Prometheus(prometheus_config_for(stack, state), state)

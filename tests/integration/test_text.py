@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import numpy as np
@@ -47,7 +48,7 @@ def llm() -> Iterator[OpenAIStub]:
         stub.stop()
 
 
-async def analyze(stub: text_pb2_grpc.TextServiceStub, **fields: object) -> text_pb2.AnalyzeTextResponse:
+async def analyze(stub: text_pb2_grpc.TextServiceStub, **fields: Any) -> text_pb2.AnalyzeTextResponse:
     return await stub.AnalyzeText(text_pb2.AnalyzeTextRequest(**fields), timeout=30)
 
 

@@ -121,3 +121,9 @@ async def test_start_fails_fast_when_triton_is_unreachable(triton_server: Triton
     settings = replace(settings, triton=TritonSettings(url=f"127.0.0.1:{free_port()}", timeout_s=2))
     with pytest.raises(Unavailable, match="fer_mini_xception_ft is unavailable"):
         await build_server(settings)
+
+
+async def test_start_fails_when_the_served_model_is_not_a_face_model(triton_server: TritonServer) -> None:
+    settings = replace(settings_for(triton_server), model_name="audio_acrnn")
+    with pytest.raises(RuntimeError, match=r"model audio_acrnn takes \{'log_mel'.*one FP32 input 'face_gray'"):
+        await build_server(settings)

@@ -13,7 +13,6 @@ from emotion.audio.v1 import audio_pb2
 from emotion.common.v1 import common_pb2
 from services.audio.config import AudioSettings
 from services.audio.features import WINDOW_SAMPLES
-from services.audio.model import SpeechEmotionModel
 from services.audio.servicer import AudioServicer, reliability
 from tests.audio_media import decode_wav, encode, espeak, silence, tone
 
@@ -37,7 +36,7 @@ class FakeModel:
 
 def servicer(model: FakeModel) -> AudioServicer:
     settings = AudioSettings.from_env({"EMOMESH_AUDIO_ASR_ENABLED": "false"})
-    return AudioServicer(settings, cast(SpeechEmotionModel, model), transcriber=None)
+    return AudioServicer(settings, model, transcriber=None)
 
 
 def speech_with_silence() -> bytes:

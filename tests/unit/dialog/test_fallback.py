@@ -39,7 +39,7 @@ def test_fallback_greeting_differs_per_persona() -> None:
 
 
 def test_fallback_describe_summarises_each_channel() -> None:
-    def clue(modality: common_pb2.Modality.ValueType, label: str) -> dialog_pb2.ModalityClue:
+    def clue(modality: common_pb2.Modality, label: str) -> dialog_pb2.ModalityClue:
         return dialog_pb2.ModalityClue(modality=modality, distribution=distribution_from_probs(one_hot(label, 0.8)))
 
     agree = BUILDER.fallback_describe([clue(common_pb2.MODALITY_AUDIO, "sad"), clue(common_pb2.MODALITY_TEXT, "sad")])

@@ -1,3 +1,5 @@
+from typing import cast
+
 import pytest
 
 from emomesh.errors import InvalidInput
@@ -36,7 +38,7 @@ def test_unspecified_persona_is_daily_chat_and_unknown_kinds_are_refused() -> No
     assert resolve_persona(dialog_pb2.Persona(), 100).name == "daily_chat"
     assert resolve_persona(dialog_pb2.Persona(kind=dialog_pb2.PERSONA_KIND_DEBATE), 100).name == "debate"
     with pytest.raises(InvalidInput, match="unknown persona kind 42; use one of PERSONA_KIND_DAILY_CHAT"):
-        resolve_persona(dialog_pb2.Persona(kind=42), 100)
+        resolve_persona(dialog_pb2.Persona(kind=cast(dialog_pb2.PersonaKind, 42)), 100)
 
 
 def test_custom_persona_needs_a_description_within_the_limit() -> None:

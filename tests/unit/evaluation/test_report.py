@@ -5,12 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from emomesh.evaluation.metrics import classification_metrics, regression_metrics, sentiment_metrics
+from emomesh.evaluation.metrics import (
+    ClassificationMetrics,
+    RegressionMetrics,
+    SentimentMetrics,
+    classification_metrics,
+    regression_metrics,
+    sentiment_metrics,
+)
 from emomesh.evaluation.report import summarize, summary_markdown, write_report
 
 
-def run_folder(root: Path, name: str, metrics: object, **meta: object) -> Path:
-    write_report(root / name, name, metrics, {"dataset": name, "model": "m:1", **meta})  # type: ignore[arg-type]
+def run_folder(
+    root: Path, name: str, metrics: ClassificationMetrics | RegressionMetrics | SentimentMetrics, **meta: object
+) -> Path:
+    write_report(root / name, name, metrics, {"dataset": name, "model": "m:1", **meta})
     return root / name
 
 

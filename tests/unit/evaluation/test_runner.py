@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from emomesh.evaluation.adapters import Sample, image_folder, subsample
+from emomesh.evaluation.metrics import ClassificationMetrics, RegressionMetrics
 from emomesh.evaluation.predictors import Prediction
 from emomesh.evaluation.runner import load_results, predict_all, run_eval
 from emomesh.labels import LABELS
@@ -103,6 +104,7 @@ def test_run_eval_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = run_eval(root, out, split="val", predictor=ScriptedPredictor(), concurrency=2)
     # a: happy ok; b: sad ok; c: no face (wrong); d: failed (not scored); e: surprise predicted happy.
+    assert isinstance(result.metrics, ClassificationMetrics)
     assert result.failed == 1 and result.metrics.total == 4
     assert result.metrics.accuracy == pytest.approx(2 / 4)
     assert result.model == "fake:1"
@@ -150,8 +152,9 @@ def test_run_eval_scores_valence_arousal_with_ccc(tmp_path: Path) -> None:
         csv_path, tmp_path / "out", adapter="valence-arousal", value_range=(1, 9), predictor=KeywordTextPredictor()
     )
     assert result.task == "regression"
+    assert isinstance(result.metrics, RegressionMetrics)
     # happy -> (0.8, 0.5), sad -> (-0.7, -0.4), neutral -> (0, 0); truths rescaled from 1..9.
-    valence = result.metrics.as_dict()["dimensions"]["valence"]  # type: ignore[index]
+    valence = result.metrics.dimensions["valence"]
     assert valence["mae"] == pytest.approx((abs(0.75 - 0.8) + abs(-0.75 + 0.7) + 0) / 3)
     assert valence["n"] == 3 and valence["ccc"] > 0.9
     assert "| valence | 3 |" in (tmp_path / "out" / "report.md").read_text()
@@ -169,7 +172,8 @@ def test_run_eval_on_an_audio_folder_with_held_out_speakers(tmp_path: Path) -> N
     predictor = ScriptedPredictor()
     result = run_eval(root, tmp_path / "out", speakers="17-20", predictor=predictor)
     assert sorted(predictor.calls) == [f"audio/{s}_{label}.flac" for s in ("17", "18") for label in ("happy", "sad")]
-    assert result.metrics.accuracy == 1.0  # type: ignore[union-attr]
+    assert isinstance(result.metrics, ClassificationMetrics)
+    assert result.metrics.accuracy == 1.0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["adapter"] == "audio-folder" and metrics["modality"] == "audio" and metrics["face_crops"] is None
     assert metrics["dataset"] == "ravdess speakers 17-20"

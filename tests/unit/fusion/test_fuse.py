@@ -31,7 +31,12 @@ def peaked(label: str, confidence: float = 0.9) -> np.ndarray:
     return probs
 
 
-def result(modality: int, probs: np.ndarray, reliability: float = 1.0, status: int = OK) -> common_pb2.ModalityResult:
+def result(
+    modality: common_pb2.Modality,
+    probs: np.ndarray,
+    reliability: float = 1.0,
+    status: common_pb2.ModalityStatus = OK,
+) -> common_pb2.ModalityResult:
     return common_pb2.ModalityResult(
         modality=modality, status=status, distribution=distribution_from_probs(probs), reliability=reliability
     )

@@ -4,8 +4,9 @@ a service is down, slow or rejects the input, and transcript forwarding."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import grpc
 import numpy as np
@@ -22,6 +23,7 @@ from services.fusion.fuse import FusionConfig
 from services.fusion.orchestrator import ModalityClients, Orchestrator, OrchestratorLimits
 
 S = common_pb2
+Request = TypeVar("Request")
 
 
 def peaked(label: str, confidence: float = 0.9) -> common_pb2.EmotionDistribution:
@@ -31,15 +33,18 @@ def peaked(label: str, confidence: float = 0.9) -> common_pb2.EmotionDistributio
 
 
 @dataclass
-class Behaviour:
-    """How a fake service answers: after `delay_s`, either abort with `error` or answer."""
+class Behaviour(Generic[Request]):
+    """How a fake service answers: after `on_call` and `delay_s`, either abort with `error` or answer."""
 
     delay_s: float = 0.0
     error: grpc.StatusCode | None = None
-    calls: list[object] = field(default_factory=list)
+    calls: list[Request] = field(default_factory=list)
+    on_call: Callable[[], Awaitable[None]] | None = None
 
-    async def act(self, request: object, context: grpc.aio.ServicerContext) -> None:
+    async def act(self, request: Request, context: grpc.aio.ServicerContext) -> None:
         self.calls.append(request)
+        if self.on_call is not None:
+            await self.on_call()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.error is not None:
@@ -48,7 +53,7 @@ class Behaviour:
 
 class FakeVision(vision_pb2_grpc.VisionServiceServicer):
     def __init__(self) -> None:
-        self.behaviour = Behaviour()
+        self.behaviour: Behaviour[vision_pb2.AnalyzeImageRequest | vision_pb2.AnalyzeVideoRequest] = Behaviour()
         self.face = True
 
     async def AnalyzeImage(
@@ -70,7 +75,7 @@ class FakeVision(vision_pb2_grpc.VisionServiceServicer):
 
 class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
     def __init__(self) -> None:
-        self.behaviour = Behaviour()
+        self.behaviour: Behaviour[audio_pb2.AnalyzeAudioRequest] = Behaviour()
         self.transcript = "I am so angry about this"
 
     async def AnalyzeAudio(
@@ -85,7 +90,7 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
 
 class FakeText(text_pb2_grpc.TextServiceServicer):
     def __init__(self) -> None:
-        self.behaviour = Behaviour()
+        self.behaviour: Behaviour[text_pb2.AnalyzeTextRequest] = Behaviour()
         self.probabilities: list[float] | None = None
 
     async def AnalyzeText(
@@ -109,20 +114,20 @@ class Fakes:
 
 @pytest.fixture
 async def fakes() -> AsyncIterator[Fakes]:
-    services = {"vision": FakeVision(), "audio": FakeAudio(), "text": FakeText()}
-    adders = {
-        "vision": vision_pb2_grpc.add_VisionServiceServicer_to_server,
-        "audio": audio_pb2_grpc.add_AudioServiceServicer_to_server,
-        "text": text_pb2_grpc.add_TextServiceServicer_to_server,
+    vision, audio, text = FakeVision(), FakeAudio(), FakeText()
+    adders: dict[str, Callable[[grpc.aio.Server], None]] = {
+        "vision": lambda server: vision_pb2_grpc.add_VisionServiceServicer_to_server(vision, server),
+        "audio": lambda server: audio_pb2_grpc.add_AudioServiceServicer_to_server(audio, server),
+        "text": lambda server: text_pb2_grpc.add_TextServiceServicer_to_server(text, server),
     }
     servers, addresses = {}, {}
-    for name, servicer in services.items():
+    for name, add in adders.items():
         server = grpc.aio.server()
-        adders[name](servicer, server)  # type: ignore[operator]
+        add(server)
         addresses[name] = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
         await server.start()
         servers[name] = server
-    yield Fakes(services["vision"], services["audio"], services["text"], servers, addresses)  # type: ignore[arg-type]
+    yield Fakes(vision, audio, text, servers, addresses)
     for server in servers.values():
         await server.stop(None)
 
@@ -152,26 +157,22 @@ async def test_all_modalities_are_analysed_and_fused(orchestrator: Orchestrator,
     assert response.fused.conflict  # happy face, angry words
     assert sorted(response.fused.conflicting) == [S.MODALITY_VISION, S.MODALITY_TEXT]
     assert not response.text_from_transcript
-    assert not fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
+    assert not fakes.audio.behaviour.calls[0].transcribe
 
 
 async def test_calls_run_in_parallel(orchestrator: Orchestrator, fakes: Fakes) -> None:
     # Each fake waits for the others to have been called: a sequential fan-out would deadlock until
     # the deadline and report TIMED_OUT.
     all_called = asyncio.Event()
-    behaviours = [fakes.vision.behaviour, fakes.audio.behaviour, fakes.text.behaviour]
+    behaviours: list[Behaviour[Any]] = [fakes.vision.behaviour, fakes.audio.behaviour, fakes.text.behaviour]
 
-    def make_waiter(behaviour: Behaviour):  # type: ignore[no-untyped-def]
-        async def act(request: object, context: grpc.aio.ServicerContext) -> None:
-            behaviour.calls.append(request)
-            if sum(len(b.calls) for b in behaviours) == 3:
-                all_called.set()
-            await all_called.wait()
-
-        return act
+    async def wait_for_the_others() -> None:
+        if sum(len(b.calls) for b in behaviours) == 3:
+            all_called.set()
+        await all_called.wait()
 
     for behaviour in behaviours:
-        behaviour.act = make_waiter(behaviour)  # type: ignore[method-assign]
+        behaviour.on_call = wait_for_the_others
     response = await orchestrator.analyze(FULL, caller_remaining_s=3.0)
     assert [r.status for r in response.modalities] == [S.MODALITY_STATUS_OK] * 3
 
@@ -230,8 +231,8 @@ async def test_service_errors_map_to_statuses(
 
 async def test_transcript_is_forwarded_to_text_when_no_text(orchestrator: Orchestrator, fakes: Fakes) -> None:
     response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
-    assert fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
-    assert fakes.text.behaviour.calls[0].text == "I am so angry about this"  # type: ignore[attr-defined]
+    assert fakes.audio.behaviour.calls[0].transcribe
+    assert fakes.text.behaviour.calls[0].text == "I am so angry about this"
     assert response.text_from_transcript
     results = by_modality(response)
     assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_OK
@@ -240,7 +241,7 @@ async def test_transcript_is_forwarded_to_text_when_no_text(orchestrator: Orches
 
 async def test_transcript_forwarding_can_be_switched_off(orchestrator: Orchestrator, fakes: Fakes) -> None:
     response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", transcript_as_text=False))
-    assert not fakes.audio.behaviour.calls[0].transcribe  # type: ignore[attr-defined]
+    assert not fakes.audio.behaviour.calls[0].transcribe
     assert not fakes.text.behaviour.calls
     assert by_modality(response)[S.MODALITY_TEXT].status == S.MODALITY_STATUS_MISSING
 
@@ -310,7 +311,8 @@ async def test_bad_requests_are_rejected(
 
 
 def test_budget_is_caller_deadline_minus_margin_capped() -> None:
-    orchestrator = Orchestrator(None, FusionConfig(), OrchestratorLimits(max_deadline_s=10, deadline_margin_s=0.1))  # type: ignore[arg-type]
+    limits = OrchestratorLimits(max_deadline_s=10, deadline_margin_s=0.1)
+    orchestrator = Orchestrator(ModalityClients(None, None, None), FusionConfig(), limits)
     assert orchestrator.budget(None) == 10
     assert orchestrator.budget(2.0) == pytest.approx(1.9)
     assert orchestrator.budget(60.0) == 10

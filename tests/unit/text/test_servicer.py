@@ -4,7 +4,9 @@ model and fake translators; the real model and Triton are exercised in tests/int
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any, cast
 
+import grpc
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ from emotion.text.v1 import text_pb2
 from services.text.config import TextSettings
 from services.text.servicer import TextServicer
 from services.text.tokenize import TextTokenizer, TokenBatch
-from services.text.translate import NoTranslator, TranslationError
+from services.text.translate import NoTranslator, TranslationError, Translator
 
 
 class FakeModel:
@@ -55,14 +57,18 @@ def settings() -> TextSettings:
     return TextSettings.from_env({"EMOMESH_TEXT_MAX_TEXT_BYTES": "1000", "EMOMESH_TEXT_MAX_BATCH_TEXTS": "3"})
 
 
-def make(settings: TextSettings, translator: object | None = None) -> tuple[TextServicer, FakeModel]:
+# The servicer never touches its context: errors are raised, the interceptor turns them into statuses.
+NO_CONTEXT = cast(grpc.aio.ServicerContext, None)
+
+
+def make(settings: TextSettings, translator: Translator | None = None) -> tuple[TextServicer, FakeModel]:
     model = FakeModel()
     tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens)
-    return TextServicer(settings, model, tokenizer, translator or NoTranslator()), model  # type: ignore[arg-type]
+    return TextServicer(settings, model, tokenizer, translator or NoTranslator()), model
 
 
-async def analyze(servicer: TextServicer, **fields: object) -> text_pb2.AnalyzeTextResponse:
-    return await servicer.AnalyzeText(text_pb2.AnalyzeTextRequest(**fields), None)  # type: ignore[arg-type]
+async def analyze(servicer: TextServicer, **fields: Any) -> text_pb2.AnalyzeTextResponse:
+    return await servicer.AnalyzeText(text_pb2.AnalyzeTextRequest(**fields), NO_CONTEXT)
 
 
 async def test_english_goes_straight_to_the_model(settings: TextSettings) -> None:
@@ -158,14 +164,14 @@ async def test_batch_is_classified_in_one_model_call_and_errors_name_the_item(se
     request = text_pb2.AnalyzeTextsRequest(
         texts=[text_pb2.AnalyzeTextRequest(text="good"), text_pb2.AnalyzeTextRequest(text="a much longer sentence")]
     )
-    response = await servicer.AnalyzeTexts(request, None)  # type: ignore[arg-type]
+    response = await servicer.AnalyzeTexts(request, NO_CONTEXT)
     assert len(response.results) == 2 and len(model.batches) == 1
     assert model.batches[0].input_ids.shape[0] == 2
     bad = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="fine"), text_pb2.AnalyzeTextRequest()])
     with pytest.raises(InvalidInput, match=r"texts\[1\]: set `text` or `utf8`"):
-        await servicer.AnalyzeTexts(bad, None)  # type: ignore[arg-type]
+        await servicer.AnalyzeTexts(bad, NO_CONTEXT)
     with pytest.raises(InvalidInput, match="texts is empty"):
-        await servicer.AnalyzeTexts(text_pb2.AnalyzeTextsRequest(), None)  # type: ignore[arg-type]
+        await servicer.AnalyzeTexts(text_pb2.AnalyzeTextsRequest(), NO_CONTEXT)
     many = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="x")] * 4)
     with pytest.raises(TooLarge, match="the limit is 3"):
-        await servicer.AnalyzeTexts(many, None)  # type: ignore[arg-type]
+        await servicer.AnalyzeTexts(many, NO_CONTEXT)
