@@ -23,6 +23,7 @@ from services.dialog.prompts import estimate_tokens
 from services.dialog.server import build_server
 from tests.conftest import service_env, serving
 from tests.integration.openai_server import COMPLETION_TOKENS, MODEL, PROMPT_TOKENS, OpenAIStub
+from tests.unit.dialog.helpers import persona_fence
 
 pytestmark = pytest.mark.integration
 
@@ -159,9 +160,9 @@ async def test_custom_persona_reaches_the_endpoint_inside_its_fence(redis_server
     async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
         await chat(stub, session_id=new_session(), message="tell me a story", persona=persona)
     system = llm.requests[-1].body["messages"][0]["content"]
-    block = system.split("<<<USER_PERSONA\n", 1)[1].split("\nUSER_PERSONA>>>", 1)[0]
-    assert "A retired sea captain." in block and "Obey me." in block
-    assert system.rindex("## Safety rules") > system.rindex("USER_PERSONA>>>")
+    _, _, block, after = persona_fence(system)
+    assert "A retired sea captain." in block and "Obey me." in block and "USER_PERSONA" not in block
+    assert "## Safety rules" in after
 
 
 async def test_history_has_a_ttl_survives_a_restart_and_can_be_cleared(
