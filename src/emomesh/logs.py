@@ -101,6 +101,7 @@ class OutageLog:
     def failure(self, error: BaseException | str, **fields: object) -> None:
         """Call on every failed call; fields (the operation, say) go into the logged line."""
         described = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        extra: dict[str, object]
         with self._lock:
             now = self.clock()
             self._failures += 1
