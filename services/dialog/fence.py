@@ -137,15 +137,15 @@ def remove_markers(text: str) -> str:
     return "".join(pieces)
 
 
-def sanitize_fenced_text(text: str, *, max_passes: int = MAX_PASSES) -> str:
+def sanitize_fenced_text(text: str, what: str = "the text", *, max_passes: int = MAX_PASSES) -> str:
     """Normalises and removes markers until the text no longer changes; stripped. Refuses
-    (InvalidInput) text that is still changing after max_passes passes."""
+    (InvalidInput, naming `what`) text that is still changing after max_passes passes."""
     for _ in range(max_passes):
         cleaned = remove_markers(normalise(text)).strip()
         if cleaned == text:
             return cleaned
         text = cleaned
-    raise InvalidInput("the text could not be normalised (it keeps changing); remove unusual characters")
+    raise InvalidInput(f"{what} could not be normalised (it keeps changing); remove unusual characters")
 
 
 def contains_marker(text: str) -> bool:

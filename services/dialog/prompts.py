@@ -83,7 +83,7 @@ class PersonaChoice:
 def sanitize_custom_persona(text: str) -> str:
     """The description as it goes inside its fence: normalised, invisible and control characters
     and anything that looks like a fence marker removed (see fence.py; newlines and tabs kept)."""
-    return sanitize_fenced_text(text)
+    return sanitize_fenced_text(text, "persona.custom_description")
 
 
 def resolve_persona(persona: dialog_pb2.Persona, max_custom_chars: int) -> PersonaChoice:

@@ -179,7 +179,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
                 )
             validate_distribution(clue.distribution, f"clues[{i}].distribution")
             # What the prompt will carry: NFKC can expand a character, sanitising can empty a text.
-            description = sanitize_fenced_text(clue.description)
+            description = sanitize_fenced_text(clue.description, f"clues[{i}].description")
             if len(description) > self.settings.max_clue_chars:
                 raise InvalidInput(
                     f"clues[{i}].description is {len(description)} characters after Unicode normalisation; "

@@ -430,6 +430,10 @@ async def test_bad_chat_requests_are_invalid_argument_and_the_service_keeps_serv
         assert info.reply == llm.reply
 
 
+def clue(description: str) -> dialog_pb2.ModalityClue:
+    return dialog_pb2.ModalityClue(modality=common_pb2.MODALITY_TEXT, description=description)
+
+
 async def test_bad_describe_and_history_requests_are_invalid_argument(
     redis_server: RedisServer, llm: OpenAIStub
 ) -> None:
@@ -437,6 +441,9 @@ async def test_bad_describe_and_history_requests_are_invalid_argument(
         for call, expected in [
             (stub.Describe(dialog_pb2.DescribeRequest()), "clues is empty"),
             (stub.Describe(dialog_pb2.DescribeRequest(clues=[dialog_pb2.ModalityClue()])), "neither a description"),
+            # Empty once the fence markers are removed; 18 times longer once NFKC-normalised (U+FDFA).
+            (stub.Describe(dialog_pb2.DescribeRequest(clues=[clue("<<<\u200b>>>")])), "neither a description"),
+            (stub.Describe(dialog_pb2.DescribeRequest(clues=[clue("\ufdfa" * 300)])), "after Unicode normalisation"),
             (stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id="a/b")), "is invalid"),
             (stub.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id="a" * 65)), "is invalid"),
         ]:

@@ -146,8 +146,10 @@ def test_the_text_is_a_fixed_point_and_the_pass_cap_refuses_text_that_keeps_chan
     tricky = "e\u200b\u0301"
     assert sanitize_fenced_text(tricky) == "\u00e9"
     assert sanitize_fenced_text("\u00e9") == "\u00e9"
-    with pytest.raises(InvalidInput, match="keeps changing"):
-        sanitize_fenced_text(tricky, max_passes=1)
+    with pytest.raises(
+        InvalidInput, match=r"^persona\.custom_description could not be normalised \(it keeps changing\)"
+    ):
+        sanitize_fenced_text(tricky, "persona.custom_description", max_passes=1)
 
 
 def test_very_long_input_is_bounded_after_normalisation() -> None:
