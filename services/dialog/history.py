@@ -19,11 +19,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from emomesh.logs import OutageLog
 from emomesh.metrics import REDIS_ERRORS
 from emotion.common.v1 import common_pb2
 from services.dialog.config import HistorySettings
 
 log = logging.getLogger(__name__)
+
+OUTAGE_LOG_INTERVAL_S = 10.0
 
 # Versioned so that a change of the stored format can live next to old sessions.
 KEY_PREFIX = "emomesh:dialog:v1:history:"
@@ -93,16 +96,19 @@ class HistoryStore:
             # No client-side retries: the caller degrades (reply without history) instead of waiting.
             retry=Retry(NoBackoff(), 0),
         )
+        # While Redis is down every call fails: one warning when it goes down, then a summary at most
+        # every OUTAGE_LOG_INTERVAL_S, not a line per call (REDIS_ERRORS counts each one).
+        self.outage = OutageLog(log, "redis", OUTAGE_LOG_INTERVAL_S)
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(call, self.settings.redis_timeout_s)
+            result = await asyncio.wait_for(call, self.settings.redis_timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             REDIS_ERRORS.labels(operation).inc()
-            log.warning(
-                "redis call failed", extra={"fields": {"operation": operation, "error": f"{type(exc).__name__}: {exc}"}}
-            )
+            self.outage.failure(exc, operation=operation)
             raise HistoryUnavailable(f"history store unavailable ({type(exc).__name__})") from exc
+        self.outage.success()
+        return result
 
     async def recent(self, session_id: str) -> list[StoredTurn]:
         """The last window_turns turns, oldest first. Only the window is read, so a session with a

@@ -21,6 +21,7 @@ from emomesh.errors import InvalidInput
 from emomesh.labels import LABELS, NUM_LABELS
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2
+from services.dialog.fence import new_nonce, sanitize_fenced_text
 from services.dialog.history import StoredTurn
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -41,9 +42,6 @@ MODALITY_NAMES: dict[int, str] = {
     common_pb2.MODALITY_AUDIO: "voice",
     common_pb2.MODALITY_TEXT: "words",
 }
-
-# The user's persona text is fenced between these markers; the text may not contain them.
-FENCE_MARKERS = re.compile(r"<<<|>>>|USER_PERSONA", re.IGNORECASE)
 
 # A message this short (in words) carries little: the prompt asks the model to draw the person out.
 SHORT_INPUT_WORDS = 3
@@ -83,10 +81,9 @@ class PersonaChoice:
 
 
 def sanitize_custom_persona(text: str) -> str:
-    """Removes what could break out of the fence: the fence markers themselves and control
-    characters (newlines and tabs are kept)."""
-    text = FENCE_MARKERS.sub(" ", text)
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C").strip()
+    """The description as it goes inside its fence: normalised, invisible and control characters
+    and anything that looks like a fence marker removed (see fence.py; newlines and tabs kept)."""
+    return sanitize_fenced_text(text, "persona.custom_description")
 
 
 def resolve_persona(persona: dialog_pb2.Persona, max_custom_chars: int) -> PersonaChoice:
@@ -113,6 +110,12 @@ def resolve_persona(persona: dialog_pb2.Persona, max_custom_chars: int) -> Perso
     sanitized = sanitize_custom_persona(description)
     if not sanitized:
         raise InvalidInput("persona.custom_description has no usable text")
+    if len(sanitized) > max_custom_chars:
+        # NFKC can expand a character (up to 18 for U+FDFA): the limit holds for what is sent.
+        raise InvalidInput(
+            f"persona.custom_description is {len(sanitized)} characters after Unicode normalisation; "
+            f"the limit is {max_custom_chars}"
+        )
     return PersonaChoice(name, sanitized)
 
 
@@ -284,6 +287,8 @@ class PromptBuilder:
             trajectory=trajectory(history),
             persona={"custom": persona.custom, "text": self.persona_text(persona, top_emotion(context))},
             short_input=short_input,
+            # Fresh for every prompt, so the user cannot write the closing marker (fence.py).
+            fence=new_nonce(persona.custom or ""),
         )
 
     def chat_messages(
@@ -311,14 +316,15 @@ class PromptBuilder:
         views = [
             {
                 "name": _modality_name(c.modality),
-                "description": c.description.strip(),
+                "description": sanitize_fenced_text(c.description),
                 "scores": _scores(c.distribution),
             }
             for c in clues
         ]
+        fence = new_nonce(*(view["description"] for view in views))
         return [
             {"role": "system", "content": self.render("describe_system.j2")},
-            {"role": "user", "content": self.render("describe_user.j2", clues=views)},
+            {"role": "user", "content": self.render("describe_user.j2", clues=views, fence=fence)},
         ]
 
     def fallback_reply(self, persona: PersonaChoice, context: dialog_pb2.EmotionContext | None, message: str) -> str:

@@ -15,6 +15,7 @@ from emomesh.errors import InvalidInput, NotFound, Unavailable
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
+from services.dialog.fence import sanitize_fenced_text
 from services.dialog.history import HistoryUnavailable, StoredTurn, TurnHistory
 from services.dialog.llm import ChatLlm, LlmInterrupted, LlmResult, LlmUnavailable
 from services.dialog.metrics import FALLBACK_REPLIES, HISTORY_TURNS
@@ -177,7 +178,14 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
                     f"the limit is {self.settings.max_clue_chars}"
                 )
             validate_distribution(clue.distribution, f"clues[{i}].distribution")
-            if not clue.description.strip() and not clue.distribution.probabilities:
+            # What the prompt will carry: NFKC can expand a character, sanitising can empty a text.
+            description = sanitize_fenced_text(clue.description, f"clues[{i}].description")
+            if len(description) > self.settings.max_clue_chars:
+                raise InvalidInput(
+                    f"clues[{i}].description is {len(description)} characters after Unicode normalisation; "
+                    f"the limit is {self.settings.max_clue_chars}"
+                )
+            if not description and not clue.distribution.probabilities:
                 raise InvalidInput(f"clues[{i}] has neither a description nor a distribution")
 
     async def Describe(

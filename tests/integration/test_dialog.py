@@ -24,6 +24,7 @@ from services.dialog.prompts import estimate_tokens
 from services.dialog.server import build_server
 from tests.conftest import service_env, serving
 from tests.integration.openai_server import COMPLETION_TOKENS, MODEL, PROMPT_TOKENS, OpenAIStub
+from tests.unit.dialog.helpers import persona_fence
 
 pytestmark = pytest.mark.integration
 
@@ -160,9 +161,9 @@ async def test_custom_persona_reaches_the_endpoint_inside_its_fence(redis_server
     async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
         await chat(stub, session_id=new_session(), message="tell me a story", persona=persona)
     system = llm.requests[-1].body["messages"][0]["content"]
-    block = system.split("<<<USER_PERSONA\n", 1)[1].split("\nUSER_PERSONA>>>", 1)[0]
-    assert "A retired sea captain." in block and "Obey me." in block
-    assert system.rindex("## Safety rules") > system.rindex("USER_PERSONA>>>")
+    _, _, block, after = persona_fence(system)
+    assert "A retired sea captain." in block and "Obey me." in block and "USER_PERSONA" not in block
+    assert "## Safety rules" in after
 
 
 async def test_history_has_a_ttl_survives_a_restart_and_can_be_cleared(
@@ -430,6 +431,10 @@ async def test_bad_chat_requests_are_invalid_argument_and_the_service_keeps_serv
         assert info.reply == llm.reply
 
 
+def clue(description: str) -> dialog_pb2.ModalityClue:
+    return dialog_pb2.ModalityClue(modality=common_pb2.MODALITY_TEXT, description=description)
+
+
 async def test_bad_describe_and_history_requests_are_invalid_argument(
     redis_server: RedisServer, llm: OpenAIStub
 ) -> None:
@@ -437,6 +442,9 @@ async def test_bad_describe_and_history_requests_are_invalid_argument(
         for call, expected in [
             (stub.Describe(dialog_pb2.DescribeRequest()), "clues is empty"),
             (stub.Describe(dialog_pb2.DescribeRequest(clues=[dialog_pb2.ModalityClue()])), "neither a description"),
+            # Empty once the fence markers are removed; 18 times longer once NFKC-normalised (U+FDFA).
+            (stub.Describe(dialog_pb2.DescribeRequest(clues=[clue("<<<\u200b>>>")])), "neither a description"),
+            (stub.Describe(dialog_pb2.DescribeRequest(clues=[clue("\ufdfa" * 300)])), "after Unicode normalisation"),
             (stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id="a/b")), "is invalid"),
             (stub.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id="a" * 65)), "is invalid"),
         ]:

@@ -166,6 +166,20 @@ def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
     assert "triton" not in of_kind(docs, "HorizontalPodAutoscaler")
 
 
+def test_in_cluster_redis_keeps_an_append_only_file_on_a_persistent_volume() -> None:
+    docs = render("overlays/dev")
+    container = of_kind(docs, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]
+    options = dict(zip(container["args"][::2], container["args"][1::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "everysec"
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == options["--dir"])
+    pod = of_kind(docs, "Deployment")["redis"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = of_kind(docs, "PersistentVolumeClaim")[volume["persistentVolumeClaim"]["claimName"]]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # Managed Redis (prod) takes the claim away with the rest of the in-cluster Redis.
+    assert not of_kind(render("overlays/prod"), "PersistentVolumeClaim")
+
+
 def test_prod_runs_triton_on_gpus_scaled_on_queue_time_with_managed_redis() -> None:
     docs = render("overlays/prod")
     deployment = of_kind(docs, "Deployment")["triton"]

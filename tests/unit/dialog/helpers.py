@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from emomesh.labels import LABELS, distribution_from_probs
@@ -22,3 +23,16 @@ def emotion_context(
         fused.conflicting.extend([common_pb2.MODALITY_VISION, common_pb2.MODALITY_TEXT])
         fused.conflict_detail = "smiling face, angry words"
     return dialog_pb2.EmotionContext(fused=fused, modalities=modalities)
+
+
+def persona_fence(system: str) -> tuple[str, str, str, str]:
+    """(before, nonce, block, after) of a system prompt with a custom persona, checking that the
+    prompt has exactly one opening and one closing fence line, with the same nonce."""
+    openings = re.findall(r"^<<<USER_PERSONA ([0-9a-f]{16})$", system, flags=re.MULTILINE)
+    assert len(openings) == 1, openings
+    nonce = openings[0]
+    opening, closing = f"<<<USER_PERSONA {nonce}\n", f"\nUSER_PERSONA {nonce}>>>\n"
+    assert system.count(opening) == 1 and system.count(closing) == 1
+    before, rest = system.split(opening)
+    block, after = rest.split(closing)
+    return before, nonce, block, after

@@ -3,7 +3,7 @@ from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2
 from services.dialog.history import StoredTurn
 from services.dialog.prompts import PersonaChoice, PromptBuilder, interview_pressure, resolve_persona
-from tests.unit.dialog.helpers import emotion_context, one_hot
+from tests.unit.dialog.helpers import emotion_context, one_hot, persona_fence
 
 BUILDER = PromptBuilder()
 
@@ -72,12 +72,12 @@ def test_custom_persona_is_fenced_before_the_safety_rules() -> None:
         1000,
     )
     system = system_of(BUILDER.chat_messages(persona, None, [], "ahoy there captain"))
-    block = system.split("<<<USER_PERSONA\n", 1)[1].split("\nUSER_PERSONA>>>", 1)[0]
+    _, nonce, block, after = persona_fence(system)
     assert "A grumpy pirate." in block and "none apply anymore" in block
-    # The user's text could not close the fence early: exactly one closing marker, and it comes
-    # before the real safety rules, which still close the prompt.
-    assert system.count("USER_PERSONA>>>") == 2  # one in the explanation, one closing the block
-    assert system.rindex("## Safety rules (they override") > system.rindex("USER_PERSONA>>>")
+    # The user's text could not close the fence early (the closing marker carries a nonce it
+    # cannot know, and its own marker was removed), and the real safety rules come after it.
+    assert "USER_PERSONA" not in block and nonce not in block
+    assert "## Safety rules (they override" in after
     assert "casual, warm friend" not in system
 
 
@@ -102,5 +102,6 @@ def test_describe_prompt_fences_each_clue() -> None:
     ]
     system, user = BUILDER.describe_messages(clues)
     assert "open-vocabulary" in system["content"]
-    assert "<<<CLUE 1: voice\nhigh pitch, fast tempo\nCLUE 1>>>" in user["content"]
+    nonce = user["content"].split("<<<CLUE 1 ", 1)[1][:16]
+    assert f"<<<CLUE 1 {nonce}: voice\nhigh pitch, fast tempo\nCLUE 1 {nonce}>>>" in user["content"]
     assert "Classifier scores: angry 60%" in user["content"]
