@@ -82,7 +82,8 @@ class Restart:
 @dataclass
 class _Watched:
     child: Supervised
-    started_at: float
+    # None for a child that was already running when supervision began (its age is unknown).
+    started_at: float | None
     attempt: int = 0
     restart_at: float | None = None
     waiting_logged: bool = False
@@ -103,8 +104,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.requires = dict(requires or {})
         self.clock = clock
-        now = clock()
-        self._watched = [_Watched(child, now) for child in children]
+        self._watched = [_Watched(child, None) for child in children]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.gave_up: GaveUp | None = None
@@ -136,26 +136,27 @@ class Supervisor:
                     "%s is ready again %.1fs after it exited (pid %d)", child.name, now - last.exited_at, process.pid
                 )
             return
-        ran_s = now - watched.started_at
+        ran = "" if watched.started_at is None else f" after {now - watched.started_at:.1f}s"
+        stable = watched.started_at is None or now - watched.started_at >= self.policy.stable_after_s
         exit_text = describe_exit(returncode)
         child.clean_up_after_exit()
-        watched.attempt = 1 if ran_s >= self.policy.stable_after_s else watched.attempt + 1
+        watched.attempt = 1 if stable else watched.attempt + 1
         if watched.attempt > self.policy.max_restarts:
             raise GaveUp(
-                f"{child.name} exited ({exit_text}) after {ran_s:.1f}s; it was restarted {self.policy.max_restarts} "
-                f"times in a row and each time crashed within {self.policy.stable_after_s:.0f}s, so it is not "
-                f"restarted again. See {child.log_path}"
+                f"{child.name} exited ({exit_text}){ran}; it was restarted {self.policy.max_restarts} times in a "
+                f"row and each time crashed within {self.policy.stable_after_s:.0f}s, so it is not restarted "
+                f"again. See {child.log_path}"
             )
         delay = self.policy.delay(watched.attempt)
         watched.restart_at = now + delay
         watched.waiting_logged = False
         watched.history.append(Restart(child.name, exit_text, watched.attempt, delay, now))
         log.warning(
-            "%s (pid %d) exited with %s after %.1fs; restart attempt %d in %.1fs (log: %s)",
+            "%s (pid %d) exited with %s%s; restart attempt %d in %.1fs (log: %s)",
             child.name,
             process.pid,
             exit_text,
-            ran_s,
+            ran,
             watched.attempt,
             delay,
             child.log_path,
