@@ -38,7 +38,8 @@ class ServiceSpec:
     needs_triton: bool = False
 
 
-# Start order matters only for dependencies; all wait for health before the stack is "up".
+# Services with dependencies start after the others are SERVING; all wait for health before the
+# stack is "up".
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("vision", "services.vision.server", 50051, needs_triton=True),
     ServiceSpec("audio", "services.audio.server", 50052, needs_triton=True),
@@ -165,15 +166,20 @@ class Stack:
         self.triton.start()
         self.triton.wait_ready()
         self.timings["triton"] = time.perf_counter() - begin
-        for spec in specs:
-            service = ServiceProcess(
-                spec, self.service_env(spec), self.config.address(spec.name), state / "logs" / f"{spec.name}.log"
-            )
-            self.services[spec.name] = service
-            service.start()
-        for name, service in self.services.items():
-            wait_until(service.is_ready, 120, f"{name} service", service.process, service.log_path)
-            self.timings[name] = time.perf_counter() - begin
+        # Services that call others start once those are SERVING: fusion's readiness checks its
+        # modality services at once, and a channel that found nobody listening waits out its
+        # reconnect backoff (up to 2 s) before it connects, so its first calls would fail.
+        for wave in ([s for s in specs if not s.depends_on], [s for s in specs if s.depends_on]):
+            for spec in wave:
+                service = ServiceProcess(
+                    spec, self.service_env(spec), self.config.address(spec.name), state / "logs" / f"{spec.name}.log"
+                )
+                self.services[spec.name] = service
+                service.start()
+            for spec in wave:
+                service = self.services[spec.name]
+                wait_until(service.is_ready, 120, f"{spec.name} service", service.process, service.log_path)
+                self.timings[spec.name] = time.perf_counter() - begin
         self.timings["total"] = time.perf_counter() - begin
 
     def supervisor(self) -> Supervisor:
