@@ -64,7 +64,7 @@ class HealthReporter:
     Without a check, readiness is SERVING from start() to stop() (a service that can always answer,
     like dialog with its offline fallback). With one, readiness is checked once before start()
     returns and then every interval_s, each check bounded by timeout_s (a check that times out or
-    raises counts as not ready)."""
+    raises counts as not ready; the checks below bound each of their RPCs to 1 s themselves)."""
 
     def __init__(
         self,
@@ -78,8 +78,8 @@ class HealthReporter:
         self.servicer.readiness_names = frozenset(self.names)
         self.check = check
         self.interval_s = interval_s
-        # A check slower than a second on a busy machine is not a failure; a longer interval allows longer.
-        self.timeout_s = timeout_s if timeout_s is not None else max(interval_s, 1.0)
+        # A guard against a check that hangs, above the checks' own RPC deadlines (1 s each).
+        self.timeout_s = timeout_s if timeout_s is not None else max(2 * interval_s, 2.0)
         self.ready: bool | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -146,13 +146,14 @@ class ModelServer(Protocol):
 
 
 def triton_model_readiness(client: ModelServer, models: Sequence[str], timeout_s: float = 1.0) -> ReadinessCheck:
-    """Ready while the Triton server is live and each of models is ready on it."""
+    """Ready while each of models is ready on Triton (which implies a live server): one RPC per model
+    and check; only when one is not ready, a second asks whether the server itself is live."""
 
     async def check() -> str | None:
-        if not await client.is_live(timeout_s):
-            return f"Triton at {client.url} is not live"
         for model in models:
             if not await client.is_ready(model, timeout_s):
+                if not await client.is_live(timeout_s):
+                    return f"Triton at {client.url} is not live"
                 return f"model {model} is not ready on Triton at {client.url}"
         return None
 
