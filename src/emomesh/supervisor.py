@@ -173,7 +173,10 @@ class Supervisor:
                 log.warning("%s waits for its dependencies before it is restarted", child.name)
                 watched.waiting_logged = True
             return
-        child.start()
+        try:
+            child.start()
+        except Exception as exc:  # e.g. redis-server exits at once: its exit counts as the next crash
+            log.error("%s could not be restarted: %s", child.name, exc)
         now = self.clock()
         watched.started_at, watched.restart_at = now, None
         restart = watched.history[-1]

@@ -218,3 +218,29 @@ def test_in_a_thread_it_restarts_until_stopped_and_keeps_why_it_gave_up(
         supervisor.stop()
     assert dialog.starts == 4
     assert "dialog exited (exit code 1)" in str(supervisor.gave_up)
+
+
+class FailingStart(ShellChild):
+    """A child whose restart fails (its binary vanished, its port is taken)."""
+
+    def start(self) -> None:
+        if self.starts:
+            self.starts += 1
+            raise FileNotFoundError("no such binary")
+        super().start()
+
+
+def test_a_restart_that_fails_counts_as_a_crash(children: list[ShellChild], tmp_path: Path) -> None:
+    clock = Clock()
+    redis = FailingStart("redis-server", "exit 1", tmp_path / "redis.log")
+    redis.start()
+    children.append(redis)
+    supervisor = Supervisor([redis], RestartPolicy(initial_delay_s=1.0, max_restarts=2), clock=clock)
+
+    def later() -> bool:
+        clock.now += 10
+        return False
+
+    with pytest.raises(GaveUp):
+        step_until(supervisor, later)
+    assert redis.starts == 3
