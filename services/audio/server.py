@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from emomesh.logs import configure_logging
+from emomesh.readiness import triton_model_readiness
 from emomesh.server import GrpcServer
 from emomesh.triton import TritonClient
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -35,6 +36,8 @@ async def build_server(settings: AudioSettings) -> GrpcServer:
         lambda server: audio_pb2_grpc.add_AudioServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
         on_stop=on_stop,
+        # Not ready while Triton or the model is not: calls would fail with UNAVAILABLE.
+        readiness=triton_model_readiness(triton, [model.name]),
     )
 
 

@@ -32,6 +32,8 @@ def build_server(settings: DialogSettings) -> GrpcServer:
         await llm.close()
         await history.close()
 
+    # No readiness check: dialog answers without Redis (history degrades) and without the LLM
+    # (offline fallback replies), so it is SERVING whenever it runs (docs/dialog.md).
     return GrpcServer(
         "dialog",
         settings.server,

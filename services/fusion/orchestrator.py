@@ -76,6 +76,11 @@ class ModalityClients:
         self.audio = audio_pb2_grpc.AudioServiceStub(self._channels["audio"]) if audio_addr else None
         self.text = text_pb2_grpc.TextServiceStub(self._channels["text"]) if text_addr else None
 
+    @property
+    def channels(self) -> dict[str, grpc.aio.Channel]:
+        """The channel of each configured modality service, by name (for fusion's readiness)."""
+        return dict(self._channels)
+
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from emomesh.logs import configure_logging
+from emomesh.readiness import peers_readiness
 from emomesh.server import GrpcServer
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from services.fusion.config import FusionSettings
@@ -32,6 +33,8 @@ def build_server(settings: FusionSettings) -> GrpcServer:
         lambda server: fusion_pb2_grpc.add_FusionServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
         on_stop=clients.close,
+        # Not ready while no modality service is: every Analyze would come back with nothing fused.
+        readiness=peers_readiness(clients.channels),
     )
 
 

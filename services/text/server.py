@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from emomesh.logs import configure_logging
+from emomesh.readiness import triton_model_readiness
 from emomesh.server import GrpcServer
 from emomesh.triton import TritonClient
 from emotion.text.v1 import text_pb2, text_pb2_grpc
@@ -37,6 +38,8 @@ async def build_server(settings: TextSettings) -> GrpcServer:
         lambda server: text_pb2_grpc.add_TextServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
         on_stop=close,
+        # Not ready while Triton or the model is not: calls would fail with UNAVAILABLE.
+        readiness=triton_model_readiness(triton, [model.name]),
     )
 
 

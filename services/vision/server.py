@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from emomesh.logs import configure_logging
+from emomesh.readiness import triton_model_readiness
 from emomesh.server import GrpcServer
 from emomesh.triton import TritonClient
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
@@ -27,6 +28,8 @@ async def build_server(settings: VisionSettings) -> GrpcServer:
         lambda server: vision_pb2_grpc.add_VisionServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
         on_stop=triton.close,
+        # Not ready while Triton or the model is not: calls would fail with UNAVAILABLE.
+        readiness=triton_model_readiness(triton, [model.name]),
     )
 
 

@@ -1,9 +1,10 @@
 """`emomesh` command line: run the embedded stack, analyse media through it, render model configs.
 
-emomesh up                         start tritonserver, redis-server and all services; Ctrl-C stops
+emomesh up                         start tritonserver, redis-server and all services, restart any that
+                                   exits; Ctrl-C stops
 emomesh demo                       start the stack, analyse the bundled samples, stop
 emomesh analyze --image face.jpg   analyse a file through a running stack
-emomesh health                     health of every service of a running stack
+emomesh health                     readiness of every service of a running stack, and why not
 emomesh eval /data/fer2013 --split val   accuracy of a running stack on a labelled dataset
 emomesh bench --out runs/bench/all.json  latency/throughput of an embedded stack vs in-process models
 emomesh triton render --variant gpu --out deploy/triton/models
@@ -15,34 +16,39 @@ import argparse
 import logging
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from emomesh import analyze_cli
 from emomesh.evaluation import cli as eval_cli
 from emomesh.paths import MODEL_REPOSITORY
 from emomesh.stack import SERVICES, Stack, StackConfig
+from emomesh.supervisor import GaveUp
 from emomesh.triton_repo import RenderOptions, render_repository
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     config = StackConfig.ephemeral(args.state_dir) if args.ephemeral_ports else StackConfig(state_dir=args.state_dir)
     config.ort_threads = args.ort_threads
+    stop = threading.Event()
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+
+    status = 0
     with Stack(config) as stack:
-        print(stack.describe(), flush=True)
-        print("Ctrl-C stops everything.", flush=True)
-        stop = {"now": False}
-
-        def request_stop(*_: object) -> None:
-            stop["now"] = True
-
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
-        while not stop["now"]:
-            time.sleep(0.2)
+        print(stack.describe(), flush=True)
+        print("Ctrl-C stops everything. Children that exit are restarted (see the log lines).", flush=True)
+        try:
+            stack.supervisor().run(stop)
+        except GaveUp as exc:
+            print(f"giving up: {exc}", file=sys.stderr, flush=True)
+            status = 1
         print("stopping...", flush=True)
     print("stopped.")
-    return 0
+    return status
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -54,14 +60,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from emomesh.procs import grpc_healthy
+    from emomesh.readiness import check_health
 
+    addresses = {spec.name: f"127.0.0.1:{spec.default_port}" for spec in SERVICES}
+    for override in args.address:
+        name, _, address = override.partition("=")
+        if name not in addresses or not address:
+            print(f"--address {override!r}: expected SERVICE=HOST:PORT, SERVICE one of {', '.join(addresses)}")
+            return 2
+        addresses[name] = address
     ok = True
-    for spec in SERVICES:
-        address = f"127.0.0.1:{spec.default_port}"
-        healthy = grpc_healthy(address)
-        ok &= healthy
-        print(f"{spec.name:<8} {address:<18} {'SERVING' if healthy else 'DOWN'}")
+    for name, address in addresses.items():
+        report = check_health(address, timeout_s=args.timeout)
+        ok &= report.serving
+        print(f"{name:<8} {address:<18} {report.status:<12} {report.reason}".rstrip())
     return 0 if ok else 1
 
 
@@ -114,7 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_cli.add_arguments(analyze)
     analyze.set_defaults(func=analyze_cli.cmd_analyze)
 
-    health = sub.add_parser("health", help="health of every service of a running stack")
+    health = sub.add_parser(
+        "health", help="readiness of every service of a running stack; exits 1 unless all are SERVING"
+    )
+    health.add_argument(
+        "--address",
+        action="append",
+        default=[],
+        metavar="SERVICE=HOST:PORT",
+        help="where a service listens (default: the documented port on 127.0.0.1); repeatable",
+    )
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each service")
     health.set_defaults(func=cmd_health)
 
     evaluate = sub.add_parser(

@@ -75,6 +75,8 @@ class ServerSettings:
     grace_s: float
     max_message_bytes: int
     log_level: str
+    # How often readiness (Triton and the model, or fusion's modality services) is re-checked.
+    readiness_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls, service: str, default_port: int, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -88,6 +90,7 @@ class ServerSettings:
                 "MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
             ),
             log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
+            readiness_interval_s=env.get_float("READINESS_INTERVAL_S", 1.0, minimum=0.05),
         )
 
 

@@ -50,17 +50,75 @@ def wait_until(
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s" + (f"; see {log_path}" if log_path else ""))
 
 
-def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
-    """SIGTERM (graceful shutdown), then SIGKILL of the whole process group if it lingers."""
-    if process is None or process.poll() is not None:
+def process_group_members(pgid: int) -> list[int]:
+    """Pids of the live processes (zombies left out: they hold no memory and their parent reaps
+    them) whose process group is pgid, read from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/<pid>/stat: "pid (comm) state ppid pgrp ..."; comm may contain spaces and ")".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group_empty(pgid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while process_group_members(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def kill_process_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Ends every process left in the group pgid: SIGTERM, then SIGKILL to whatever is still there
+    after grace_s (Triton's Python-backend stubs ignore SIGTERM). Returns once the group is empty.
+
+    Every child of the stack is started with start_new_session=True, so its pid is its group id and
+    whatever it forked (Triton's stubs, a Redis BGSAVE child) is in that group even after the
+    leader is gone. The kernel does not reuse a pid while a group of that id has members, so the
+    signal cannot reach an unrelated process."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if not process_group_members(pgid):
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        if _wait_group_empty(pgid, wait_s):
+            return
+    raise RuntimeError(f"processes {process_group_members(pgid)} of group {pgid} survived SIGKILL")
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit code 3' or 'signal SIGKILL' (Popen reports death by a signal as -signum)."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 15.0, group_grace_s: float = 2.0) -> None:
+    """SIGTERM (graceful shutdown), then SIGKILL of the whole process group if it lingers; reaps
+    the process and ends what it left behind in its group (a child started with
+    start_new_session=True leads a group of its own)."""
+    if process is None:
         return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    kill_process_group(process.pid, group_grace_s)
 
 
 class RedisServer:
@@ -112,6 +170,18 @@ class RedisServer:
         )
         log_file.close()
         wait_until(self.ping, 20, "redis-server", self.process, self.log_path)
+
+    @property
+    def name(self) -> str:
+        return "redis-server"
+
+    def is_ready(self) -> bool:
+        return self.ping()
+
+    def clean_up_after_exit(self) -> None:
+        """Ends what the exited server left in its group (a BGSAVE child)."""
+        if self.process is not None:
+            kill_process_group(self.process.pid, grace_s=1.0)
 
     def ping(self) -> bool:
         try:

@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from emomesh.config import ServerSettings
 from emomesh.errors import EmomeshError
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
+from emomesh.readiness import HealthReporter, ReadinessCheck
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,11 @@ async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, s
 
 
 class GrpcServer:
-    """A running Emomesh gRPC server. `start()` then `stop()`; `serve_forever()` for a main()."""
+    """A running Emomesh gRPC server. `start()` then `stop()`; `serve_forever()` for a main().
+
+    Health (emomesh.readiness): "liveness" is SERVING while the server runs; "" and the service's
+    names follow `readiness` (checked every settings.readiness_interval_s), or are SERVING from
+    start to stop when it is None."""
 
     def __init__(
         self,
@@ -162,6 +166,7 @@ class GrpcServer:
         register: Callable[[grpc.aio.Server], None],
         service_full_names: Sequence[str],
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        readiness: ReadinessCheck | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -170,9 +175,9 @@ class GrpcServer:
             options=grpc_options(settings.max_message_bytes), interceptors=[ObservabilityInterceptor(name)]
         )
         register(self.server)
-        self.health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_full_names = list(service_full_names)
+        self.health = HealthReporter(self.service_full_names, readiness, settings.readiness_interval_s)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.server)
         reflection.enable_server_reflection(
             [
                 *self.service_full_names,
@@ -192,14 +197,14 @@ class GrpcServer:
 
     async def start(self) -> None:
         start_metrics_server(self.settings.metrics_port)
+        # Readiness first: the port must not answer SERVING before the first check has run.
+        await self.health.start()
         await self.server.start()
-        for service in ["", *self.service_full_names]:
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"fields": {"address": self.address, "metrics_port": self.settings.metrics_port}})
 
     async def stop(self) -> None:
         # Probes see NOT_SERVING first, so load balancers stop sending before connections close.
-        await self.health.enter_graceful_shutdown()
+        await self.health.stop()
         await self.server.stop(self.settings.grace_s)
         if self.on_stop is not None:
             await self.on_stop()

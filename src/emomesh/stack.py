@@ -3,7 +3,8 @@
     emomesh up          # start everything, print the endpoints, stop everything on Ctrl-C
 
 Each service runs as its own process (as in Kubernetes), configured only through environment
-variables, so what runs here is what runs in the images."""
+variables, so what runs here is what runs in the images. While `emomesh up` waits, a Supervisor
+(emomesh.supervisor) restarts any child that exits, as Kubernetes would restart a container."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emomesh.paths import PROJECT_ROOT
-from emomesh.procs import RedisServer, free_port, grpc_healthy, stop_process, wait_until
+from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
+from emomesh.supervisor import RestartPolicy, Supervised, Supervisor
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
@@ -32,13 +34,16 @@ class ServiceSpec:
     # Other services it calls: their addresses are passed as EMOMESH_<NAME>_<DEP>_ADDR.
     depends_on: tuple[str, ...] = ()
     needs_redis: bool = False
+    # Serves a Triton model: not ready without Triton, and restarted only once Triton is ready.
+    needs_triton: bool = False
 
 
-# Start order matters only for dependencies; all wait for health before the stack is "up".
+# Services with dependencies start after the others are SERVING; all wait for health before the
+# stack is "up".
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("vision", "services.vision.server", 50051),
-    ServiceSpec("audio", "services.audio.server", 50052),
-    ServiceSpec("text", "services.text.server", 50053),
+    ServiceSpec("vision", "services.vision.server", 50051, needs_triton=True),
+    ServiceSpec("audio", "services.audio.server", 50052, needs_triton=True),
+    ServiceSpec("text", "services.text.server", 50053, needs_triton=True),
     ServiceSpec("fusion", "services.fusion.server", 50054, depends_on=("vision", "audio", "text")),
     ServiceSpec("dialog", "services.dialog.server", 50055, needs_redis=True),
 )
@@ -57,6 +62,7 @@ class StackConfig:
     services: tuple[str, ...] = tuple(s.name for s in SERVICES)
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     @classmethod
     def ephemeral(cls, state_dir: Path, services: tuple[str, ...] | None = None) -> StackConfig:
@@ -81,14 +87,53 @@ class StackConfig:
         return f"127.0.0.1:{self.port(service)}"
 
 
+class ServiceProcess:
+    """One service's process: `python -m services.<name>.server` with its environment and log."""
+
+    def __init__(self, spec: ServiceSpec, env: dict[str, str], address: str, log_path: Path) -> None:
+        self.spec, self.env, self.address, self.log_path = spec, env, address, log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.spec.module],
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=PROJECT_ROOT,
+            )
+
+    def is_ready(self) -> bool:
+        return grpc_healthy(self.address)
+
+    def clean_up_after_exit(self) -> None:
+        if self.process is not None:
+            kill_process_group(self.process.pid, grace_s=1.0)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         state = config.state_dir
         self.triton = TritonServer(state / "triton-repo", state, config.triton_ports, state / "logs" / "triton.log")
         self.redis = RedisServer(config.redis_port, state / "redis", state / "logs" / "redis.log")
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, ServiceProcess] = {}
         self.timings: dict[str, float] = {}
+        self._supervisor: Supervisor | None = None
+
+    @property
+    def processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The current process of each started service (a restart replaces it)."""
+        return {name: svc.process for name, svc in self.services.items() if svc.process is not None}
 
     def service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -121,32 +166,39 @@ class Stack:
         self.triton.start()
         self.triton.wait_ready()
         self.timings["triton"] = time.perf_counter() - begin
-        for spec in specs:
-            log_path = state / "logs" / f"{spec.name}.log"
-            with log_path.open("ab") as log_file:
-                self.processes[spec.name] = subprocess.Popen(
-                    [sys.executable, "-m", spec.module],
-                    env=self.service_env(spec),
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    cwd=PROJECT_ROOT,
+        # Services that call others start once those are SERVING: fusion's readiness checks its
+        # modality services at once, and a channel that found nobody listening waits out its
+        # reconnect backoff (up to 2 s) before it connects, so its first calls would fail.
+        for wave in ([s for s in specs if not s.depends_on], [s for s in specs if s.depends_on]):
+            for spec in wave:
+                service = ServiceProcess(
+                    spec, self.service_env(spec), self.config.address(spec.name), state / "logs" / f"{spec.name}.log"
                 )
-        for spec in specs:
-            address = self.config.address(spec.name)
-            wait_until(
-                lambda a=address: grpc_healthy(a),
-                120,
-                f"{spec.name} service",
-                self.processes[spec.name],
-                state / "logs" / f"{spec.name}.log",
-            )
-            self.timings[spec.name] = time.perf_counter() - begin
+                self.services[spec.name] = service
+                service.start()
+            for spec in wave:
+                service = self.services[spec.name]
+                wait_until(service.is_ready, 120, f"{spec.name} service", service.process, service.log_path)
+                self.timings[spec.name] = time.perf_counter() - begin
         self.timings["total"] = time.perf_counter() - begin
 
+    def supervisor(self) -> Supervisor:
+        """A Supervisor of every started child (tritonserver, redis-server if started, the services),
+        with the stack's restart policy; stop() stops it before stopping the children. Model
+        services are restarted only once Triton is ready again."""
+        children: list[Supervised] = [self.triton, self.redis, *self.services.values()]
+        self._supervisor = Supervisor(
+            children,
+            self.config.restart_policy,
+            requires={name: self.triton.is_ready for name, svc in self.services.items() if svc.spec.needs_triton},
+        )
+        return self._supervisor
+
     def stop(self) -> None:
-        for name in reversed(list(self.processes)):
-            stop_process(self.processes[name])
+        if self._supervisor is not None:
+            self._supervisor.stop()
+        for service in reversed(list(self.services.values())):
+            service.stop()
         self.triton.stop()
         self.redis.stop()
 

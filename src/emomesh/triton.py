@@ -51,6 +51,23 @@ class ModelSpec:
         raise KeyError(f"model {self.name} has no input {name!r}")
 
 
+# tritonclient's own defaults (unlimited message size, its keepalive), plus a short reconnect backoff:
+# after Triton restarts (a crash, a rollout) the channel reconnects within about 2 s instead of
+# after gRPC's default backoff, which grows to 120 s while Triton is away.
+_KEEPALIVE = triton_aio.KeepAliveOptions()
+CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", triton_aio.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", triton_aio.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", _KEEPALIVE.keepalive_time_ms),
+    ("grpc.keepalive_timeout_ms", _KEEPALIVE.keepalive_timeout_ms),
+    ("grpc.keepalive_permit_without_calls", _KEEPALIVE.keepalive_permit_without_calls),
+    ("grpc.http2.max_pings_without_data", _KEEPALIVE.http2_max_pings_without_data),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
 def _map_error(model: str, exc: InferenceServerException) -> EmomeshError:
     status = (exc.status() or "").upper()
     message = exc.message() or str(exc)
@@ -66,14 +83,24 @@ class TritonClient:
 
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
-        self._client = triton_aio.InferenceServerClient(url=settings.url)
+        self._client = triton_aio.InferenceServerClient(url=settings.url, channel_args=CHANNEL_ARGS)
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
 
     async def close(self) -> None:
         await self._client.close()
 
-    async def is_ready(self, model: str) -> bool:
+    async def is_live(self, timeout_s: float | None = None) -> bool:
         try:
-            return bool(await self._client.is_model_ready(model, client_timeout=self.settings.timeout_s))
+            return bool(await self._client.is_server_live(client_timeout=timeout_s or self.settings.timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def is_ready(self, model: str, timeout_s: float | None = None) -> bool:
+        try:
+            return bool(await self._client.is_model_ready(model, client_timeout=timeout_s or self.settings.timeout_s))
         except InferenceServerException:
             return False
 

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from emomesh.procs import kill_process_group
+
 log = logging.getLogger(__name__)
 
 
@@ -128,6 +130,10 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def name(self) -> str:
+        return "tritonserver"
+
+    @property
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.ports.grpc}"
 
@@ -162,15 +168,25 @@ class TritonServer:
             time.sleep(0.2)
         raise TimeoutError(f"tritonserver not ready after {timeout_s:.0f}s; see {self.log_path}")
 
-    def stop(self, timeout_s: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            cleanup_shared_memory()
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver did not stop in time; killing it")
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+    def clean_up_after_exit(self) -> None:
+        """After the server exited (a crash, kill -9): ends its Python-backend stubs and frees their
+        shared memory. A stub checks that its parent is alive and exits when it is not, but an
+        unreaped (zombie) server still counts as alive, and the stubs ignore SIGTERM: they would
+        keep their models' memory (~330 MB for the four local models) for ever. So the whole
+        process group gets SIGKILL after a short grace."""
+        if self.process is not None:
+            kill_process_group(self.process.pid, grace_s=1.0)
         cleanup_shared_memory()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM (the server unloads its models and stops their stubs), SIGKILL to the whole
+        process group if it does not exit in time, then the same clean-up as after a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver did not stop in time; killing it")
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.clean_up_after_exit()

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from emomesh.paths import PROJECT_ROOT
+from emomesh.readiness import LIVENESS_SERVICE
 from tests.tools import find_tool, require_module, require_tool
 
 kubernetes_validate = require_module("kubernetes_validate", "pip install kubernetes-validate; the dev extra does")
@@ -113,6 +114,12 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == port, f"{name} {probe}"
+        # Readiness asks for the overall health (no service name: ""), which follows Triton and the
+        # model; startup and liveness ask for the name that stays SERVING while the process runs,
+        # so a Triton outage takes pods out of the endpoints without restarting them.
+        assert container["readinessProbe"]["grpc"].get("service", "") == "", name
+        for probe in ("startupProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["service"] == LIVENESS_SERVICE, f"{name} {probe}"
         assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "metrics": port + 1000}
         service = services[name]["spec"]
         assert service["clusterIP"] == "None"
