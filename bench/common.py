@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from emomesh.paths import MODEL_REPOSITORY
 
-# Execution providers of the in-process baselines; `bench.run_all --providers cuda` on a GPU machine.
+# Execution providers of the in-process baselines; `python -m bench --providers cuda` on a GPU machine.
 CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
 

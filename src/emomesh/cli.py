@@ -5,8 +5,9 @@ emomesh demo                       start the stack, analyse the bundled samples,
 emomesh analyze --image face.jpg   analyse a file through a running stack
 emomesh health                     health of every service of a running stack
 emomesh eval /data/fer2013 --split val   accuracy of a running stack on a labelled dataset
-emomesh bench --out runs/bench/all.json  latency/throughput of an embedded stack vs in-process models
 emomesh triton render --variant gpu --out deploy/triton/models
+
+Benchmarks run from a checkout with `python -m bench` (bench/ measures the library and is not part of it).
 """
 
 from __future__ import annotations
@@ -65,24 +66,6 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _bench_importable() -> bool:
-    # bench/ lives at the repository root, next to src/: importable when running from a checkout.
-    from emomesh.paths import PROJECT_ROOT
-
-    if (PROJECT_ROOT / "bench" / "run_all.py").is_file() and str(PROJECT_ROOT) not in sys.path:
-        sys.path.append(str(PROJECT_ROOT))
-    return (PROJECT_ROOT / "bench" / "run_all.py").is_file()
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if not _bench_importable():
-        print("emomesh bench runs from a source checkout (bench/ is not installed)", file=sys.stderr)
-        return 2
-    from bench import run_all
-
-    return run_all.run(args)
-
-
 def cmd_triton_render(args: argparse.Namespace) -> int:
     names = render_repository(
         args.out,
@@ -125,13 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_cli.add_arguments(evaluate)
     evaluate.set_defaults(func=eval_cli.cmd_eval)
-
-    bench = sub.add_parser("bench", help="latency/throughput of an embedded stack against in-process models")
-    if _bench_importable():
-        from bench.options import add_arguments as add_bench_arguments
-
-        add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
 
     triton = sub.add_parser("triton", help="Triton model repository tools")
     triton_sub = triton.add_subparsers(dest="triton_command", required=True)
