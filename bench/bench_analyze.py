@@ -40,10 +40,12 @@ from emomesh.server import grpc_options
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
+from services.audio.config import DEFAULT_MODEL as AUDIO_MODEL
 from services.fusion.config import DEFAULT_WEIGHTS_FILE
 from services.fusion.fuse import fuse_matrix, load_weights_file
+from services.text.config import DEFAULT_MODEL as TEXT_MODEL
 
-MODELS = {"image": VISION_MODEL, "audio": "audio_acrnn", "text": "text_minilm_emotion"}
+MODELS = {"image": VISION_MODEL, "audio": AUDIO_MODEL, "text": TEXT_MODEL}
 SERVICE_OF = {"image": "vision", "audio": "audio", "text": "text"}
 SPOKEN = "I am so happy to see you again, this is wonderful news."
 TEXT = "Thank you so much, I love it!"

@@ -26,6 +26,7 @@ from bench.common import CPU_PROVIDERS, ort_session
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from services.audio.config import DEFAULT_MODEL
 from services.audio.features import analysis_windows, decode_audio, speech_activity
 
 SENTENCES = (
@@ -49,15 +50,12 @@ def make_clips(work: Path, count: int) -> list[bytes]:
     return clips
 
 
-MODEL = "audio_acrnn"
-
-
 class AudioPipeline:
     """AnalyzeAudio's emotion work in-process (no transcription): PyAV decode to 16 kHz mono, voice
     activity, log-Mel analysis windows, the model on all windows in one batch, mean of the windows."""
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
-        self.model = ort_session(MODEL, providers)
+        self.model = ort_session(DEFAULT_MODEL, providers)
         self.model.run(None, {"log_mel": np.zeros((1, 1, 128, 130), np.float32)})
 
     def features(self, clip: bytes) -> np.ndarray:

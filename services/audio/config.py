@@ -8,9 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
+from emomesh.paths import MODEL_REPOSITORY
 from services.audio.features import DecodeLimits
 
 DEFAULT_PORT = 50052
+# The Triton model the service calls by default, and its ONNX file (written by services.audio.train,
+# run in-process by services.audio.evaluate and the benches).
+DEFAULT_MODEL = "audio_acrnn"
+DEFAULT_MODEL_FILE = MODEL_REPOSITORY / DEFAULT_MODEL / "1" / "model.onnx"
 
 
 def bundled_whisper_dir() -> str:
@@ -71,7 +76,7 @@ class AudioSettings:
         return cls(
             server=server,
             triton=TritonSettings.from_env(environ),
-            model_name=env.get_str("MODEL", "audio_acrnn"),
+            model_name=env.get_str("MODEL", DEFAULT_MODEL),
             limits=DecodeLimits(
                 # The audio travels in one gRPC message, so the message limit caps it anyway.
                 max_bytes=env.get_int("MAX_AUDIO_BYTES", server.max_message_bytes, minimum=1),
