@@ -50,15 +50,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     EMOMESH_HOME=/app \
     EMOMESH_SERVICE=${SERVICE}
-# Fail the build on an unknown SERVICE, and write the entry point: listen on all interfaces unless
-# EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the embedded
-# stack), then exec so that SIGTERM reaches the server for its graceful shutdown. The single quotes
-# are on purpose: the variables expand when the container starts, not at build time.
+# Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),
+# and write the entry point: listen on all interfaces unless EMOMESH_<SERVICE>_LISTEN says otherwise
+# (the library's default is loopback, for the embedded stack), then exec so that SIGTERM reaches the
+# server for its graceful shutdown. The single quotes are on purpose: the variables expand when the
+# container starts, not at build time.
 # hadolint ignore=SC2016
-RUN case "${SERVICE}" in \
-        vision) port=50051 ;; audio) port=50052 ;; text) port=50053 ;; fusion) port=50054 ;; dialog) port=50055 ;; \
-        *) echo "SERVICE must be one of vision audio text fusion dialog, not '${SERVICE}'" >&2; exit 1 ;; \
-    esac \
+RUN port="$(python -m emomesh.ports "${SERVICE}")" \
     && test -f "services/${SERVICE}/server.py" \
     && upper="${SERVICE^^}" \
     && printf '#!/bin/sh\n: "${EMOMESH_%s_LISTEN:=0.0.0.0:%s}"\nexport EMOMESH_%s_LISTEN\nexec python -m services.%s.server "$@"\n' \

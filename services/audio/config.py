@@ -9,9 +9,10 @@ from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
 from emomesh.paths import MODEL_REPOSITORY
+from emomesh.ports import service_port
 from services.audio.features import DecodeLimits
 
-DEFAULT_PORT = 50052
+DEFAULT_PORT = service_port("audio")
 # The Triton model the service calls by default, and its ONNX file (written by services.audio.train,
 # run in-process by services.audio.evaluate and the benches).
 DEFAULT_MODEL = "audio_acrnn"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
 from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
+from emomesh.ports import service_port
 
-DEFAULT_PORT = 50053
+DEFAULT_PORT = service_port("text")
 DEFAULT_TOKENIZER = PROJECT_ROOT / "services" / "text" / "assets" / "tokenizer.json"
 # The Triton model the service calls by default, and its ONNX file (written by services.text.export,
 # run in-process by services.text.evaluate and the benches).

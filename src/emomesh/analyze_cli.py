@@ -15,12 +15,13 @@ from pathlib import Path
 
 import grpc
 
+from emomesh.ports import local_address
 from emomesh.render import distribution_lines, top_text
 from emomesh.server import grpc_options
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 
-DEFAULT_FUSION_ADDRESS = "127.0.0.1:50054"
+DEFAULT_FUSION_ADDRESS = local_address("fusion")
 DEFAULT_TIMEOUT_S = 60.0
 
 

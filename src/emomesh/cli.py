@@ -22,6 +22,7 @@ from pathlib import Path
 from emomesh import analyze_cli
 from emomesh.evaluation import cli as eval_cli
 from emomesh.paths import MODEL_REPOSITORY
+from emomesh.ports import local_address
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emomesh.triton_repo import RenderOptions, render_repository
 
@@ -59,7 +60,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     ok = True
     for spec in SERVICES:
-        address = f"127.0.0.1:{spec.default_port}"
+        address = local_address(spec.name)
         healthy = grpc_healthy(address)
         ok &= healthy
         print(f"{spec.name:<8} {address:<18} {'SERVING' if healthy else 'DOWN'}")

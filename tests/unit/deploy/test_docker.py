@@ -20,11 +20,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from emomesh.paths import PROJECT_ROOT
+from emomesh.ports import SERVICE_PORTS
 
 DOCKER_DIR = PROJECT_ROOT / "deploy" / "docker"
 SERVICE_DOCKERFILE = DOCKER_DIR / "service.Dockerfile"
 TRITON_DOCKERFILE = DOCKER_DIR / "triton.Dockerfile"
-SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 
 
 def load_triton_repository() -> ModuleType:
@@ -161,17 +161,19 @@ def build_entrypoint(service: str, tmp_path: Path) -> subprocess.CompletedProces
     script into tmp_path instead of /usr/local/bin and skipping the bytecode compilation."""
     script = entrypoint_step().replace("/usr/local/bin/emomesh-service", str(tmp_path / "emomesh-service"))
     script = script.split("&& python -m compileall")[0]
+    # The port comes from the library of the tree under test, as the image's PYTHONPATH gives it.
+    script = script.replace("python -m emomesh.ports", f"{sys.executable} -m emomesh.ports")
     return subprocess.run(
         ["bash", "-o", "errexit", "-o", "nounset", "-o", "pipefail", "-c", script],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "SERVICE": service},
+        env={**os.environ, "SERVICE": service, "PYTHONPATH": str(PROJECT_ROOT / "src")},
         capture_output=True,
         text=True,
         check=False,
     )
 
 
-@pytest.mark.parametrize("service", [s for s in SERVICES if (PROJECT_ROOT / "services" / s / "server.py").exists()])
+@pytest.mark.parametrize("service", list(SERVICE_PORTS))
 def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str, tmp_path: Path) -> None:
     built = build_entrypoint(service, tmp_path)
     assert built.returncode == 0, built.stderr
@@ -185,7 +187,7 @@ def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str
     (fake_bin / "python").chmod(0o755)
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin"}
     started = subprocess.run([str(entrypoint)], env=env, capture_output=True, text=True, check=True)
-    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICES[service]}"]
+    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICE_PORTS[service]}"]
     overridden = subprocess.run(
         [str(entrypoint)], env={**env, listen_var: "127.0.0.1:9"}, capture_output=True, text=True, check=True
     )
@@ -195,7 +197,7 @@ def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str
 def test_entrypoint_step_rejects_an_unknown_service(tmp_path: Path) -> None:
     built = build_entrypoint("billing", tmp_path)
     assert built.returncode != 0
-    assert "SERVICE must be one of" in built.stderr
+    assert "unknown service 'billing': one of vision audio text fusion dialog" in built.stderr
 
 
 def test_triton_image_repository_is_the_committed_gpu_repository() -> None:
