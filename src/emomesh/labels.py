@@ -17,6 +17,19 @@ LABELS: tuple[str, ...] = tuple(
 )
 NUM_LABELS = len(LABELS)
 
+# How the text corpora name the 7 classes: Ekman's six basic emotions plus neutral. MELD labels its
+# utterances with these names; GoEmotions groups its 27 fine labels under the six in its
+# ekman_mapping.json and has neutral as a label of its own.
+EKMAN_TO_LABEL: dict[str, str] = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "joy": "happy",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
+
 # Polarity of each label. Surprise is ambiguous in valence (it can be good or bad news), so it is
 # counted as neutral, as is neutral itself; happy is the only positive basic emotion.
 POLARITY_OF_LABEL: dict[str, common_pb2.Polarity] = {
