@@ -35,6 +35,7 @@ from bench.bench_text import TextPipeline
 from bench.bench_vision import MODEL as VISION_MODEL
 from bench.bench_vision import ImagePipeline
 from bench.common import CPU_PROVIDERS
+from emomesh.labels import modality_name, status_name
 from emomesh.paths import MODEL_REPOSITORY
 from emomesh.server import grpc_options
 from emomesh.stack import SERVICES, Stack, StackConfig
@@ -163,7 +164,7 @@ def run(address: str, available: list[str], media: dict[str, bytes | str], reque
                 latencies.append(time.perf_counter() - start)
                 modality_ms.append({r.modality: r.latency_ms for r in response.modalities})
             statuses = {
-                common_pb2.Modality.Name(r.modality): common_pb2.ModalityStatus.Name(r.status)
+                modality_name(r.modality): status_name(r.status)
                 for r in response.modalities
                 if r.status != common_pb2.MODALITY_STATUS_MISSING
             }

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from emomesh.evaluation.metrics import confusion_matrix, weighted_f1
-from emomesh.labels import LABELS, NUM_LABELS, label_index
-from services.fusion.fuse import MODALITY_BY_NAME, fuse_matrix
+from emomesh.labels import LABELS, MODALITY_BY_NAME, NUM_LABELS, label_index
+from services.fusion.fuse import fuse_matrix
 
 # Order of the weight vectors in the grid and in the ternary plot's corners.
 GRID_MODALITIES: tuple[str, str, str] = ("audio", "text", "vision")

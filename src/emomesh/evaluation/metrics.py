@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emomesh.labels import LABELS, NUM_LABELS
+from emomesh.labels import LABELS, NUM_LABELS, POLARITY_OF_LABEL
+from emotion.common.v1 import common_pb2
 
 NO_PREDICTION = "(none)"
 
@@ -146,15 +147,11 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "surprise": (0.2, 0.8),
     "neutral": (0.0, 0.0),
 }
-# Sentiment sign of each label, the polarity used by fusion (surprise counts as neutral).
+# Sentiment sign of each label: its polarity (emomesh.labels.POLARITY_OF_LABEL, the one fusion uses;
+# surprise counts as neutral).
 SENTIMENT_SIGN: dict[str, float] = {
-    "angry": -1.0,
-    "disgust": -1.0,
-    "fear": -1.0,
-    "happy": 1.0,
-    "sad": -1.0,
-    "surprise": 0.0,
-    "neutral": 0.0,
+    label: {common_pb2.POLARITY_POSITIVE: 1.0, common_pb2.POLARITY_NEGATIVE: -1.0}.get(polarity, 0.0)
+    for label, polarity in POLARITY_OF_LABEL.items()
 }
 SENTIMENT_SCALE = 3.0
 
