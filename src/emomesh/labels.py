@@ -55,12 +55,12 @@ POLARITY_OF_LABEL: dict[str, common_pb2.Polarity] = {
 
 
 def modality_name(modality: int) -> str:
-    """ "vision", "audio", "text" (MODALITY_NAMES), or "unspecified"."""
+    """The modality's name: vision, audio, text (MODALITY_NAMES), or unspecified."""
     return common_pb2.Modality.Name(modality).removeprefix("MODALITY_").lower()
 
 
 def polarity_name(polarity: int) -> str:
-    """ "negative", "neutral", "positive", or "unspecified"."""
+    """The polarity as a word: negative, neutral, positive, or unspecified."""
     return common_pb2.Polarity.Name(polarity).removeprefix("POLARITY_").lower()
 
 
