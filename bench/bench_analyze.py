@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shutil
 import subprocess
 import tempfile
@@ -28,15 +27,14 @@ from pathlib import Path
 import cv2
 import grpc
 import numpy as np
-import onnxruntime as ort
 
 from bench.bench_audio import AudioPipeline
 from bench.bench_text import TextPipeline
 from bench.bench_vision import MODEL as VISION_MODEL
 from bench.bench_vision import ImagePipeline
-from bench.common import CPU_PROVIDERS
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.labels import modality_name, status_name
-from emomesh.paths import MODEL_REPOSITORY
+from emomesh.paths import model_file
 from emomesh.server import grpc_options
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.common.v1 import common_pb2
@@ -109,13 +107,7 @@ class InProcessModels:
     """The emotion models straight from the repository, onnxruntime on CPU with one thread."""
 
     def __init__(self) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self.sessions = {
-            m: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            for m, name in MODELS.items()
-            if (path := MODEL_REPOSITORY / name / "1" / "model.onnx").exists()
-        }
+        self.sessions = {m: ort_session(name) for m, name in MODELS.items() if model_file(name).exists()}
 
     def feeds(self, modality: str, response: fusion_pb2.AnalyzeResponse) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
@@ -202,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = tuple(s for s in ("vision", "audio", "text", "fusion") if s in registered)
     with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), services=wanted)) as stack:
         rows = run(stack.config.address("fusion"), available, inputs(Path(work)), args.requests, args.warmup)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"requests": args.requests, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, {"requests": args.requests, "rows": rows})
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import CPU_PROVIDERS, ort_session
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -145,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = asyncio.run(through_grpc(address, clips[: max(4, args.clips // 4)], 1, transcribe=True))
                 results["grpc_triton_with_asr_c1"] = row
                 print(f"gRPC + Triton + Whisper tiny.en, 1 concurrent: {row['clips_per_s']:.2f} clips/s", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

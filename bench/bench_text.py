@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import CPU_PROVIDERS, ort_session
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port
 from emomesh.triton_repo import RenderOptions, render_repository
@@ -149,11 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             summary = asyncio.run(run(args, triton))
         finally:
             triton.stop()
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(summary, indent=2))
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import tempfile
@@ -38,7 +37,7 @@ from typing import Any
 import grpc
 
 from bench.bench_analyze import AnalyzePipeline, inputs
-from bench.common import CPU_PROVIDERS, closed_loop_async, closed_loop_threads
+from bench.common import CPU_PROVIDERS, closed_loop_async, closed_loop_threads, write_results
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -174,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(line(target, concurrency, remote, local, ratio), flush=True)
     results["seconds"] = round(time.perf_counter() - begin, 1)
+    write_results(args.out, results)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
-from emomesh.paths import MODEL_REPOSITORY
+from emomesh.paths import model_file
 from emomesh.ports import service_port
 from services.audio.features import DecodeLimits
 
@@ -16,7 +16,7 @@ DEFAULT_PORT = service_port("audio")
 # The Triton model the service calls by default, and its ONNX file (written by services.audio.train,
 # run in-process by services.audio.evaluate and the benches).
 DEFAULT_MODEL = "audio_acrnn"
-DEFAULT_MODEL_FILE = MODEL_REPOSITORY / DEFAULT_MODEL / "1" / "model.onnx"
+DEFAULT_MODEL_FILE = model_file(DEFAULT_MODEL)
 
 
 def bundled_whisper_dir() -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
-from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
+from emomesh.paths import PROJECT_ROOT, model_file
 from emomesh.ports import service_port
 
 DEFAULT_PORT = service_port("text")
@@ -15,7 +15,7 @@ DEFAULT_TOKENIZER = PROJECT_ROOT / "services" / "text" / "assets" / "tokenizer.j
 # The Triton model the service calls by default, and its ONNX file (written by services.text.export,
 # run in-process by services.text.evaluate and the benches).
 DEFAULT_MODEL = "text_minilm_emotion"
-DEFAULT_MODEL_FILE = MODEL_REPOSITORY / DEFAULT_MODEL / "1" / "model.onnx"
+DEFAULT_MODEL_FILE = model_file(DEFAULT_MODEL)
 
 
 @dataclass(frozen=True)
