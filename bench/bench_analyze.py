@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shutil
 import subprocess
 import tempfile
@@ -28,22 +27,24 @@ from pathlib import Path
 import cv2
 import grpc
 import numpy as np
-import onnxruntime as ort
 
 from bench.bench_audio import AudioPipeline
 from bench.bench_text import TextPipeline
 from bench.bench_vision import MODEL as VISION_MODEL
 from bench.bench_vision import ImagePipeline
-from bench.common import CPU_PROVIDERS
-from emomesh.paths import MODEL_REPOSITORY
+from bench.common import CPU_PROVIDERS, ort_session, write_results
+from emomesh.labels import modality_name, status_name
+from emomesh.paths import model_file
 from emomesh.server import grpc_options
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
+from services.audio.config import DEFAULT_MODEL as AUDIO_MODEL
 from services.fusion.config import DEFAULT_WEIGHTS_FILE
 from services.fusion.fuse import fuse_matrix, load_weights_file
+from services.text.config import DEFAULT_MODEL as TEXT_MODEL
 
-MODELS = {"image": VISION_MODEL, "audio": "audio_acrnn", "text": "text_minilm_emotion"}
+MODELS = {"image": VISION_MODEL, "audio": AUDIO_MODEL, "text": TEXT_MODEL}
 SERVICE_OF = {"image": "vision", "audio": "audio", "text": "text"}
 SPOKEN = "I am so happy to see you again, this is wonderful news."
 TEXT = "Thank you so much, I love it!"
@@ -106,13 +107,7 @@ class InProcessModels:
     """The emotion models straight from the repository, onnxruntime on CPU with one thread."""
 
     def __init__(self) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        self.sessions = {
-            m: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            for m, name in MODELS.items()
-            if (path := MODEL_REPOSITORY / name / "1" / "model.onnx").exists()
-        }
+        self.sessions = {m: ort_session(name) for m, name in MODELS.items() if model_file(name).exists()}
 
     def feeds(self, modality: str, response: fusion_pb2.AnalyzeResponse) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(0)
@@ -161,7 +156,7 @@ def run(address: str, available: list[str], media: dict[str, bytes | str], reque
                 latencies.append(time.perf_counter() - start)
                 modality_ms.append({r.modality: r.latency_ms for r in response.modalities})
             statuses = {
-                common_pb2.Modality.Name(r.modality): common_pb2.ModalityStatus.Name(r.status)
+                modality_name(r.modality): status_name(r.status)
                 for r in response.modalities
                 if r.status != common_pb2.MODALITY_STATUS_MISSING
             }
@@ -199,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = tuple(s for s in ("vision", "audio", "text", "fusion") if s in registered)
     with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), services=wanted)) as stack:
         rows = run(stack.config.address("fusion"), available, inputs(Path(work)), args.requests, args.warmup)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"requests": args.requests, "rows": rows}, indent=2) + "\n")
+    write_results(args.out, {"requests": args.requests, "rows": rows})
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import subprocess
 import tempfile
@@ -22,10 +21,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import CPU_PROVIDERS, ort_session
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from services.audio.config import DEFAULT_MODEL
 from services.audio.features import analysis_windows, decode_audio, speech_activity
 
 SENTENCES = (
@@ -49,15 +49,12 @@ def make_clips(work: Path, count: int) -> list[bytes]:
     return clips
 
 
-MODEL = "audio_acrnn"
-
-
 class AudioPipeline:
     """AnalyzeAudio's emotion work in-process (no transcription): PyAV decode to 16 kHz mono, voice
     activity, log-Mel analysis windows, the model on all windows in one batch, mean of the windows."""
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
-        self.model = ort_session(MODEL, providers)
+        self.model = ort_session(DEFAULT_MODEL, providers)
         self.model.run(None, {"log_mel": np.zeros((1, 1, 128, 130), np.float32)})
 
     def features(self, clip: bytes) -> np.ndarray:
@@ -147,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = asyncio.run(through_grpc(address, clips[: max(4, args.clips // 4)], 1, transcribe=True))
                 results["grpc_triton_with_asr_c1"] = row
                 print(f"gRPC + Triton + Whisper tiny.en, 1 concurrent: {row['clips_per_s']:.2f} clips/s", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

@@ -23,14 +23,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import CPU_PROVIDERS, ort_session
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 from emotion.text.v1 import text_pb2, text_pb2_grpc
-from services.text.config import DEFAULT_TOKENIZER, TextSettings
-from services.text.export import DEFAULT_OUT, MODEL_NAME
+from services.text.config import DEFAULT_MODEL, DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER, TextSettings
 from services.text.language import detect_language
 from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT, OnnxTextModel
 from services.text.server import build_server
@@ -54,7 +53,7 @@ class TextPipeline:
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS, max_tokens: int = 64) -> None:
         self.tokenizer = TextTokenizer(DEFAULT_TOKENIZER, max_tokens)
-        self.model = ort_session(MODEL_NAME, providers)
+        self.model = ort_session(DEFAULT_MODEL, providers)
 
     def model_only(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.model.run([OUTPUT], {INPUT_IDS: input_ids, ATTENTION_MASK: attention_mask})[0]
@@ -98,7 +97,7 @@ async def run(args: argparse.Namespace, triton: TritonServer) -> dict[str, objec
     server = await build_server(settings)
     await server.start()
     tokenizer = TextTokenizer(DEFAULT_TOKENIZER, settings.max_tokens)
-    model = OnnxTextModel(DEFAULT_OUT, threads=1)
+    model = OnnxTextModel(DEFAULT_MODEL_FILE, threads=1)
     texts = corpus(args.sentences)
     results: dict[str, dict[str, list[float]]] = {}
     try:
@@ -118,7 +117,7 @@ async def run(args: argparse.Namespace, triton: TritonServer) -> dict[str, objec
     summary: dict[str, object] = {
         "sentences_per_round": len(texts),
         "rounds": args.rounds,
-        "model": str(DEFAULT_OUT.relative_to(PROJECT_ROOT)),
+        "model": str(DEFAULT_MODEL_FILE.relative_to(PROJECT_ROOT)),
     }
     for name, row in results.items():
         grpc_median = statistics.median(row["grpc_triton"])
@@ -150,11 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             summary = asyncio.run(run(args, triton))
         finally:
             triton.stop()
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(summary, indent=2))
+    write_results(args.out, summary)
 
 
 if __name__ == "__main__":

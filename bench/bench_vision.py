@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import CPU_PROVIDERS, ort_session
+from bench.common import CPU_PROVIDERS, ort_session, write_results
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
@@ -198,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(ratio {remote_image['p50_ms'] / local_image['pipeline_p50_ms']:.2f}x)",
             flush=True,
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

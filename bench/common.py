@@ -8,6 +8,7 @@ A closed loop keeps `concurrency` calls in flight; it stops after `max_requests`
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from emomesh.paths import MODEL_REPOSITORY
+from emomesh.paths import model_file
 
-# Execution providers of the in-process baselines; `bench.run_all --providers cuda` on a GPU machine.
+# Execution providers of the in-process baselines; `python -m bench --providers cuda` on a GPU machine.
 CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
@@ -28,8 +29,15 @@ def ort_session(model: str, providers: Sequence[str] = CPU_PROVIDERS, threads: i
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    path = Path(MODEL_REPOSITORY) / model / "1" / "model.onnx"
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+    return ort.InferenceSession(str(model_file(model)), options, providers=list(providers))
+
+
+def write_results(path: Path | None, results: object) -> None:
+    """The bench's results as indented JSON at `--out` (nothing without it)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def summary(latencies_s: Sequence[float], seconds: float, errors: int = 0) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Markdown table of a bench.run_all JSON file (the tables of docs/benchmarks.md).
+"""Markdown table of a `python -m bench` (bench/run_all.py) JSON file (the tables of docs/benchmarks.md).
 
 python -m bench.report runs/bench/all.json"""
 

@@ -12,14 +12,13 @@ this process (decode, detection/VAD/features/tokenization, onnxruntime with one 
 fusion), driven by the same closed loop on threads. Ratios: gRPC p50 / in-process p50 and in-process
 throughput / gRPC throughput. Writes JSON.
 
-    OMP_NUM_THREADS=1 python -m bench.run_all --out runs/bench/all.json
-    emomesh bench --out runs/bench/all.json              # the same
+    OMP_NUM_THREADS=1 python -m bench --out runs/bench/all.json
 
 Every cell is bounded: at most --requests calls or --max-seconds, whichever comes first.
 
 GPU variant (on a machine with an NVIDIA GPU and the NGC Triton image): serve the GPU-rendered
 repository (`emomesh triton render --variant gpu`) with the onnxruntime/TensorRT backends, then
-`python -m bench.run_all --triton-url HOST:8001 --providers cuda --out runs/bench/gpu.json`: the
+`python -m bench --triton-url HOST:8001 --providers cuda --out runs/bench/gpu.json`: the
 services talk to that Triton instead of the embedded CPU one, and the in-process baselines run on
 onnxruntime's CUDA provider (onnxruntime-gpu)."""
 
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import tempfile
@@ -39,8 +37,7 @@ from typing import Any
 import grpc
 
 from bench.bench_analyze import AnalyzePipeline, inputs
-from bench.common import closed_loop_async, closed_loop_threads
-from bench.options import PROVIDERS, add_arguments
+from bench.common import CPU_PROVIDERS, closed_loop_async, closed_loop_threads, write_results
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -49,6 +46,27 @@ from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 
 CALL_TIMEOUT_S = 60.0
+TARGETS = ("vision", "audio", "text", "analyze")
+CONCURRENCY = (1, 8, 32)
+PROVIDERS: dict[str, tuple[str, ...]] = {
+    "cpu": CPU_PROVIDERS,
+    "cuda": ("CUDAExecutionProvider", *CPU_PROVIDERS),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=200, help="calls per cell at most")
+    parser.add_argument("--max-seconds", type=float, default=10.0, help="seconds per cell at most")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    parser.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
+    parser.add_argument("--ort-threads", type=int, default=1, help="onnxruntime threads per Triton model instance")
+    parser.add_argument("--triton-url", help="use this Triton (e.g. a GPU one) instead of the embedded server")
+    parser.add_argument("--providers", choices=sorted(PROVIDERS), default="cpu", help="in-process baseline device")
+    parser.add_argument("--out", type=Path, help="JSON results")
+    return parser
 
 
 def grpc_call(target: str, channels: dict[str, grpc.aio.Channel], media: dict[str, Any]) -> Callable[[], Awaitable]:
@@ -122,15 +140,7 @@ def line(target: str, concurrency: int, remote: dict[str, float], local: dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(None, argv)
-
-
-def run(args: argparse.Namespace | None, argv: list[str] | None = None) -> int:
-    """Runs the bench with parsed arguments (emomesh bench) or parses argv (python -m bench.run_all)."""
-    if args is None:
-        parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(parser)
-        args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     results: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -163,9 +173,8 @@ def run(args: argparse.Namespace | None, argv: list[str] | None = None) -> int:
                     )
                     print(line(target, concurrency, remote, local, ratio), flush=True)
     results["seconds"] = round(time.perf_counter() - begin, 1)
+    write_results(args.out, results)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 

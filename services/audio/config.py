@@ -8,9 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
+from emomesh.paths import model_file
+from emomesh.ports import service_port
 from services.audio.features import DecodeLimits
 
-DEFAULT_PORT = 50052
+DEFAULT_PORT = service_port("audio")
+# The Triton model the service calls by default, and its ONNX file (written by services.audio.train,
+# run in-process by services.audio.evaluate and the benches).
+DEFAULT_MODEL = "audio_acrnn"
+DEFAULT_MODEL_FILE = model_file(DEFAULT_MODEL)
 
 
 def bundled_whisper_dir() -> str:
@@ -71,7 +77,7 @@ class AudioSettings:
         return cls(
             server=server,
             triton=TritonSettings.from_env(environ),
-            model_name=env.get_str("MODEL", "audio_acrnn"),
+            model_name=env.get_str("MODEL", DEFAULT_MODEL),
             limits=DecodeLimits(
                 # The audio travels in one gRPC message, so the message limit caps it anyway.
                 max_bytes=env.get_int("MAX_AUDIO_BYTES", server.max_message_bytes, minimum=1),

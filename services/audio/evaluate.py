@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emomesh.evaluation.metrics import confusion_matrix, macro_f1
 from emomesh.labels import LABELS, NUM_LABELS
-from emomesh.paths import MODEL_REPOSITORY
-
-DEFAULT_MODEL = MODEL_REPOSITORY / "audio_acrnn" / "1" / "model.onnx"
+from services.audio.config import DEFAULT_MODEL_FILE
 
 
 def clip_probabilities(
@@ -39,19 +38,12 @@ def clip_probabilities(
 
 
 def scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, object]:
-    confusion = np.zeros((NUM_LABELS, NUM_LABELS), dtype=int)
-    np.add.at(confusion, (true, predicted), 1)
-    f1s = []
-    for k in range(NUM_LABELS):
-        tp = confusion[k, k]
-        precision = tp / max(confusion[:, k].sum(), 1)
-        recall = tp / max(confusion[k].sum(), 1)
-        if confusion[k].sum() > 0:  # classes absent from the split (EmoDB has no surprise) are skipped
-            f1s.append(0.0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    # Macro-F1 over the classes present in the split (EmoDB has no surprise).
+    confusion = confusion_matrix(true, predicted)
     return {
         "clips": len(true),
         "accuracy": float((true == predicted).mean()) if len(true) else 0.0,
-        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "macro_f1": macro_f1(confusion),
         "confusion": confusion.tolist(),
         "labels": list(LABELS),
     }
@@ -81,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, action="append", required=True, help="corpus folder with labels.csv")
     parser.add_argument("--speakers", required=True, help="comma-separated speaker ids to evaluate on")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/emomesh-audio-cache"))
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)

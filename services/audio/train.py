@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 from emomesh.labels import NUM_LABELS
 from emomesh.onnx_export import export_onnx
+from services.audio.config import DEFAULT_MODEL_FILE
 from services.audio.dataset import Features, load_features
-from services.audio.evaluate import DEFAULT_MODEL, clip_probabilities, format_confusion, scores
+from services.audio.evaluate import clip_probabilities, format_confusion, scores
 from services.audio.features import N_FRAMES, N_MELS
 from services.audio.model_def import ACRNN, ACRNNConfig, ACRNNWithSoftmax
 
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, action="append", required=True, help="corpus folder with labels.csv")
     parser.add_argument("--val-speakers", default=DEFAULT_VAL_SPEAKERS)
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/emomesh-audio-cache"))
-    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/emomesh-audio-cache/acrnn.pt"))
     parser.add_argument("--report", type=Path, default=Path("/tmp/emomesh-audio-cache/report.json"))
     parser.add_argument("--width", type=float, default=0.125)

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from emomesh.config import Env, ServerSettings
+from emomesh.ports import LOOPBACK, REDIS_PORT, service_port
 
-DEFAULT_PORT = 50055
+DEFAULT_PORT = service_port("dialog")
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class HistorySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HistorySettings:
         env = Env("EMOMESH_DIALOG_HISTORY_", environ)
         return cls(
-            redis_url=Env("EMOMESH_REDIS_", environ).get_str("URL", "redis://127.0.0.1:6379/0"),
+            redis_url=Env("EMOMESH_REDIS_", environ).get_str("URL", f"redis://{LOOPBACK}:{REDIS_PORT}/0"),
             redis_timeout_s=env.get_float("REDIS_TIMEOUT_S", 1.0, minimum=0.001),
             ttl_s=env.get_int("TTL_S", 7 * 24 * 3600, minimum=1),
             window_turns=env.get_int("WINDOW_TURNS", 20, minimum=0),

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 
 from emomesh.errors import InvalidInput
-from emomesh.labels import LABELS, NUM_LABELS
+from emomesh.labels import LABELS, MODALITY_NAMES, NUM_LABELS, polarity_name, status_name
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2
 from services.dialog.fence import new_nonce, sanitize_fenced_text
@@ -37,11 +37,6 @@ PERSONA_NAMES: dict[int, str] = {
 }
 DEFAULT_PERSONA = "daily_chat"
 
-MODALITY_NAMES: dict[int, str] = {
-    common_pb2.MODALITY_VISION: "face",
-    common_pb2.MODALITY_AUDIO: "voice",
-    common_pb2.MODALITY_TEXT: "words",
-}
 
 # A message this short (in words) carries little: the prompt asks the model to draw the person out.
 SHORT_INPUT_WORDS = 3
@@ -188,7 +183,7 @@ def _scores(distribution: common_pb2.EmotionDistribution, floor: float = 0.05) -
     return ", ".join(shown)
 
 
-def _modality_name(modality: int) -> str:
+def _modality_name(modality: common_pb2.Modality) -> str:
     return MODALITY_NAMES.get(modality, "unspecified channel")
 
 
@@ -208,7 +203,7 @@ def emotion_view(context: dialog_pb2.EmotionContext | None) -> dict[str, Any]:
     modalities = [
         {
             "name": _modality_name(m.modality),
-            "status": common_pb2.ModalityStatus.Name(m.status).removeprefix("MODALITY_STATUS_").lower(),
+            "status": status_name(m.status),
             "scores": _scores(m.distribution),
             "reliability": f"{m.reliability:.2f}",
             "detail": m.detail,
@@ -221,7 +216,7 @@ def emotion_view(context: dialog_pb2.EmotionContext | None) -> dict[str, Any]:
         "available": True,
         "top": top[0],
         "confidence": f"{top[1]:.2f}",
-        "polarity": common_pb2.Polarity.Name(fused.polarity).removeprefix("POLARITY_").lower(),
+        "polarity": polarity_name(fused.polarity),
         "distribution": _scores(fused.distribution),
         "weights": ", ".join(f"{_modality_name(w.modality)} {w.weight:.2f}" for w in fused.weights),
         "missing": ", ".join(_modality_name(m) for m in fused.missing),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from emomesh.errors import InvalidInput, NotFound, Unavailable
+from emomesh.labels import MODALITY_NAMES
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -20,7 +21,6 @@ from services.dialog.history import HistoryUnavailable, StoredTurn, TurnHistory
 from services.dialog.llm import ChatLlm, LlmInterrupted, LlmResult, LlmUnavailable
 from services.dialog.metrics import FALLBACK_REPLIES, HISTORY_TURNS
 from services.dialog.prompts import (
-    MODALITY_NAMES,
     PersonaChoice,
     PromptBuilder,
     resolve_persona,

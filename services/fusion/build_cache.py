@@ -32,6 +32,7 @@ from pathlib import Path
 
 import grpc
 
+from emomesh.evaluation.adapters import goemotions
 from emomesh.labels import LABELS, probs_from_distribution
 from emomesh.server import grpc_options
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
@@ -40,8 +41,6 @@ from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 
 # The audio model's speaker-disjoint validation actors (services/audio/train.py DEFAULT_VAL_SPEAKERS).
 DEFAULT_AUDIO_SPEAKERS = "ravdess_actor17,ravdess_actor18,ravdess_actor19,ravdess_actor20"
-GOEMOTIONS_EKMAN = {"anger": "angry", "disgust": "disgust", "fear": "fear", "joy": "happy", "sadness": "sad"}
-GOEMOTIONS_EKMAN |= {"surprise": "surprise", "neutral": "neutral"}
 
 
 @dataclass(frozen=True)
@@ -69,17 +68,12 @@ def ravdess(data: Path, speakers: set[str]) -> dict[str, list[Item]]:
 
 
 def goemotions_dev(data: Path) -> dict[str, list[Item]]:
-    """Single-label dev sentences, mapped to the 7 classes through the Ekman grouping."""
-    folder = data / "goemotions"
-    names = folder.joinpath("emotions.txt").read_text().split()
-    ekman = json.loads(folder.joinpath("ekman_mapping.json").read_text())
-    to_group = {fine: group for group, fines in ekman.items() for fine in fines} | {"neutral": "neutral"}
+    """Single-class dev sentences, mapped to the 7 classes through the Ekman grouping (the evaluation
+    adapter's reading of GoEmotions)."""
     pools: dict[str, list[Item]] = {label: [] for label in LABELS}
-    for line in folder.joinpath("dev.tsv").read_text().splitlines():
-        text, ids, _ = line.split("\t")
-        groups = {to_group[names[int(i)]] for i in ids.split(",")}
-        if len(groups) == 1:
-            pools[GOEMOTIONS_EKMAN[groups.pop()]].append(Item(text, text))
+    for sample in goemotions(data / "goemotions", "dev"):
+        assert sample.text is not None, "the text adapters give every sample its text"
+        pools[sample.label].append(Item(sample.text, sample.text))
     return pools
 
 

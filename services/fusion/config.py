@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings
+from emomesh.ports import service_port
 from services.fusion.fuse import FusionConfig, load_weights_file
 
-DEFAULT_PORT = 50054
+DEFAULT_PORT = service_port("fusion")
 DEFAULT_WEIGHTS_FILE = Path(__file__).resolve().parent / "weights.json"
 
 

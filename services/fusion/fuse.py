@@ -32,16 +32,18 @@ from typing import Any
 import numpy as np
 
 from emomesh.errors import InvalidInput
-from emomesh.labels import LABELS, NUM_LABELS, POLARITY_OF_LABEL, distribution_from_probs, polarity_of
+from emomesh.labels import (
+    LABELS,
+    MODALITY_BY_NAME,
+    MODALITY_NAMES,
+    NUM_LABELS,
+    distribution_from_probs,
+    polarity_mass,
+    polarity_name,
+    polarity_of,
+)
 from emotion.common.v1 import common_pb2
 
-# Modality names as they appear in weights files, caches and logs, in proto enum order.
-MODALITY_NAMES: dict[common_pb2.Modality, str] = {
-    common_pb2.MODALITY_VISION: "vision",
-    common_pb2.MODALITY_AUDIO: "audio",
-    common_pb2.MODALITY_TEXT: "text",
-}
-MODALITY_BY_NAME: dict[str, common_pb2.Modality] = {name: number for number, name in MODALITY_NAMES.items()}
 FUSABLE_STATUSES = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_UNSPECIFIED)
 NEUTRAL = LABELS.index("neutral")
 EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / len(MODALITY_NAMES))
@@ -91,13 +93,6 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
         return float(np.sum(a[mask] * np.log2(a[mask] / b[mask])))
 
     return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
-
-
-def polarity_mass(probs: np.ndarray) -> dict[common_pb2.Polarity, float]:
-    mass = dict.fromkeys((common_pb2.POLARITY_NEGATIVE, common_pb2.POLARITY_NEUTRAL, common_pb2.POLARITY_POSITIVE), 0.0)
-    for label, p in zip(LABELS, probs, strict=True):
-        mass[POLARITY_OF_LABEL[label]] += float(p)
-    return mass
 
 
 @dataclass(frozen=True)
@@ -199,8 +194,7 @@ def fuse(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> 
 
 def _describe(p: Participant) -> str:
     top = int(np.argmax(p.probs))
-    polarity = common_pb2.Polarity.Name(polarity_of(p.probs)).removeprefix("POLARITY_").lower()
-    return f"{MODALITY_NAMES[p.modality]} {LABELS[top]} {p.probs[top]:.2f} ({polarity})"
+    return f"{MODALITY_NAMES[p.modality]} {LABELS[top]} {p.probs[top]:.2f} ({polarity_name(polarity_of(p.probs))})"
 
 
 def fuse_matrix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from emomesh.errors import InvalidInput, TooLarge
-from emomesh.labels import NUM_LABELS
+from emomesh.labels import MODALITY_NAMES, NUM_LABELS
 from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
 from emomesh.server import grpc_options
@@ -31,7 +31,7 @@ from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
-from services.fusion.fuse import MODALITY_NAMES, FusionConfig, fuse
+from services.fusion.fuse import FusionConfig, fuse
 from services.fusion.metrics import FUSED_MODALITIES, FUSION_CONFLICTS
 
 Response = TypeVar("Response", bound=Message)

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from emomesh.labels import LABELS, NUM_LABELS, label_index
-from services.fusion.fuse import MODALITY_BY_NAME, fuse_matrix
+from emomesh.evaluation.metrics import confusion_matrix, weighted_f1
+from emomesh.labels import LABELS, MODALITY_BY_NAME, NUM_LABELS, label_index
+from services.fusion.fuse import fuse_matrix
 
 # Order of the weight vectors in the grid and in the ternary plot's corners.
 GRID_MODALITIES: tuple[str, str, str] = ("audio", "text", "vision")
@@ -78,17 +79,6 @@ def simplex_grid(step: float) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64)
 
 
-def weighted_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = NUM_LABELS) -> float:
-    """Per-class F1 averaged with the class supports as weights (sklearn's average="weighted")."""
-    confusion = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, -1)
-    tp = np.diag(confusion).astype(np.float64)
-    support = confusion.sum(axis=1)
-    predicted = confusion.sum(axis=0)
-    denominator = support + predicted
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    return float((f1 * support).sum() / max(support.sum(), 1))
-
-
 @dataclass(frozen=True)
 class SearchResult:
     grid: np.ndarray  # [K, 3] in GRID_MODALITIES order
@@ -101,7 +91,7 @@ class SearchResult:
 
 def score(cache: PredictionCache, weights: Mapping[str, float]) -> float:
     fused = fuse_matrix(cache.probs, weights)
-    return weighted_f1(cache.labels, fused.argmax(axis=1))
+    return weighted_f1(confusion_matrix(cache.labels, fused.argmax(axis=1)))
 
 
 def search(cache: PredictionCache, step: float = 0.02) -> SearchResult:
@@ -116,7 +106,7 @@ def search(cache: PredictionCache, step: float = 0.02) -> SearchResult:
     single = {}
     for m, arr in cache.probs.items():
         present = ~np.isnan(arr).any(axis=1)
-        single[m] = weighted_f1(cache.labels[present], arr[present].argmax(axis=1))
+        single[m] = weighted_f1(confusion_matrix(cache.labels[present], arr[present].argmax(axis=1)))
     return SearchResult(
         grid=grid,
         scores=scores,

@@ -7,10 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
-from emomesh.paths import PROJECT_ROOT
+from emomesh.paths import PROJECT_ROOT, model_file
+from emomesh.ports import service_port
 
-DEFAULT_PORT = 50053
+DEFAULT_PORT = service_port("text")
 DEFAULT_TOKENIZER = PROJECT_ROOT / "services" / "text" / "assets" / "tokenizer.json"
+# The Triton model the service calls by default, and its ONNX file (written by services.text.export,
+# run in-process by services.text.evaluate and the benches).
+DEFAULT_MODEL = "text_minilm_emotion"
+DEFAULT_MODEL_FILE = model_file(DEFAULT_MODEL)
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class TextSettings:
             server=ServerSettings.from_env("text", DEFAULT_PORT, environ),
             triton=TritonSettings.from_env(environ),
             translator=TranslatorSettings.from_env(environ),
-            model_name=env.get_str("MODEL", "text_minilm_emotion"),
+            model_name=env.get_str("MODEL", DEFAULT_MODEL),
             tokenizer_path=Path(env.get_str("TOKENIZER", str(DEFAULT_TOKENIZER))),
             max_tokens=env.get_int("MAX_TOKENS", 64, minimum=8),
             max_text_bytes=env.get_int("MAX_TEXT_BYTES", 4 * 1024 * 1024, minimum=1),

@@ -4,7 +4,8 @@ dev sets, with the service's own tokenizer and max length.
     python -m services.text.evaluate --goemotions DATA/goemotions --meld DATA/meld [--json out.json]
 
 GoEmotions dev: single-class rows only (see services/text/data.py), 7 classes: macro-F1 and accuracy.
-MELD dev: every utterance: weighted-F1 (the metric MELD papers report) and accuracy."""
+MELD dev: every utterance: weighted-F1 (the metric MELD papers report) and accuracy. F1 as everywhere in
+the project (emomesh.evaluation.metrics; macro over the classes present in the truth)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from emomesh.evaluation.metrics import confusion_matrix, f1_per_class, macro_f1, weighted_f1
 from emomesh.labels import LABELS, NUM_LABELS
-from services.text.config import DEFAULT_TOKENIZER
+from services.text.config import DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER
 from services.text.data import Example, load_goemotions, load_meld
-from services.text.export import DEFAULT_OUT
 from services.text.model import OnnxTextModel
 from services.text.tokenize import TextTokenizer
 
@@ -36,17 +36,14 @@ def predict(model: OnnxTextModel, tokenizer: TextTokenizer, texts: list[str], ba
 def evaluate(model: OnnxTextModel, tokenizer: TextTokenizer, examples: list[Example]) -> dict[str, object]:
     truth = np.array([e.label for e in examples])
     predicted = predict(model, tokenizer, [e.text for e in examples]).argmax(axis=1)
-    labels = list(range(NUM_LABELS))
-    per_class = f1_score(truth, predicted, average=None, labels=labels)
+    confusion = confusion_matrix(truth, predicted)
     return {
         "rows": len(examples),
-        "macro_f1": round(float(f1_score(truth, predicted, average="macro", labels=labels)), 4),
-        "weighted_f1": round(float(f1_score(truth, predicted, average="weighted", labels=labels)), 4),
-        "accuracy": round(float(accuracy_score(truth, predicted)), 4),
-        "f1_per_class": {LABELS[i]: round(float(f), 3) for i, f in enumerate(per_class)},
-        "confusion (rows=truth, cols=predicted, LABELS order)": confusion_matrix(
-            truth, predicted, labels=labels
-        ).tolist(),
+        "macro_f1": round(macro_f1(confusion), 4),
+        "weighted_f1": round(weighted_f1(confusion), 4),
+        "accuracy": round(float(np.mean(truth == predicted)), 4),
+        "f1_per_class": {label: round(float(f), 3) for label, f in zip(LABELS, f1_per_class(confusion), strict=True)},
+        "confusion (rows=truth, cols=predicted, LABELS order)": confusion.tolist(),
     }
 
 
@@ -54,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--goemotions", type=Path, default=None)
     parser.add_argument("--meld", type=Path, default=None)
-    parser.add_argument("--model", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)

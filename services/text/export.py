@@ -20,14 +20,10 @@ import numpy as np
 import torch
 
 from emomesh.onnx_export import export_onnx
-from emomesh.paths import MODEL_REPOSITORY
-from services.text.config import DEFAULT_TOKENIZER
+from services.text.config import DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER
 from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT
 from services.text.tokenize import TextTokenizer
 from services.text.train import load_classifier
-
-MODEL_NAME = "text_minilm_emotion"
-DEFAULT_OUT = MODEL_REPOSITORY / MODEL_NAME / "1" / "model.onnx"
 
 
 def export_float(checkpoint: Path, out: Path) -> None:
@@ -80,7 +76,7 @@ def compare(reference: Path, candidate: Path, checkpoint: Path) -> float:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="output folder of services.text.train")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--tokenizer-out", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--no-quantize", action="store_true", help="keep float32 weights")
     args = parser.parse_args(argv)

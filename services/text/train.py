@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 
+from emomesh.evaluation.metrics import confusion_matrix, macro_f1, weighted_f1
 from emomesh.labels import LABELS, NUM_LABELS
 from services.text.data import Example, load_goemotions, load_meld
 from services.text.tokenize import TextTokenizer
@@ -124,9 +124,10 @@ def score(model: EmotionClassifier, tokenizer: TextTokenizer, dev: dict[str, lis
     for name, examples in dev.items():
         truth = np.array([e.label for e in examples])
         predicted = predict(model, tokenizer, [e.text for e in examples])
-        scores[f"{name}_macro_f1"] = float(f1_score(truth, predicted, average="macro", labels=range(NUM_LABELS)))
-        scores[f"{name}_weighted_f1"] = float(f1_score(truth, predicted, average="weighted"))
-        scores[f"{name}_accuracy"] = float(accuracy_score(truth, predicted))
+        confusion = confusion_matrix(truth, predicted)
+        scores[f"{name}_macro_f1"] = macro_f1(confusion)
+        scores[f"{name}_weighted_f1"] = weighted_f1(confusion)
+        scores[f"{name}_accuracy"] = float(np.mean(truth == predicted))
     parts = [scores["goemotions_macro_f1"]]
     if "meld_weighted_f1" in scores:
         parts.append(scores["meld_weighted_f1"])

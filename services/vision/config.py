@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from emomesh.config import Env, ServerSettings, TritonSettings
+from emomesh.ports import service_port
 
-DEFAULT_PORT = 50051
+DEFAULT_PORT = service_port("vision")
 
 
 @dataclass(frozen=True)

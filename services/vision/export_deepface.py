@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from emomesh.onnx_export import export_onnx
-from emomesh.paths import MODEL_REPOSITORY
+from emomesh.paths import model_file
 from services.vision.keras_import import _np_activation, _np_conv, _np_maxpool
 
 MODEL_NAME = "deepface_emotion"
-DEFAULT_OUT = MODEL_REPOSITORY / MODEL_NAME / "1" / "model.onnx"
+DEFAULT_OUT = model_file(MODEL_NAME)
 INPUT_SIDE = 48
 # (kernel side, in channels, out channels) of the five Conv2D layers, in graph order.
 CONV_SHAPES = ((5, 1, 64), (3, 64, 64), (3, 64, 64), (3, 64, 128), (3, 128, 128))

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from emomesh.onnx_export import export_onnx
-from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
+from emomesh.paths import PROJECT_ROOT, model_file
 from services.vision.keras_import import KerasGraphModule, load_keras_h5, numpy_forward
 
 MODEL_NAME = "fer_mini_xception"
-DEFAULT_OUT = MODEL_REPOSITORY / MODEL_NAME / "1" / "model.onnx"
+DEFAULT_OUT = model_file(MODEL_NAME)
 REFERENCE = PROJECT_ROOT / "tests" / "fixtures" / "fer_reference.npz"
 
 

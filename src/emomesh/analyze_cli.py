@@ -15,12 +15,14 @@ from pathlib import Path
 
 import grpc
 
+from emomesh.labels import modality_name, polarity_name, status_name
+from emomesh.ports import local_address
 from emomesh.render import distribution_lines, top_text
 from emomesh.server import grpc_options
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 
-DEFAULT_FUSION_ADDRESS = "127.0.0.1:50054"
+DEFAULT_FUSION_ADDRESS = local_address("fusion")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -57,18 +59,12 @@ def analyze(
     return response
 
 
-def _name(enum: object, value: int, prefix: str) -> str:
-    return enum.Name(value).removeprefix(prefix).lower()  # type: ignore[attr-defined]
-
-
 def format_response(response: fusion_pb2.AnalyzeResponse) -> str:
     fused = response.fused
     lines = [f"Analyze: {response.latency_ms:.1f} ms server-side"]
     if fused.HasField("distribution"):
-        weights = ", ".join(
-            f"{_name(common_pb2.Modality, w.modality, 'MODALITY_')} {w.weight:.2f}" for w in fused.weights
-        )
-        polarity = _name(common_pb2.Polarity, fused.polarity, "POLARITY_")
+        weights = ", ".join(f"{modality_name(w.modality)} {w.weight:.2f}" for w in fused.weights)
+        polarity = polarity_name(fused.polarity)
         lines.append(f"fused: {top_text(fused.distribution)}, polarity {polarity}, weights {weights}")
         lines.extend(distribution_lines(fused.distribution, top_k=3))
     else:
@@ -76,8 +72,8 @@ def format_response(response: fusion_pb2.AnalyzeResponse) -> str:
     if fused.conflict:
         lines.append(f"conflict: {fused.conflict_detail}")
     for result in response.modalities:
-        name = _name(common_pb2.Modality, result.modality, "MODALITY_")
-        status = _name(common_pb2.ModalityStatus, result.status, "MODALITY_STATUS_")
+        name = modality_name(result.modality)
+        status = status_name(result.status)
         line = f"  {name:<6} {status:<14} {result.latency_ms:7.1f} ms"
         if result.HasField("distribution"):
             line += f"  {top_text(result.distribution)}"

@@ -6,8 +6,9 @@ emomesh demo                       start the stack, analyse the bundled samples,
 emomesh analyze --image face.jpg   analyse a file through a running stack
 emomesh health                     readiness of every service of a running stack, and why not
 emomesh eval /data/fer2013 --split val   accuracy of a running stack on a labelled dataset
-emomesh bench --out runs/bench/all.json  latency/throughput of an embedded stack vs in-process models
 emomesh triton render --variant gpu --out deploy/triton/models
+
+Benchmarks run from a checkout with `python -m bench` (bench/ measures the library and is not part of it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from emomesh import analyze_cli
 from emomesh.evaluation import cli as eval_cli
 from emomesh.paths import MODEL_REPOSITORY
+from emomesh.ports import local_address
 from emomesh.stack import SERVICES, Stack, StackConfig
 from emomesh.supervisor import GaveUp
 from emomesh.triton_repo import RenderOptions, render_repository
@@ -62,7 +64,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from emomesh.readiness import check_health
 
-    addresses = {spec.name: f"127.0.0.1:{spec.default_port}" for spec in SERVICES}
+    addresses = {spec.name: local_address(spec.name) for spec in SERVICES}
     for override in args.address:
         name, _, address = override.partition("=")
         if name not in addresses or not address:
@@ -75,24 +77,6 @@ def cmd_health(args: argparse.Namespace) -> int:
         ok &= report.serving
         print(f"{name:<8} {address:<18} {report.status:<12} {report.reason}".rstrip())
     return 0 if ok else 1
-
-
-def _bench_importable() -> bool:
-    # bench/ lives at the repository root, next to src/: importable when running from a checkout.
-    from emomesh.paths import PROJECT_ROOT
-
-    if (PROJECT_ROOT / "bench" / "run_all.py").is_file() and str(PROJECT_ROOT) not in sys.path:
-        sys.path.append(str(PROJECT_ROOT))
-    return (PROJECT_ROOT / "bench" / "run_all.py").is_file()
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    if not _bench_importable():
-        print("emomesh bench runs from a source checkout (bench/ is not installed)", file=sys.stderr)
-        return 2
-    from bench import run_all
-
-    return run_all.run(args)
 
 
 def cmd_triton_render(args: argparse.Namespace) -> int:
@@ -147,13 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_cli.add_arguments(evaluate)
     evaluate.set_defaults(func=eval_cli.cmd_eval)
-
-    bench = sub.add_parser("bench", help="latency/throughput of an embedded stack against in-process models")
-    if _bench_importable():
-        from bench.options import add_arguments as add_bench_arguments
-
-        add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
 
     triton = sub.add_parser("triton", help="Triton model repository tools")
     triton_sub = triton.add_subparsers(dest="triton_command", required=True)

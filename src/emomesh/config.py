@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from emomesh.ports import LOOPBACK, METRICS_PORT_OFFSET, TRITON_GRPC_PORT
+
 
 class ConfigError(ValueError):
     """A variable is missing or cannot be parsed."""
@@ -83,8 +85,8 @@ class ServerSettings:
         env = Env(f"EMOMESH_{service.upper()}_", environ)
         shared = Env("EMOMESH_", environ)
         return cls(
-            listen=env.get_str("LISTEN", f"127.0.0.1:{default_port}"),
-            metrics_port=env.get_int("METRICS_PORT", default_port + 1000, minimum=0),
+            listen=env.get_str("LISTEN", f"{LOOPBACK}:{default_port}"),
+            metrics_port=env.get_int("METRICS_PORT", default_port + METRICS_PORT_OFFSET, minimum=0),
             grace_s=env.get_float("GRACE_S", shared.get_float("GRACE_S", 5.0), minimum=0),
             max_message_bytes=env.get_int(
                 "MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
@@ -104,4 +106,5 @@ class TritonSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TritonSettings:
         env = Env("EMOMESH_TRITON_", environ)
-        return cls(url=env.get_str("URL", "127.0.0.1:8001"), timeout_s=env.get_float("TIMEOUT_S", 10.0, minimum=0.001))
+        url = env.get_str("URL", f"{LOOPBACK}:{TRITON_GRPC_PORT}")
+        return cls(url=url, timeout_s=env.get_float("TIMEOUT_S", 10.0, minimum=0.001))

@@ -1,4 +1,6 @@
-"""The 7-class label set, derived from the proto enum so there is exactly one source of truth."""
+"""The 7-class label set and the other names of the contract's enums (modalities, polarities,
+statuses), derived from the proto enums so there is exactly one source of truth; the label maps
+(dataset names, polarity) that go with them."""
 
 from __future__ import annotations
 
@@ -17,6 +19,28 @@ LABELS: tuple[str, ...] = tuple(
 )
 NUM_LABELS = len(LABELS)
 
+# ("vision", "audio", "text") by Modality: the enum without UNSPECIFIED, in number order. The one name of
+# each modality in weights files, caches, metric labels, logs, conflict details and LLM prompts.
+MODALITY_NAMES: dict[common_pb2.Modality, str] = {
+    common_pb2.Modality.Value(name): name.removeprefix("MODALITY_").lower()
+    for name, number in sorted(common_pb2.Modality.items(), key=lambda item: item[1])
+    if number != common_pb2.MODALITY_UNSPECIFIED
+}
+MODALITY_BY_NAME: dict[str, common_pb2.Modality] = {name: number for number, name in MODALITY_NAMES.items()}
+
+# How the text corpora name the 7 classes: Ekman's six basic emotions plus neutral. MELD labels its
+# utterances with these names; GoEmotions groups its 27 fine labels under the six in its
+# ekman_mapping.json and has neutral as a label of its own.
+EKMAN_TO_LABEL: dict[str, str] = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "joy": "happy",
+    "sadness": "sad",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
+
 # Polarity of each label. Surprise is ambiguous in valence (it can be good or bad news), so it is
 # counted as neutral, as is neutral itself; happy is the only positive basic emotion.
 POLARITY_OF_LABEL: dict[str, common_pb2.Polarity] = {
@@ -28,6 +52,21 @@ POLARITY_OF_LABEL: dict[str, common_pb2.Polarity] = {
     "surprise": common_pb2.POLARITY_NEUTRAL,
     "neutral": common_pb2.POLARITY_NEUTRAL,
 }
+
+
+def modality_name(modality: int) -> str:
+    """The modality's name: vision, audio, text (MODALITY_NAMES), or unspecified."""
+    return common_pb2.Modality.Name(modality).removeprefix("MODALITY_").lower()
+
+
+def polarity_name(polarity: int) -> str:
+    """The polarity as a word: negative, neutral, positive, or unspecified."""
+    return common_pb2.Polarity.Name(polarity).removeprefix("POLARITY_").lower()
+
+
+def status_name(status: int) -> str:
+    """A ModalityStatus as words: "ok", "timed_out", "low_confidence"..."""
+    return common_pb2.ModalityStatus.Name(status).removeprefix("MODALITY_STATUS_").lower()
 
 
 def label_index(label: str) -> int:
@@ -67,14 +106,19 @@ def top_label(dist: common_pb2.EmotionDistribution) -> str:
     return LABELS[int(np.argmax(probs_from_distribution(dist)))]
 
 
-def polarity_of(probs: Sequence[float] | np.ndarray) -> common_pb2.Polarity:
-    """3-class polarity of a distribution: the polarity class with the most probability mass."""
-    arr = normalize_probs(probs)
+def polarity_mass(probs: Sequence[float] | np.ndarray) -> dict[common_pb2.Polarity, float]:
+    """Probability mass of each polarity class (POLARITY_OF_LABEL) in a distribution in LABELS order."""
     mass: dict[common_pb2.Polarity, float] = {
         common_pb2.POLARITY_NEGATIVE: 0.0,
         common_pb2.POLARITY_NEUTRAL: 0.0,
         common_pb2.POLARITY_POSITIVE: 0.0,
     }
-    for label, p in zip(LABELS, arr, strict=True):
+    for label, p in zip(LABELS, np.asarray(probs).reshape(-1), strict=True):
         mass[POLARITY_OF_LABEL[label]] += float(p)
+    return mass
+
+
+def polarity_of(probs: Sequence[float] | np.ndarray) -> common_pb2.Polarity:
+    """3-class polarity of a distribution: the polarity class with the most probability mass."""
+    mass = polarity_mass(normalize_probs(probs))
     return max(mass, key=lambda k: mass[k])

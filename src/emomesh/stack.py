@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emomesh.paths import PROJECT_ROOT
+from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, service_port
 from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
 from emomesh.supervisor import RestartPolicy, Supervised, Supervisor
 from emomesh.triton_repo import RenderOptions, render_repository
@@ -30,22 +31,25 @@ log = logging.getLogger(__name__)
 class ServiceSpec:
     name: str
     module: str
-    default_port: int
     # Other services it calls: their addresses are passed as EMOMESH_<NAME>_<DEP>_ADDR.
     depends_on: tuple[str, ...] = ()
     needs_redis: bool = False
     # Serves a Triton model: not ready without Triton, and restarted only once Triton is ready.
     needs_triton: bool = False
 
+    @property
+    def default_port(self) -> int:
+        return service_port(self.name)
+
 
 # Services with dependencies start after the others are SERVING; all wait for health before the
 # stack is "up".
 SERVICES: tuple[ServiceSpec, ...] = (
-    ServiceSpec("vision", "services.vision.server", 50051, needs_triton=True),
-    ServiceSpec("audio", "services.audio.server", 50052, needs_triton=True),
-    ServiceSpec("text", "services.text.server", 50053, needs_triton=True),
-    ServiceSpec("fusion", "services.fusion.server", 50054, depends_on=("vision", "audio", "text")),
-    ServiceSpec("dialog", "services.dialog.server", 50055, needs_redis=True),
+    ServiceSpec("vision", "services.vision.server", needs_triton=True),
+    ServiceSpec("audio", "services.audio.server", needs_triton=True),
+    ServiceSpec("text", "services.text.server", needs_triton=True),
+    ServiceSpec("fusion", "services.fusion.server", depends_on=("vision", "audio", "text")),
+    ServiceSpec("dialog", "services.dialog.server", needs_redis=True),
 )
 
 
@@ -54,9 +58,9 @@ class StackConfig:
     state_dir: Path = PROJECT_ROOT / ".stack"
     # 0 = pick a free port (tests); the defaults are the documented ports.
     triton_ports: TritonPorts = field(default_factory=TritonPorts)
-    redis_port: int = 6379
+    redis_port: int = REDIS_PORT
     service_ports: dict[str, int] = field(default_factory=dict)
-    # Metrics ports default to the gRPC port + 1000 (the documented layout); ephemeral stacks pick
+    # Metrics ports default to the gRPC port + 1000 (the documented layout, emomesh.ports); ephemeral stacks pick
     # them free as well, since a free gRPC port says nothing about the port 1000 above it.
     metrics_ports: dict[str, int] = field(default_factory=dict)
     services: tuple[str, ...] = tuple(s.name for s in SERVICES)
@@ -81,7 +85,7 @@ class StackConfig:
         return self.service_ports.get(service, spec.default_port)
 
     def metrics_port(self, service: str) -> int:
-        return self.metrics_ports.get(service, self.port(service) + 1000)
+        return self.metrics_ports.get(service, self.port(service) + METRICS_PORT_OFFSET)
 
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.port(service)}"

@@ -15,7 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from emomesh.paths import MODEL_REPOSITORY, TRITON_DIR
+from emomesh.paths import MODEL_REPOSITORY, TRITON_DIR, model_file
 
 VARIANTS = ("local", "gpu")
 
@@ -61,7 +61,7 @@ def render_repository(
     for name, model in load_specs().items():
         if only is not None and name not in only:
             continue
-        onnx_path = source / name / "1" / "model.onnx"
+        onnx_path = model_file(name, source)
         if not onnx_path.exists():
             continue
         model_dir = out / name
@@ -69,7 +69,7 @@ def render_repository(
         (model_dir / "config.pbtxt").write_text(render_config(name, model, options))
         if options.variant == "local":
             shutil.copyfile(TRITON_DIR / "python_backend_model.py", model_dir / "1" / "model.py")
-            link = model_dir / "1" / "model.onnx"
+            link = model_file(name, out)
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(onnx_path.resolve())

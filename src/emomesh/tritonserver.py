@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from emomesh.ports import TRITON_GRPC_PORT, TRITON_HTTP_PORT, TRITON_METRICS_PORT
 from emomesh.procs import kill_process_group
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,9 @@ class TritonNotInstalled(RuntimeError):
 
 @dataclass(frozen=True)
 class TritonPorts:
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
+    http: int = TRITON_HTTP_PORT
+    grpc: int = TRITON_GRPC_PORT
+    metrics: int = TRITON_METRICS_PORT
 
 
 def _pytriton_root() -> Path:

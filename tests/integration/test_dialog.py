@@ -149,7 +149,7 @@ async def test_chat_streams_deltas_in_order_and_the_prompt_carries_persona_emoti
     assert messages[0]["role"] == "system"
     assert "Carl Rogers" in system
     assert "Fused emotion: happy (confidence 0.70)" in system
-    assert "- words: ok; happy 70%" in system
+    assert "- text: ok; happy 70%" in system
     assert "earlier user turns, oldest first: sad." in system
     assert "Trust the modalities differently" in system and "## Safety rules" in system
 
@@ -331,7 +331,7 @@ async def test_unreachable_llm_falls_back(redis_server: RedisServer) -> None:
                 ]
             )
         )
-        assert described.info.fallback and "words channel points to angry" in described.analysis
+        assert described.info.fallback and "text channel points to angry" in described.analysis
 
 
 async def test_without_an_api_key_every_reply_is_an_offline_fallback(

@@ -25,22 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emomesh.labels import LABELS
+from emomesh.labels import EKMAN_TO_LABEL, LABELS
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus", ".webm"})
 TASKS = ("classification", "regression", "sentiment")
-
-# GoEmotions' Ekman groups -> project labels (`neutral` is its own GoEmotions label).
-EKMAN_TO_LABEL = {
-    "anger": "angry",
-    "disgust": "disgust",
-    "fear": "fear",
-    "joy": "happy",
-    "sadness": "sad",
-    "surprise": "surprise",
-}
-MELD_TO_LABEL = {**EKMAN_TO_LABEL, "neutral": "neutral"}
 
 
 @dataclass(frozen=True)
@@ -213,7 +202,7 @@ def goemotions(path: Path, split: str | None = None) -> list[Sample]:
     folder = tsv.parent
     names = (folder / "emotions.txt").read_text(encoding="utf-8").split()
     groups = json.loads((folder / "ekman_mapping.json").read_text(encoding="utf-8"))
-    to_label = {"neutral": "neutral"}
+    to_label = {"neutral": EKMAN_TO_LABEL["neutral"]}
     for group, members in groups.items():
         for member in members:
             to_label[member] = EKMAN_TO_LABEL[group]
@@ -247,12 +236,12 @@ def meld(path: Path, split: str | None = None) -> list[Sample]:
     samples = []
     for line, row in enumerate(rows, start=2):
         emotion = row["Emotion"].strip().lower()
-        if emotion not in MELD_TO_LABEL:
+        if emotion not in EKMAN_TO_LABEL:
             raise ValueError(f"{csv_path}:{line}: emotion {row['Emotion']!r} is not a MELD emotion")
         # MELD's transcripts encode some apostrophes as cp1252 bytes or typographic quotes.
         text = row["Utterance"].replace("\x92", "'").replace("\u2019", "'")
         row_id = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}" if "Dialogue_ID" in row else f"line{line}"
-        samples.append(Sample(id=row_id, label=MELD_TO_LABEL[emotion], text=text))
+        samples.append(Sample(id=row_id, label=EKMAN_TO_LABEL[emotion], text=text))
     return samples
 
 

@@ -1,7 +1,9 @@
 """Evaluation metrics in plain NumPy (no scikit-learn at run time): classification over the project's
 label set, regression (valence/arousal: CCC, MAE, Pearson) and MOSI-style sentiment (MAE, correlation,
 binary and 7-class accuracy), and the projections that turn a 7-class distribution into a valence,
-arousal or sentiment estimate (the services answer only distributions).
+arousal or sentiment estimate (the services answer only distributions). The F1 functions on class
+indices (`confusion_matrix`, `f1_per_class`, `macro_f1`, `weighted_f1`) are the project's one F1:
+the training, export and weight-search scripts score with them too.
 
 A prediction may be missing (`None`): the service found no face, no speech... Such samples count as
 wrong for accuracy and recall and appear in their own confusion-matrix column, so a model cannot look
@@ -14,9 +16,46 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from emomesh.labels import LABELS
+from emomesh.labels import LABELS, NUM_LABELS, POLARITY_OF_LABEL
+from emotion.common.v1 import common_pb2
 
 NO_PREDICTION = "(none)"
+
+
+def confusion_matrix(
+    truth: Sequence[int] | np.ndarray, predicted: Sequence[int] | np.ndarray, num_classes: int = NUM_LABELS
+) -> np.ndarray:
+    """Counts of (true class, predicted class) over class indices: rows truth, columns prediction."""
+    t = np.asarray(truth, dtype=np.int64)
+    p = np.asarray(predicted, dtype=np.int64)
+    if t.shape != p.shape:
+        raise ValueError(f"{len(t)} labels but {len(p)} predictions")
+    return np.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def f1_per_class(confusion: np.ndarray) -> np.ndarray:
+    """F1 of each class of a confusion matrix (rows: true class; columns: predicted class, and columns
+    past the last class, such as "no prediction", count against recall only): 2 TP / (support +
+    predicted), the harmonic mean of precision and recall; 0 for a class never true nor predicted."""
+    classes = confusion.shape[0]
+    true_positives = np.diag(confusion[:, :classes]).astype(np.float64)
+    denominator = (confusion.sum(axis=1) + confusion[:, :classes].sum(axis=0)).astype(np.float64)
+    return np.divide(2 * true_positives, denominator, out=np.zeros(classes), where=denominator > 0)
+
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Mean F1 over the classes that occur in the truth: a dataset without a class (CK+48 has no
+    neutral, EmoDB no surprise) is not marked down for a class it cannot test; predicting that class
+    still costs the true class its recall."""
+    present = confusion.sum(axis=1) > 0
+    return float(f1_per_class(confusion)[present].mean()) if present.any() else 0.0
+
+
+def weighted_f1(confusion: np.ndarray) -> float:
+    """F1 averaged with the support of each class as its weight (scikit-learn's average="weighted")."""
+    support = confusion.sum(axis=1)
+    total = int(support.sum())
+    return float(f1_per_class(confusion) @ support / total) if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -25,9 +64,7 @@ class ClassificationMetrics:
     # Rows: true label (labels order); columns: predicted label, then NO_PREDICTION.
     confusion: np.ndarray
     accuracy: float
-    # Macro-F1 over the labels that occur in the ground truth (a dataset without `neutral`, like
-    # CK+48, is not marked down for a class it cannot test; predicting neutral there still costs
-    # precision nowhere but recall of the true class).
+    # Macro-F1 over the labels that occur in the ground truth (see `macro_f1`).
     macro_f1: float
     # F1 averaged with the support of each label as its weight (scikit-learn's average="weighted").
     weighted_f1: float
@@ -74,21 +111,20 @@ def classification_metrics(
     support_arr = confusion.sum(axis=1)
     correct = np.diag(confusion[:, : len(labels)])
     predicted_count = confusion[:, : len(labels)].sum(axis=0)
+    f1_arr = f1_per_class(confusion)
     recall, precision, f1, support = {}, {}, {}, {}
     for i, label in enumerate(labels):
-        rec = float(correct[i] / support_arr[i]) if support_arr[i] else 0.0
-        prec = float(correct[i] / predicted_count[i]) if predicted_count[i] else 0.0
-        recall[label], precision[label] = rec, prec
-        f1[label] = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        recall[label] = float(correct[i] / support_arr[i]) if support_arr[i] else 0.0
+        precision[label] = float(correct[i] / predicted_count[i]) if predicted_count[i] else 0.0
+        f1[label] = float(f1_arr[i])
         support[label] = int(support_arr[i])
-    present = [label for label in labels if support[label] > 0]
     total = len(truth)
     return ClassificationMetrics(
         labels=tuple(labels),
         confusion=confusion,
         accuracy=float(correct.sum() / total) if total else 0.0,
-        macro_f1=float(np.mean([f1[label] for label in present])) if present else 0.0,
-        weighted_f1=float(sum(f1[label] * support[label] for label in present) / total) if total else 0.0,
+        macro_f1=macro_f1(confusion),
+        weighted_f1=weighted_f1(confusion),
         recall=recall,
         precision=precision,
         f1=f1,
@@ -111,15 +147,11 @@ CIRCUMPLEX: dict[str, tuple[float, float]] = {
     "surprise": (0.2, 0.8),
     "neutral": (0.0, 0.0),
 }
-# Sentiment sign of each label, the polarity used by fusion (surprise counts as neutral).
+# Sentiment sign of each label: its polarity (emomesh.labels.POLARITY_OF_LABEL, the one fusion uses;
+# surprise counts as neutral).
 SENTIMENT_SIGN: dict[str, float] = {
-    "angry": -1.0,
-    "disgust": -1.0,
-    "fear": -1.0,
-    "happy": 1.0,
-    "sad": -1.0,
-    "surprise": 0.0,
-    "neutral": 0.0,
+    label: {common_pb2.POLARITY_POSITIVE: 1.0, common_pb2.POLARITY_NEGATIVE: -1.0}.get(polarity, 0.0)
+    for label, polarity in POLARITY_OF_LABEL.items()
 }
 SENTIMENT_SCALE = 3.0
 
@@ -234,19 +266,11 @@ def sentiment_metrics(truth: Sequence[float], predicted: Sequence[float | None])
     truth_positive = t[non_zero] > 0
     # A missing prediction takes the sign opposite to the truth: wrong whichever way.
     predicted_positive = np.where(missing[non_zero], ~truth_positive, p[non_zero] > 0)
-    f1_2 = 0.0
-    if non_zero.any():
-        for positive in (True, False):
-            tp = int(np.sum((truth_positive == positive) & (predicted_positive == positive)))
-            fp = int(np.sum((truth_positive != positive) & (predicted_positive == positive)))
-            fn = int(np.sum((truth_positive == positive) & (predicted_positive != positive)))
-            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-            f1_2 += f1 * int(np.sum(truth_positive == positive)) / int(non_zero.sum())
     return SentimentMetrics(
         mae=float(np.mean(np.abs(t - p))),
         pearson=pearson(t, p),
         acc2=float(np.mean(truth_positive == predicted_positive)) if non_zero.any() else 0.0,
-        f1_2=f1_2,
+        f1_2=weighted_f1(confusion_matrix(truth_positive, predicted_positive, num_classes=2)),
         acc7=float(np.mean((_seven_class(t) == _seven_class(p)) & ~missing)),
         total=len(t),
         non_zero=int(non_zero.sum()),

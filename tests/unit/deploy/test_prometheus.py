@@ -11,12 +11,10 @@ import pytest
 import yaml
 
 from emomesh.paths import PROJECT_ROOT
-from emomesh.stack import SERVICES
+from emomesh.ports import SERVICE_PORTS, TRITON_METRICS_PORT, metrics_port
 from tests.tools import require_tool
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
-# Every service of the contract, deployed or not yet in the embedded stack.
-ALL_SERVICES = {"vision": 50051, "audio": 50052, "text": 50053, "fusion": 50054, "dialog": 50055}
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -54,21 +52,21 @@ def jobs(config_name: str) -> dict[str, dict[str, Any]]:
 
 def test_kubernetes_config_scrapes_every_service_and_triton_on_metrics_ports() -> None:
     scraped = jobs("prometheus.yml")
-    assert set(scraped) == {*ALL_SERVICES, "triton"}
+    assert set(scraped) == {*SERVICE_PORTS, "triton"}
     for name, job in scraped.items():
         (sd,) = job["dns_sd_configs"]
         assert sd["names"] == [f"{name}.emomesh.svc.cluster.local"]
-        assert sd["port"] == (8002 if name == "triton" else ALL_SERVICES[name] + 1000)
+        assert sd["port"] == (TRITON_METRICS_PORT if name == "triton" else metrics_port(name))
 
 
 def test_local_config_matches_the_embedded_stack_default_ports() -> None:
     scraped = jobs("prometheus.local.yml")
-    assert set(scraped) == {*ALL_SERVICES, "triton"}
-    for spec in SERVICES:
-        assert spec.default_port == ALL_SERVICES[spec.name]
-        targets = scraped[spec.name]["static_configs"][0]["targets"]
-        assert targets == [f"127.0.0.1:{spec.default_port + 1000}"]
-    assert scraped["triton"]["static_configs"][0]["targets"] == ["127.0.0.1:8002"]
+    assert set(scraped) == {*SERVICE_PORTS, "triton"}
+    for name in SERVICE_PORTS:
+        targets = scraped[name]["static_configs"][0]["targets"]
+        assert targets == [f"127.0.0.1:{metrics_port(name)}"]
+    triton_targets = scraped["triton"]["static_configs"][0]["targets"]
+    assert triton_targets == [f"127.0.0.1:{TRITON_METRICS_PORT}"]
 
 
 def test_every_alert_has_a_severity_summary_and_a_rule_unit_test() -> None:

@@ -21,7 +21,7 @@ def emotion_context(
     fused = common_pb2.FusedEmotion(distribution=distribution_from_probs(one_hot(label)), conflict=conflict)
     if conflict:
         fused.conflicting.extend([common_pb2.MODALITY_VISION, common_pb2.MODALITY_TEXT])
-        fused.conflict_detail = "smiling face, angry words"
+        fused.conflict_detail = "vision happy 0.80 (positive) vs text angry 0.70 (negative): opposite polarity"
     return dialog_pb2.EmotionContext(fused=fused, modalities=modalities)
 
 

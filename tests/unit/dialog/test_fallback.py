@@ -43,7 +43,7 @@ def test_fallback_describe_summarises_each_channel() -> None:
         return dialog_pb2.ModalityClue(modality=modality, distribution=distribution_from_probs(one_hot(label, 0.8)))
 
     agree = BUILDER.fallback_describe([clue(common_pb2.MODALITY_AUDIO, "sad"), clue(common_pb2.MODALITY_TEXT, "sad")])
-    assert "voice channel points to sad (80%)" in agree and "agree, so sad" in agree
+    assert "audio channel points to sad (80%)" in agree and "agree, so sad" in agree
     conflict = BUILDER.fallback_describe(
         [clue(common_pb2.MODALITY_VISION, "happy"), clue(common_pb2.MODALITY_TEXT, "angry")]
     )

@@ -28,9 +28,10 @@ def test_chat_prompt_has_world_view_emotions_persona_and_rules() -> None:
     system = system_of(messages)
     assert "Trust the modalities differently" in system
     assert "Fused emotion: angry (confidence 0.70)" in system
-    assert "CONFLICT: the modalities disagree (face, words): smiling face, angry words" in system
-    assert "- face: ok; happy 80%" in system and "reliability 0.90" in system
-    assert "- voice: timed_out; note: no answer in 2 s" in system
+    # The modalities go by the names fusion uses in its conflict details (emomesh.labels.MODALITY_NAMES).
+    assert "CONFLICT: the modalities disagree (vision, text): vision happy 0.80 (positive) vs text angry" in system
+    assert "- vision: ok; happy 80%" in system and "reliability 0.90" in system
+    assert "- audio: timed_out; note: no answer in 2 s" in system
     assert "Carl Rogers" in system and "unconditional positive regard" in system
     assert "open question" in system
     assert system.index("## Persona") < system.index("## Safety rules")
@@ -103,5 +104,5 @@ def test_describe_prompt_fences_each_clue() -> None:
     system, user = BUILDER.describe_messages(clues)
     assert "open-vocabulary" in system["content"]
     nonce = user["content"].split("<<<CLUE 1 ", 1)[1][:16]
-    assert f"<<<CLUE 1 {nonce}: voice\nhigh pitch, fast tempo\nCLUE 1 {nonce}>>>" in user["content"]
+    assert f"<<<CLUE 1 {nonce}: audio\nhigh pitch, fast tempo\nCLUE 1 {nonce}>>>" in user["content"]
     assert "Classifier scores: angry 60%" in user["content"]

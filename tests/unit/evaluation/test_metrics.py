@@ -4,11 +4,15 @@ import pytest
 from emomesh.evaluation.metrics import (
     classification_metrics,
     concordance_correlation,
+    confusion_matrix,
+    f1_per_class,
+    macro_f1,
     pearson,
     regression_metrics,
     sentiment_metrics,
     sentiment_of,
     valence_arousal_of,
+    weighted_f1,
 )
 from emomesh.labels import LABELS
 
@@ -62,6 +66,30 @@ def test_weighted_f1_matches_scikit_learn() -> None:
     m = classification_metrics(truth, predicted)
     assert m.weighted_f1 == pytest.approx(f1_score(truth, predicted, average="weighted"))
     assert m.as_dict()["weighted_f1"] == m.weighted_f1
+
+
+def test_f1_on_class_indices_matches_hand_computation() -> None:
+    confusion = confusion_matrix([0, 0, 1, 1], [0, 1, 1, 1], num_classes=3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    # class 0: p=1 r=.5 f1=2/3; class 1: p=2/3 r=1 f1=.8; class 2 neither true nor predicted: 0.
+    assert f1_per_class(confusion) == pytest.approx([2 / 3, 0.8, 0.0])
+    assert weighted_f1(confusion) == pytest.approx((2 / 3 + 0.8) / 2)
+    # Macro over the classes present in the truth: class 2 does not count.
+    assert macro_f1(confusion) == pytest.approx((2 / 3 + 0.8) / 2)
+    assert weighted_f1(confusion_matrix([0, 1], [0, 1], num_classes=2)) == pytest.approx(1.0)
+    assert macro_f1(confusion_matrix([], [], num_classes=2)) == weighted_f1(np.zeros((2, 2), np.int64)) == 0.0
+
+
+def test_f1_on_class_indices_matches_scikit_learn() -> None:
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 7, 500)
+    predicted = np.where(rng.random(500) < 0.5, truth, rng.integers(0, 7, 500))
+    confusion = confusion_matrix(truth, predicted)
+    assert f1_per_class(confusion) == pytest.approx(f1_score(truth, predicted, average=None, labels=range(7)))
+    assert macro_f1(confusion) == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert weighted_f1(confusion) == pytest.approx(f1_score(truth, predicted, average="weighted"))
 
 
 def test_concordance_correlation_against_the_formula() -> None:

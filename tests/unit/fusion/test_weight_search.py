@@ -17,7 +17,6 @@ from services.fusion.weight_search import (
     save_cache_npz,
     search,
     simplex_grid,
-    weighted_f1,
 )
 
 
@@ -45,14 +44,6 @@ def test_grid_covers_the_simplex() -> None:
     assert grid.min() >= 0
     with pytest.raises(ValueError, match="divide 1"):
         simplex_grid(0.3)
-
-
-def test_weighted_f1_matches_hand_computation() -> None:
-    y_true = np.array([0, 0, 1, 1])
-    y_pred = np.array([0, 1, 1, 1])
-    # class 0: p=1 r=.5 f1=2/3; class 1: p=2/3 r=1 f1=.8; supports 2 and 2.
-    assert weighted_f1(y_true, y_pred, 2) == pytest.approx((2 / 3 + 0.8) / 2)
-    assert weighted_f1(y_true, y_true, 2) == pytest.approx(1.0)
 
 
 def test_search_finds_the_informative_modality() -> None:
