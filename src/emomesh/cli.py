@@ -56,10 +56,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from emomesh.procs import grpc_healthy
 
+    try:
+        tls = analyze_cli.client_security().tls
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ok = True
     for spec in SERVICES:
         address = f"127.0.0.1:{spec.default_port}"
-        healthy = grpc_healthy(address)
+        healthy = grpc_healthy(address, tls=tls)
         ok &= healthy
         print(f"{spec.name:<8} {address:<18} {'SERVING' if healthy else 'DOWN'}")
     return 0 if ok else 1

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import RedisServer, free_port, grpc_healthy, stop_process, wait_until
+from emomesh.security import ClientTls
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
@@ -57,6 +58,8 @@ class StackConfig:
     services: tuple[str, ...] = tuple(s.name for s in SERVICES)
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # TLS towards the services' gRPC ports, when extra_env gives them certificates (health checks).
+    client_tls: ClientTls | None = None
 
     @classmethod
     def ephemeral(cls, state_dir: Path, services: tuple[str, ...] | None = None) -> StackConfig:
@@ -135,7 +138,7 @@ class Stack:
         for spec in specs:
             address = self.config.address(spec.name)
             wait_until(
-                lambda a=address: grpc_healthy(a),
+                lambda a=address: grpc_healthy(a, tls=self.config.client_tls),
                 120,
                 f"{spec.name} service",
                 self.processes[spec.name],

@@ -66,7 +66,8 @@ class TritonClient:
 
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
-        self._client = triton_aio.InferenceServerClient(url=settings.url)
+        credentials = settings.tls.credentials() if settings.tls is not None else None
+        self._client = triton_aio.InferenceServerClient(url=settings.url, creds=credentials)
 
     async def close(self) -> None:
         await self._client.close()
