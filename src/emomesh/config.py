@@ -114,9 +114,9 @@ class ServerSettings:
             ),
             log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
             metrics_host=env.get_str("METRICS_HOST", listen_host(listen)),
-            health_port=env.get_int("HEALTH_PORT", 0, minimum=0),
-            tls=ServerTls.from_env(env),
-            auth=TokenAuth.from_env(env),
+            health_port=env.get_int("HEALTH_PORT", shared.get_int("HEALTH_PORT", 0, minimum=0), minimum=0),
+            tls=ServerTls.from_env(env, shared),
+            auth=TokenAuth.from_env(env, shared),
         )
 
 

@@ -55,36 +55,68 @@ def current_caller() -> str:
 # -- files -------------------------------------------------------------------------------------------
 
 
-def _pem_path(env: Env, name: str) -> Path | None:
-    """The PEM file named by env variable `name`, checked to exist, be readable and hold PEM data."""
-    value = env.get_optional_str(name)
-    if value is None:
+class _Variables:
+    """Looks a setting up under several prefixes in turn: a service's own, then the shared one."""
+
+    def __init__(self, *envs: Env) -> None:
+        self.envs = envs
+
+    def get(self, name: str) -> tuple[str, str] | None:
+        """(full variable name, value) of the first prefix that sets `name`."""
+        for env in self.envs:
+            value = env.get_optional_str(name)
+            if value is not None:
+                return env.prefix + name, value
         return None
+
+    def name(self, name: str) -> str:
+        return self.envs[0].prefix + name
+
+
+def _pem_path(variables: _Variables, name: str) -> tuple[str, Path] | None:
+    """(variable, path) of the PEM file a variable names, checked to be readable and hold PEM data."""
+    found = variables.get(name)
+    if found is None:
+        return None
+    variable, value = found
     path = Path(value)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{env.prefix}{name}={value}: cannot read it ({exc.strerror or exc})") from exc
+        raise ConfigError(f"{variable}={value}: cannot read it ({exc.strerror or exc})") from exc
     if b"-----BEGIN " not in data:
-        raise ConfigError(f"{env.prefix}{name}={value} is not a PEM file")
-    return path
+        raise ConfigError(f"{variable}={value} is not a PEM file")
+    return variable, path
 
 
-def _check_key_pair(env: Env, cert: Path, key: Path) -> None:
-    """Fails now, not at the first handshake, when the key does not belong to the certificate."""
+def _key_pair(variables: _Variables) -> tuple[Path, Path] | None:
+    """TLS_CERT and TLS_KEY, both or neither; fails now, not at the first handshake, when the key
+    does not belong to the certificate."""
+    cert, key = _pem_path(variables, "TLS_CERT"), _pem_path(variables, "TLS_KEY")
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError(
+            f"{variables.name('TLS_CERT')} and {variables.name('TLS_KEY')} go together: set both or neither"
+        )
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert[1], key[1])
     except ssl.SSLError as exc:
         raise ConfigError(
-            f"{env.prefix}TLS_CERT={cert} and {env.prefix}TLS_KEY={key} are not a certificate and its key ({exc})"
+            f"{cert[0]}={cert[1]} and {key[0]}={key[1]} are not a certificate and its key ({exc})"
         ) from exc
+    return cert[1], key[1]
 
 
-def _check_ca(env: Env, name: str, path: Path) -> None:
+def _ca(variables: _Variables, name: str) -> Path | None:
+    found = _pem_path(variables, name)
+    if found is None:
+        return None
     try:
-        ssl.create_default_context(cafile=str(path))
+        ssl.create_default_context(cafile=str(found[1]))
     except ssl.SSLError as exc:
-        raise ConfigError(f"{env.prefix}{name}={path} holds no usable CA certificate ({exc})") from exc
+        raise ConfigError(f"{found[0]}={found[1]} holds no usable CA certificate ({exc})") from exc
+    return found[1]
 
 
 # -- server side ---------------------------------------------------------------------------------------
@@ -104,18 +136,19 @@ class ServerTls:
         return self.client_ca is not None
 
     @classmethod
-    def from_env(cls, env: Env) -> ServerTls | None:
-        """Reads <prefix>TLS_CERT, TLS_KEY and TLS_CLIENT_CA; None when no certificate is configured."""
-        cert, key, client_ca = (_pem_path(env, name) for name in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA"))
-        if cert is None and key is None:
+    def from_env(cls, env: Env, shared: Env | None = None) -> ServerTls | None:
+        """Reads TLS_CERT, TLS_KEY and TLS_CLIENT_CA under env's prefix, else under shared's; None
+        when no certificate is configured."""
+        variables = _Variables(env, *([shared] if shared is not None else []))
+        pair, client_ca = _key_pair(variables), _ca(variables, "TLS_CLIENT_CA")
+        if pair is None:
             if client_ca is not None:
-                raise ConfigError(f"{env.prefix}TLS_CLIENT_CA needs {env.prefix}TLS_CERT and {env.prefix}TLS_KEY")
+                raise ConfigError(
+                    f"{variables.name('TLS_CLIENT_CA')} needs {variables.name('TLS_CERT')} and "
+                    f"{variables.name('TLS_KEY')}"
+                )
             return None
-        if cert is None or key is None:
-            raise ConfigError(f"{env.prefix}TLS_CERT and {env.prefix}TLS_KEY go together: set both or neither")
-        _check_key_pair(env, cert, key)
-        if client_ca is not None:
-            _check_ca(env, "TLS_CLIENT_CA", client_ca)
+        cert, key = pair
         return cls(cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None)
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -186,22 +219,25 @@ class TokenAuth:
         return cls(tuple((caller, digest) for digest, caller in digests.items()))
 
     @classmethod
-    def from_env(cls, env: Env) -> TokenAuth | None:
-        """Reads <prefix>AUTH_TOKENS_FILE (one `caller:token` per line) and <prefix>AUTH_TOKENS
-        (comma-separated entries); None when neither is set (no authentication)."""
+    def from_env(cls, env: Env, shared: Env | None = None) -> TokenAuth | None:
+        """Reads AUTH_TOKENS_FILE (one `caller:token` per line) and AUTH_TOKENS (comma-separated
+        entries), each under env's prefix, else under shared's; None when neither is set (no
+        authentication)."""
+        variables = _Variables(env, *([shared] if shared is not None else []))
         pairs: list[tuple[str, str]] = []
-        path = env.get_optional_str("AUTH_TOKENS_FILE")
-        if path is not None:
+        found = variables.get("AUTH_TOKENS_FILE")
+        if found is not None:
+            variable, path = found
             try:
                 text = Path(path).read_text()
             except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"{env.prefix}AUTH_TOKENS_FILE={path}: cannot read it ({exc})") from exc
-            pairs += parse_tokens(text.splitlines(), f"{env.prefix}AUTH_TOKENS_FILE={path}")
+                raise ConfigError(f"{variable}={path}: cannot read it ({exc})") from exc
+            pairs += parse_tokens(text.splitlines(), f"{variable}={path}")
             if not pairs:
-                raise ConfigError(f"{env.prefix}AUTH_TOKENS_FILE={path} holds no token")
-        inline = env.get_optional_str("AUTH_TOKENS")
+                raise ConfigError(f"{variable}={path} holds no token")
+        inline = variables.get("AUTH_TOKENS")
         if inline is not None:
-            pairs += parse_tokens(inline.split(","), f"{env.prefix}AUTH_TOKENS")
+            pairs += parse_tokens(inline[1].split(","), inline[0])
         return cls.from_pairs(pairs) if pairs else None
 
     def caller_for(self, token: str) -> str | None:
@@ -343,18 +379,13 @@ class ClientTls:
     def from_env(cls, env: Env) -> ClientTls | None:
         """Reads <prefix>TLS (on/off; on by default once a CA or certificate is given), TLS_CA,
         TLS_CERT and TLS_KEY; None for a plaintext channel."""
-        ca, cert, key = (_pem_path(env, name) for name in ("TLS_CA", "TLS_CERT", "TLS_KEY"))
-        if (cert is None) != (key is None):
-            raise ConfigError(f"{env.prefix}TLS_CERT and {env.prefix}TLS_KEY go together: set both or neither")
-        enabled = env.get_bool("TLS", ca is not None or cert is not None)
-        if not enabled:
-            if ca is not None or cert is not None:
+        variables = _Variables(env)
+        ca, pair = _ca(variables, "TLS_CA"), _key_pair(variables)
+        if not env.get_bool("TLS", ca is not None or pair is not None):
+            if ca is not None or pair is not None:
                 raise ConfigError(f"{env.prefix}TLS is off but TLS files are configured")
             return None
-        if cert is not None and key is not None:
-            _check_key_pair(env, cert, key)
-        if ca is not None:
-            _check_ca(env, "TLS_CA", ca)
+        cert, key = pair if pair is not None else (None, None)
         return cls(
             ca.read_bytes() if ca else None,
             cert.read_bytes() if cert else None,

@@ -217,3 +217,24 @@ def test_fusion_sends_the_shared_token_unless_a_modality_has_its_own(pki: Pki) -
     assert set(plain.outbound.values()) == {ClientSecurity()}
     with pytest.raises(ConfigError, match="EMOMESH_FUSION_VISION_TOKEN: a token is 16 to 4096"):
         FusionSettings.from_env({"EMOMESH_FUSION_VISION_TOKEN": "short"})
+
+
+def test_shared_variables_apply_to_every_service_and_a_services_own_win(pki: Pki, tmp_path: Path) -> None:
+    shared_tokens, own_tokens = tmp_path / "shared", tmp_path / "own"
+    shared_tokens.write_text(f"alice:{ALICE_TOKEN}\n")
+    own_tokens.write_text(f"bob:{BOB_TOKEN}\n")
+    environ = {
+        "EMOMESH_TLS_CERT": str(pki.server.cert),
+        "EMOMESH_TLS_KEY": str(pki.server.key),
+        "EMOMESH_AUTH_TOKENS_FILE": str(shared_tokens),
+        "EMOMESH_HEALTH_PORT": "8090",
+        "EMOMESH_TEXT_AUTH_TOKENS_FILE": str(own_tokens),
+        "EMOMESH_TEXT_HEALTH_PORT": "0",
+    }
+    vision = ServerSettings.from_env("vision", 50051, environ)
+    assert vision.tls is not None and vision.auth is not None and vision.health_port == 8090
+    assert vision.auth.callers == ("alice",)
+    text = ServerSettings.from_env("text", 50053, environ)
+    assert text.auth is not None and text.auth.callers == ("bob",) and text.health_port == 0
+    with pytest.raises(ConfigError, match=r"EMOMESH_VISION_TLS_CERT=.* and EMOMESH_TLS_KEY=.* are not a certificate"):
+        ServerSettings.from_env("vision", 50051, {**environ, "EMOMESH_VISION_TLS_CERT": str(pki.client.cert)})
