@@ -81,6 +81,8 @@ class HistoryStore:
         self.settings = settings
         self.client = client or Redis.from_url(
             settings.redis_url,
+            # A password in the URL wins over this one.
+            password=settings.redis_password,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             # No client-side retries: the caller degrades (reply without history) instead of waiting.

@@ -1,18 +1,20 @@
-"""Dialog sessions belong to their caller: with token auth on, the real dialog server and the real
-redis-server keep each authenticated caller's sessions apart, even under the same session id."""
+"""Dialog security with the real dialog server and real redis-servers: with token auth on, each
+authenticated caller's sessions are kept apart, even under the same session id; a Redis that
+requires a password is used with EMOMESH_REDIS_PASSWORD (and not without it)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 import pytest
+import redis as redis_lib
 from redis.asyncio import Redis
 
-from emomesh.procs import RedisServer
+from emomesh.procs import RedisServer, free_port
 from emomesh.security import ClientSecurity, open_aio_channel
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -28,7 +30,7 @@ BOB_TOKEN = "bob-token-abcdefghijklmnop"
 
 @asynccontextmanager
 async def dialog_as(
-    redis_server: RedisServer, tokens_file: Path
+    redis_server: RedisServer, tokens_file: Path, **extra_env: str
 ) -> AsyncIterator[tuple[str, dialog_pb2_grpc.DialogServiceStub, dialog_pb2_grpc.DialogServiceStub]]:
     """The dialog service with token auth (offline replies: no LLM key): its address and a stub per caller."""
     environ = {
@@ -36,6 +38,7 @@ async def dialog_as(
         "EMOMESH_DIALOG_GRACE_S": "0",
         "EMOMESH_REDIS_URL": redis_server.url,
         "EMOMESH_DIALOG_AUTH_TOKENS_FILE": str(tokens_file),
+        **extra_env,
     }
     server = build_server(DialogSettings.from_env(environ))
     await server.start()
@@ -97,3 +100,33 @@ async def test_a_caller_cannot_read_or_clear_another_callers_session(redis_serve
         await redis.delete(history_key("bob", session))
     finally:
         await redis.aclose()
+
+
+@pytest.fixture
+def redis_with_password(tmp_path: Path) -> Iterator[tuple[RedisServer, str]]:
+    """A redis-server of its own (the session's is shared) that requires a password, as in production."""
+    server = RedisServer(free_port(), tmp_path / "redis", tmp_path / "redis.log")
+    server.start()
+    password = "redis-password-for-this-test"
+    try:
+        with redis_lib.Redis.from_url(server.url) as client:
+            client.config_set("requirepass", password)
+        yield server, password
+    finally:
+        server.stop()
+
+
+async def test_history_reaches_a_redis_that_requires_a_password(
+    redis_with_password: tuple[RedisServer, str], tmp_path: Path
+) -> None:
+    server, password = redis_with_password
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{ALICE_TOKEN}\nbob:{BOB_TOKEN}\n")
+    session = f"pw-{uuid.uuid4().hex[:12]}"
+    async with dialog_as(server, tokens, EMOMESH_REDIS_PASSWORD=password) as (_, alice, _bob):
+        await chat(alice, session, "remember me")
+        info = await chat(alice, session, "still there?")
+        assert info.history_available and info.history_turns == 2
+    async with dialog_as(server, tokens) as (_, alice, _bob):
+        info = await chat(alice, session, "and now?")
+        assert not info.history_available  # NOAUTH: the reply comes, without history
