@@ -28,6 +28,8 @@ from emomesh.triton_repo import RenderOptions, render_repository
 def cmd_up(args: argparse.Namespace) -> int:
     config = StackConfig.ephemeral(args.state_dir) if args.ephemeral_ports else StackConfig(state_dir=args.state_dir)
     config.ort_threads = args.ort_threads
+    # Services given certificates (EMOMESH_TLS_CERT...) are health-checked over TLS (EMOMESH_CLIENT_TLS_*).
+    config.client_tls = analyze_cli.client_security().tls
     with Stack(config) as stack:
         print(stack.describe(), flush=True)
         print("Ctrl-C stops everything.", flush=True)
