@@ -1,9 +1,10 @@
 """Transport security and caller authentication, shared by every Emomesh gRPC server and client.
 
 Servers: TLS (`EMOMESH_<SVC>_TLS_CERT` + `_TLS_KEY`), mutual TLS (plus `_TLS_CLIENT_CA`: clients
-must present a certificate signed by it), and bearer tokens (`_AUTH_TOKENS_FILE`, `_AUTH_TOKENS`):
-lines `caller:token`, so one caller may hold several tokens while they rotate, and every token names
-its caller. The token interceptor answers UNAUTHENTICATED without a valid `authorization: Bearer
+must present a certificate signed by it), and bearer tokens (`_AUTH_TOKENS_FILE`, `_AUTH_TOKENS`),
+each with a shared `EMOMESH_<NAME>` fallback for every service. Token entries are `caller:token`,
+so one caller may hold several tokens while they rotate, and every token names its caller. The
+token interceptor answers UNAUTHENTICATED without a valid `authorization: Bearer
 <token>` metadata entry; health checks stay open (Kubernetes probes carry no credentials),
 reflection does not (it describes the API to whoever can call it, so it asks the same credentials).
 The authenticated caller's name is available to the servicer (`current_caller()`); without token
@@ -40,6 +41,7 @@ AUTHORIZATION_HEADER = "authorization"
 ANONYMOUS_CALLER = "anonymous"
 # Caller names end up in logs and in storage keys (dialog history): a small, safe alphabet.
 CALLER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Printable ASCII without spaces: what fits an HTTP/2 header value as `Bearer <token>`.
 TOKEN = re.compile(r"[\x21-\x7e]{16,4096}")
 # Methods that answer without credentials: probes (kubelet, load balancers) cannot send any.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -52,7 +54,7 @@ def current_caller() -> str:
     return _caller.get()
 
 
-# -- files -------------------------------------------------------------------------------------------
+# -- settings read from the environment -------------------------------------------------------------
 
 
 class _Variables:
