@@ -51,10 +51,12 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMOMESH_HOME=/app \
     EMOMESH_SERVICE=${SERVICE}
 # Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),
-# and write the entry point: listen on all interfaces unless EMOMESH_<SERVICE>_LISTEN says otherwise
-# (the library's default is loopback, for the embedded stack), then exec so that SIGTERM reaches the
-# server for its graceful shutdown. The single quotes are on purpose: the variables expand when the
-# container starts, not at build time.
+# and write the entry point: listen on all interfaces unless
+# EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the embedded
+# stack; metrics and the health port follow the gRPC host), then exec so that SIGTERM reaches the
+# server for its graceful shutdown. In a pod every interface is the pod's own IP, which callers and
+# Prometheus need; who may connect is up to the network policies, TLS and tokens (docs/operations.md). The single quotes
+# are on purpose: the variables expand when the container starts, not at build time.
 # hadolint ignore=SC2016
 RUN port="$(python -m emomesh.ports "${SERVICE}")" \
     && test -f "services/${SERVICE}/server.py" \

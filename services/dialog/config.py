@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emomesh.config import Env, ServerSettings
 from emomesh.ports import LOOPBACK, REDIS_PORT, service_port
@@ -62,12 +62,16 @@ class HistorySettings:
     token_budget: int
     # Turns kept per session in Redis; older ones are trimmed on write so a session cannot grow forever.
     max_stored_turns: int
+    # Redis AUTH password when the URL carries none (EMOMESH_REDIS_PASSWORD, from a Kubernetes Secret).
+    redis_password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> HistorySettings:
         env = Env("EMOMESH_DIALOG_HISTORY_", environ)
+        redis = Env("EMOMESH_REDIS_", environ)
         return cls(
-            redis_url=Env("EMOMESH_REDIS_", environ).get_str("URL", f"redis://{LOOPBACK}:{REDIS_PORT}/0"),
+            redis_url=redis.get_str("URL", f"redis://{LOOPBACK}:{REDIS_PORT}/0"),
+            redis_password=redis.get_optional_str("PASSWORD"),
             redis_timeout_s=env.get_float("REDIS_TIMEOUT_S", 1.0, minimum=0.001),
             ttl_s=env.get_int("TTL_S", 7 * 24 * 3600, minimum=1),
             window_turns=env.get_int("WINDOW_TURNS", 20, minimum=0),

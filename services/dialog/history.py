@@ -1,6 +1,10 @@
 """Per-session conversation history in Redis: one list per session, oldest turn first, each turn a
 JSON object with its role, text, perceived emotion and time.
 
+A session belongs to the caller that created it: the key holds the authenticated caller's name
+(emomesh.security.current_caller(); "anonymous" for every caller of a service without token auth),
+so one caller cannot read or clear another's session even when it knows the session id.
+
 Every call is bounded by a timeout; any Redis failure becomes HistoryUnavailable, which the servicer
 turns into "reply without history" (Chat, Greeting) or UNAVAILABLE (GetHistory, ClearHistory)."""
 
@@ -28,8 +32,9 @@ log = logging.getLogger(__name__)
 
 OUTAGE_LOG_INTERVAL_S = 10.0
 
-# Versioned so that a change of the stored format can live next to old sessions.
-KEY_PREFIX = "emomesh:dialog:v1:history:"
+# Versioned so that a change of the stored format can live next to old sessions. v2: keys are
+# <prefix><caller>:<session id>; v1 keys (no caller) are no longer read and expire with their TTL.
+KEY_PREFIX = "emomesh:dialog:v2:history:"
 
 Role = Literal["user", "assistant"]
 T = TypeVar("T")
@@ -69,21 +74,24 @@ class HistoryUnavailable(Exception):
     """Redis could not be reached, failed or did not answer in time."""
 
 
-def history_key(session_id: str) -> str:
-    return KEY_PREFIX + session_id
+def history_key(caller: str, session_id: str) -> str:
+    # Caller names cannot contain ":" (emomesh.security.CALLER_NAME), so the key is unambiguous.
+    return f"{KEY_PREFIX}{caller}:{session_id}"
 
 
 class TurnHistory(Protocol):
     """What the dialog servicer needs from the history store: HistoryStore (Redis), or a fake in
-    unit tests. Every method raises HistoryUnavailable when the store cannot answer."""
+        unit tests. Sessions belong to the authenticated caller (emomesh.security.current_caller): the
+    same session id of two callers is two sessions. Every method raises HistoryUnavailable when the
+    store cannot answer."""
 
-    async def recent(self, session_id: str) -> list[StoredTurn]: ...
+    async def recent(self, caller: str, session_id: str) -> list[StoredTurn]: ...
 
-    async def all(self, session_id: str) -> list[StoredTurn]: ...
+    async def all(self, caller: str, session_id: str) -> list[StoredTurn]: ...
 
-    async def append(self, session_id: str, turns: Sequence[StoredTurn]) -> None: ...
+    async def append(self, caller: str, session_id: str, turns: Sequence[StoredTurn]) -> None: ...
 
-    async def clear(self, session_id: str) -> bool: ...
+    async def clear(self, caller: str, session_id: str) -> bool: ...
 
 
 class HistoryStore:
@@ -91,6 +99,8 @@ class HistoryStore:
         self.settings = settings
         self.client = client or Redis.from_url(
             settings.redis_url,
+            # A password in the URL wins over this one.
+            password=settings.redis_password,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             # No client-side retries: the caller degrades (reply without history) instead of waiting.
@@ -110,32 +120,33 @@ class HistoryStore:
         self.outage.success()
         return result
 
-    async def recent(self, session_id: str) -> list[StoredTurn]:
+    async def recent(self, caller: str, session_id: str) -> list[StoredTurn]:
         """The last window_turns turns, oldest first. Only the window is read, so a session with a
         huge stored history costs no more than a short one."""
         if self.settings.window_turns == 0:
             return []
-        raw = await self._call("read", self.client.lrange(history_key(session_id), -self.settings.window_turns, -1))
+        key = history_key(caller, session_id)
+        raw = await self._call("read", self.client.lrange(key, -self.settings.window_turns, -1))
         return [turn for turn in map(StoredTurn.from_json, raw) if turn is not None]
 
-    async def all(self, session_id: str) -> list[StoredTurn]:
+    async def all(self, caller: str, session_id: str) -> list[StoredTurn]:
         """Every stored turn (at most max_stored_turns), oldest first."""
-        key = history_key(session_id)
+        key = history_key(caller, session_id)
         raw = await self._call("read", self.client.lrange(key, -self.settings.max_stored_turns, -1))
         return [turn for turn in map(StoredTurn.from_json, raw) if turn is not None]
 
-    async def append(self, session_id: str, turns: Sequence[StoredTurn]) -> None:
+    async def append(self, caller: str, session_id: str, turns: Sequence[StoredTurn]) -> None:
         """Appends turns, trims the list to max_stored_turns and renews the TTL, in one transaction."""
-        key = history_key(session_id)
+        key = history_key(caller, session_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(key, *(turn.to_json() for turn in turns))
         pipe.ltrim(key, -self.settings.max_stored_turns, -1)
         pipe.expire(key, self.settings.ttl_s)
         await self._call("write", pipe.execute())
 
-    async def clear(self, session_id: str) -> bool:
+    async def clear(self, caller: str, session_id: str) -> bool:
         """Deletes the session's history; False when there was none (unknown or expired session)."""
-        deleted = await self._call("delete", self.client.delete(history_key(session_id)))
+        deleted = await self._call("delete", self.client.delete(history_key(caller, session_id)))
         return bool(deleted)
 
     async def close(self) -> None:

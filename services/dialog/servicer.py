@@ -13,6 +13,7 @@ import grpc
 
 from emomesh.errors import InvalidInput, NotFound, Unavailable
 from emomesh.labels import MODALITY_NAMES
+from emomesh.security import current_caller
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -60,13 +61,13 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     async def _recent(self, session_id: str) -> tuple[list[StoredTurn], bool]:
         """(history turns, whether the store answered)."""
         try:
-            return await self.history.recent(session_id), True
+            return await self.history.recent(current_caller(), session_id), True
         except HistoryUnavailable:
             return [], False
 
     async def _store(self, session_id: str, turns: list[StoredTurn]) -> bool:
         try:
-            await self.history.append(session_id, turns)
+            await self.history.append(current_caller(), session_id, turns)
             return True
         except HistoryUnavailable:
             return False
@@ -214,11 +215,12 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     ) -> dialog_pb2.GetHistoryResponse:
         session_id = validate_session_id(request.session_id)
         try:
-            turns = await self.history.all(session_id)
+            turns = await self.history.all(current_caller(), session_id)
         except HistoryUnavailable as exc:
             raise Unavailable(str(exc)) from exc
         if not turns:
             # A session exists from its first Chat turn until its TTL runs out; nothing stored = unknown.
+            # Another caller's session is unknown too: its existence is not revealed.
             raise NotFound(f"session {session_id!r} is unknown or has expired")
         response = dialog_pb2.GetHistoryResponse()
         for turn in turns:
@@ -232,7 +234,7 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     ) -> dialog_pb2.ClearHistoryResponse:
         session_id = validate_session_id(request.session_id)
         try:
-            existed = await self.history.clear(session_id)
+            existed = await self.history.clear(current_caller(), session_id)
         except HistoryUnavailable as exc:
             raise Unavailable(str(exc)) from exc
         if not existed:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emomesh.config import ConfigError, Env, ServerSettings
 from emomesh.ports import service_port
+from emomesh.security import ClientSecurity, read_token
 from services.fusion.fuse import FusionConfig, load_weights_file
 
 DEFAULT_PORT = service_port("fusion")
@@ -32,6 +33,8 @@ class FusionSettings:
     min_call_budget_s: float
     max_request_bytes: int
     max_text_chars: int
+    # TLS and bearer token towards each modality service, by name (vision, audio, text).
+    outbound: Mapping[str, ClientSecurity]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FusionSettings:
@@ -41,6 +44,9 @@ class FusionSettings:
             weights = load_weights_file(weights_file)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"EMOMESH_FUSION_WEIGHTS_FILE={weights_file}: {exc}") from exc
+        # One TLS setting and token for all modality services (EMOMESH_FUSION_OUTBOUND_*); a
+        # service's own token (EMOMESH_FUSION_<MODALITY>_TOKEN) wins over the shared one.
+        outbound = ClientSecurity.from_env(Env("EMOMESH_FUSION_OUTBOUND_", environ))
         return cls(
             server=ServerSettings.from_env("fusion", DEFAULT_PORT, environ),
             fusion=FusionConfig(
@@ -59,4 +65,8 @@ class FusionSettings:
             min_call_budget_s=env.get_float("MIN_CALL_BUDGET_S", 0.02, minimum=0.0),
             max_request_bytes=env.get_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1),
             max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
+            outbound={
+                name: replace(outbound, token=read_token(env, f"{name.upper()}_TOKEN") or outbound.token)
+                for name in ("vision", "audio", "text")
+            },
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from emomesh.errors import InvalidInput, TooLarge
 from emomesh.labels import MODALITY_NAMES, NUM_LABELS
 from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
+from emomesh.security import ClientSecurity, open_aio_channel
 from emomesh.server import grpc_options
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from emotion.common.v1 import common_pb2
@@ -51,7 +52,8 @@ class OrchestratorLimits:
 
 class ModalityClients:
     """One channel per modality service, created once and shared by all calls. An address of None
-    means the deployment has no such service: that modality is then always UNAVAILABLE."""
+    means the deployment has no such service: that modality is then always UNAVAILABLE. `security`
+    gives TLS and the bearer token per modality name (a modality not in it: plaintext, no token)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class ModalityClients:
         audio_addr: str | None,
         text_addr: str | None,
         max_message_bytes: int = 64 * 1024 * 1024,
+        security: Mapping[str, ClientSecurity] | None = None,
     ) -> None:
         # Short reconnect backoff: a restarted modality service (a rolling update, a crash loop that
         # recovers) is used again within seconds instead of after gRPC's default of up to 120 s.
@@ -70,7 +73,9 @@ class ModalityClients:
         ]
         self.addresses = {"vision": vision_addr, "audio": audio_addr, "text": text_addr}
         self._channels = {
-            name: grpc.aio.insecure_channel(addr, options=options) for name, addr in self.addresses.items() if addr
+            name: open_aio_channel(addr, (security or {}).get(name), options)
+            for name, addr in self.addresses.items()
+            if addr
         }
         self.vision = vision_pb2_grpc.VisionServiceStub(self._channels["vision"]) if vision_addr else None
         self.audio = audio_pb2_grpc.AudioServiceStub(self._channels["audio"]) if audio_addr else None

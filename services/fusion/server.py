@@ -17,7 +17,11 @@ SERVICE_NAME = fusion_pb2.DESCRIPTOR.services_by_name["FusionService"].full_name
 
 def build_server(settings: FusionSettings) -> GrpcServer:
     clients = ModalityClients(
-        settings.vision_addr, settings.audio_addr, settings.text_addr, settings.server.max_message_bytes
+        settings.vision_addr,
+        settings.audio_addr,
+        settings.text_addr,
+        settings.server.max_message_bytes,
+        settings.outbound,
     )
     limits = OrchestratorLimits(
         max_deadline_s=settings.max_deadline_s,

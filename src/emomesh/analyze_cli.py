@@ -15,15 +15,24 @@ from pathlib import Path
 
 import grpc
 
+from emomesh.config import Env
 from emomesh.labels import modality_name, polarity_name, status_name
 from emomesh.ports import local_address
 from emomesh.render import distribution_lines, top_text
+from emomesh.security import ClientSecurity, open_channel
 from emomesh.server import grpc_options
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 
 DEFAULT_FUSION_ADDRESS = local_address("fusion")
 DEFAULT_TIMEOUT_S = 60.0
+# TLS and the bearer token of command-line clients (emomesh analyze, emomesh health).
+CLIENT_ENV_PREFIX = "EMOMESH_CLIENT_"
+
+
+def client_security() -> ClientSecurity:
+    """EMOMESH_CLIENT_TLS_CA / _TLS_CERT / _TLS_KEY / _TLS and EMOMESH_CLIENT_TOKEN."""
+    return ClientSecurity.from_env(Env(CLIENT_ENV_PREFIX))
 
 
 def build_request(
@@ -50,9 +59,12 @@ def build_request(
 
 
 def analyze(
-    address: str, request: fusion_pb2.AnalyzeRequest, timeout_s: float = DEFAULT_TIMEOUT_S
+    address: str,
+    request: fusion_pb2.AnalyzeRequest,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    security: ClientSecurity | None = None,
 ) -> fusion_pb2.AnalyzeResponse:
-    with grpc.insecure_channel(address, options=grpc_options(256 * 1024 * 1024)) as channel:
+    with open_channel(address, security, grpc_options(256 * 1024 * 1024)) as channel:
         response: fusion_pb2.AnalyzeResponse = fusion_pb2_grpc.FusionServiceStub(channel).Analyze(
             request, timeout=timeout_s
         )
@@ -100,11 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_analyze(args: argparse.Namespace) -> int:
     try:
         request = build_request(args.image, args.video, args.audio, args.text, not args.no_transcript)
-    except (ValueError, OSError) as exc:
+        security = client_security()
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        response = analyze(args.fusion, request, args.timeout)
+        response = analyze(args.fusion, request, args.timeout, security)
     except grpc.RpcError as err:
         print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
         return 1

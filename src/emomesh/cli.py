@@ -38,6 +38,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         stop.set()
 
     status = 0
+    # Services given certificates (EMOMESH_TLS_CERT...) are health-checked over TLS (EMOMESH_CLIENT_TLS_*).
+    config.client_tls = analyze_cli.client_security().tls
     with Stack(config) as stack:
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
@@ -64,6 +66,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from emomesh.readiness import check_health
 
+    try:
+        tls = analyze_cli.client_security().tls
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     addresses = {spec.name: local_address(spec.name) for spec in SERVICES}
     for override in args.address:
         name, _, address = override.partition("=")
@@ -73,7 +80,7 @@ def cmd_health(args: argparse.Namespace) -> int:
         addresses[name] = address
     ok = True
     for name, address in addresses.items():
-        report = check_health(address, timeout_s=args.timeout)
+        report = check_health(address, timeout_s=args.timeout, tls=tls)
         ok &= report.serving
         print(f"{name:<8} {address:<18} {report.status:<12} {report.reason}".rstrip())
     return 0 if ok else 1

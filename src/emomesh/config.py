@@ -6,6 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emomesh.security import ClientTls, ServerTls, TokenAuth
 
 from emomesh.ports import LOOPBACK, METRICS_PORT_OFFSET, TRITON_GRPC_PORT
 
@@ -68,6 +72,15 @@ class Env:
         raise ConfigError(f"{self.prefix + name}={value!r} is not a boolean")
 
 
+def listen_host(listen: str) -> str:
+    """The host part of a gRPC listen address ("0.0.0.0:50051" -> "0.0.0.0", "[::1]:50051" -> "::1");
+    loopback for addresses without one (unix sockets)."""
+    if listen.startswith("unix:"):
+        return "127.0.0.1"
+    host = listen.rsplit(":", 1)[0] if ":" in listen else listen
+    return host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks."""
@@ -79,13 +92,25 @@ class ServerSettings:
     log_level: str
     # How often readiness (Triton and the model, or fusion's modality services) is re-checked.
     readiness_interval_s: float = 1.0
+    # Where /metrics listens: by default the host gRPC listens on, so a service kept on loopback
+    # does not publish its metrics to the network.
+    metrics_host: str = "127.0.0.1"
+    # A second, plaintext port that serves only grpc.health.v1 (0: none), for probes that cannot
+    # speak TLS (Kubernetes' native gRPC probes) when the gRPC port requires it.
+    health_port: int = 0
+    tls: ServerTls | None = None
+    auth: TokenAuth | None = None
 
     @classmethod
     def from_env(cls, service: str, default_port: int, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        # Imported here: emomesh.security reads its own settings with Env, defined in this module.
+        from emomesh.security import ServerTls, TokenAuth
+
         env = Env(f"EMOMESH_{service.upper()}_", environ)
         shared = Env("EMOMESH_", environ)
+        listen = env.get_str("LISTEN", f"{LOOPBACK}:{default_port}")
         return cls(
-            listen=env.get_str("LISTEN", f"{LOOPBACK}:{default_port}"),
+            listen=listen,
             metrics_port=env.get_int("METRICS_PORT", default_port + METRICS_PORT_OFFSET, minimum=0),
             grace_s=env.get_float("GRACE_S", shared.get_float("GRACE_S", 5.0), minimum=0),
             max_message_bytes=env.get_int(
@@ -93,18 +118,28 @@ class ServerSettings:
             ),
             log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
             readiness_interval_s=env.get_float("READINESS_INTERVAL_S", 1.0, minimum=0.05),
+            metrics_host=env.get_str("METRICS_HOST", listen_host(listen)),
+            health_port=env.get_int("HEALTH_PORT", shared.get_int("HEALTH_PORT", 0, minimum=0), minimum=0),
+            tls=ServerTls.from_env(env, shared),
+            auth=TokenAuth.from_env(env, shared),
         )
 
 
 @dataclass(frozen=True)
 class TritonSettings:
-    """Where Triton is and how long one inference may take."""
+    """Where Triton is, how long one inference may take, and TLS towards it (None: plaintext)."""
 
     url: str
     timeout_s: float
+    tls: ClientTls | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TritonSettings:
+        from emomesh.security import ClientTls
+
         env = Env("EMOMESH_TRITON_", environ)
-        url = env.get_str("URL", f"{LOOPBACK}:{TRITON_GRPC_PORT}")
-        return cls(url=url, timeout_s=env.get_float("TIMEOUT_S", 10.0, minimum=0.001))
+        return cls(
+            url=env.get_str("URL", f"{LOOPBACK}:{TRITON_GRPC_PORT}"),
+            timeout_s=env.get_float("TIMEOUT_S", 10.0, minimum=0.001),
+            tls=ClientTls.from_env(env),
+        )

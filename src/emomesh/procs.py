@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from emomesh.security import ClientSecurity, ClientTls, open_channel
+
 
 def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
@@ -21,8 +23,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls: ClientTls | None = None) -> bool:
+    """True when the server's grpc.health.v1 says SERVING (health needs no token, TLS if the port has it)."""
+    with open_channel(address, ClientSecurity(tls)) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

@@ -26,6 +26,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from emomesh.security import ClientSecurity, ClientTls, open_channel
+
 log = logging.getLogger(__name__)
 
 LIVENESS_SERVICE = "liveness"
@@ -195,10 +197,11 @@ class HealthReport:
         return self.status == "SERVING"
 
 
-def check_health(address: str, timeout_s: float = 2.0) -> HealthReport:
+def check_health(address: str, timeout_s: float = 2.0, tls: ClientTls | None = None) -> HealthReport:
     """Readiness of the service at address, and why it is not ready: its own reason when it gives
-    one, whether the process is alive otherwise, or why it could not be reached."""
-    with grpc.insecure_channel(address) as channel:
+    one, whether the process is alive otherwise, or why it could not be reached. Health needs no
+    token; TLS when the port has it."""
+    with open_channel(address, ClientSecurity(tls)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response, call = stub.Check.with_call(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)

@@ -14,11 +14,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from emomesh.config import ServerSettings
+from emomesh.config import ServerSettings, listen_host
 from emomesh.errors import EmomeshError
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
 from emomesh.readiness import HealthReporter, ReadinessCheck
+from emomesh.security import bind, server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +172,10 @@ class GrpcServer:
         self.name = name
         self.settings = settings
         self.on_stop = on_stop
+        # Observability first: calls rejected by authentication are counted and logged as well.
         self.server = grpc.aio.server(
-            options=grpc_options(settings.max_message_bytes), interceptors=[ObservabilityInterceptor(name)]
+            options=grpc_options(settings.max_message_bytes),
+            interceptors=[ObservabilityInterceptor(name), *server_interceptors(settings.auth)],
         )
         register(self.server)
         self.service_full_names = list(service_full_names)
@@ -186,9 +189,18 @@ class GrpcServer:
             ],
             self.server,
         )
-        self.port = self.server.add_insecure_port(settings.listen)
+        self.port = bind(self.server, settings.listen, settings.tls)
         if self.port == 0:
             raise OSError(f"{name}: cannot listen on {settings.listen}")
+        self.health_server: grpc.aio.Server | None = None
+        if settings.health_port:
+            # The same HealthServicer on a plaintext port of its own: probes see the same status.
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.health_server)
+            host = listen_host(settings.listen)
+            health_address = f"[{host}]:{settings.health_port}" if ":" in host else f"{host}:{settings.health_port}"
+            if self.health_server.add_insecure_port(health_address) == 0:
+                raise OSError(f"{name}: cannot listen on {health_address} (health)")
 
     @property
     def address(self) -> str:
@@ -196,16 +208,27 @@ class GrpcServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        start_metrics_server(self.settings.metrics_port)
+        start_metrics_server(self.settings.metrics_port, self.settings.metrics_host)
         # Readiness first: the port must not answer SERVING before the first check has run.
         await self.health.start()
         await self.server.start()
-        log.info("serving", extra={"fields": {"address": self.address, "metrics_port": self.settings.metrics_port}})
+        if self.health_server is not None:
+            await self.health_server.start()
+        tls = self.settings.tls
+        fields = {
+            "address": self.address,
+            "metrics": f"{self.settings.metrics_host}:{self.settings.metrics_port}",
+            "tls": "off" if tls is None else "mutual" if tls.mutual else "on",
+            "auth": "off" if self.settings.auth is None else "bearer tokens",
+        }
+        log.info("serving", extra={"fields": fields})
 
     async def stop(self) -> None:
         # Probes see NOT_SERVING first, so load balancers stop sending before connections close.
         await self.health.stop()
         await self.server.stop(self.settings.grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         if self.on_stop is not None:
             await self.on_stop()
         log.info("stopped")

@@ -20,6 +20,7 @@ from pathlib import Path
 from emomesh.paths import PROJECT_ROOT
 from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, service_port
 from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
+from emomesh.security import ClientTls
 from emomesh.supervisor import RestartPolicy, Supervised, Supervisor
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
@@ -67,6 +68,8 @@ class StackConfig:
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # TLS towards the services' gRPC ports, when extra_env gives them certificates (health checks).
+    client_tls: ClientTls | None = None
 
     @classmethod
     def ephemeral(cls, state_dir: Path, services: tuple[str, ...] | None = None) -> StackConfig:
@@ -94,8 +97,11 @@ class StackConfig:
 class ServiceProcess:
     """One service's process: `python -m services.<name>.server` with its environment and log."""
 
-    def __init__(self, spec: ServiceSpec, env: dict[str, str], address: str, log_path: Path) -> None:
+    def __init__(
+        self, spec: ServiceSpec, env: dict[str, str], address: str, log_path: Path, tls: ClientTls | None = None
+    ) -> None:
         self.spec, self.env, self.address, self.log_path = spec, env, address, log_path
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -114,7 +120,7 @@ class ServiceProcess:
             )
 
     def is_ready(self) -> bool:
-        return grpc_healthy(self.address)
+        return grpc_healthy(self.address, tls=self.tls)
 
     def clean_up_after_exit(self) -> None:
         if self.process is not None:
@@ -176,7 +182,11 @@ class Stack:
         for wave in ([s for s in specs if not s.depends_on], [s for s in specs if s.depends_on]):
             for spec in wave:
                 service = ServiceProcess(
-                    spec, self.service_env(spec), self.config.address(spec.name), state / "logs" / f"{spec.name}.log"
+                    spec,
+                    self.service_env(spec),
+                    self.config.address(spec.name),
+                    state / "logs" / f"{spec.name}.log",
+                    tls=self.config.client_tls,
                 )
                 self.services[spec.name] = service
                 service.start()

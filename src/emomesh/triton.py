@@ -83,7 +83,8 @@ class TritonClient:
 
     def __init__(self, settings: TritonSettings) -> None:
         self.settings = settings
-        self._client = triton_aio.InferenceServerClient(url=settings.url, channel_args=CHANNEL_ARGS)
+        credentials = settings.tls.credentials() if settings.tls is not None else None
+        self._client = triton_aio.InferenceServerClient(url=settings.url, creds=credentials, channel_args=CHANNEL_ARGS)
 
     @property
     def url(self) -> str:

@@ -18,6 +18,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,11 +124,20 @@ def cleanup_shared_memory() -> None:
 class TritonServer:
     """A tritonserver child process with its ports and log file."""
 
-    def __init__(self, model_repository: Path, state_dir: Path, ports: TritonPorts, log_path: Path) -> None:
+    def __init__(
+        self,
+        model_repository: Path,
+        state_dir: Path,
+        ports: TritonPorts,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.model_repository = model_repository
         self.state_dir = state_dir
         self.ports = ports
         self.log_path = log_path
+        # More tritonserver options (gRPC TLS, explicit model loading...), after the defaults.
+        self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -143,7 +153,7 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            command(self.model_repository, backend_dir, self.ports),
+            [*command(self.model_repository, backend_dir, self.ports), *self.extra_args],
             env=server_env(),
             stdout=log_file,
             stderr=subprocess.STDOUT,

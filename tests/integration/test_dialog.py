@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from emomesh.labels import LABELS, distribution_from_probs
 from emomesh.procs import RedisServer, free_port
+from emomesh.security import ANONYMOUS_CALLER
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -176,7 +177,7 @@ async def test_history_has_a_ttl_survives_a_restart_and_can_be_cleared(
 
     redis = Redis.from_url(redis_server.url)
     try:
-        ttl = await redis.ttl(history_key(session))
+        ttl = await redis.ttl(history_key(ANONYMOUS_CALLER, session))
         assert 0 < ttl <= TTL_S
     finally:
         await redis.aclose()
@@ -244,7 +245,7 @@ async def test_a_long_stored_history_keeps_the_request_bounded(redis_server: Red
             for i in range(10_000)
         ]
         for start in range(0, len(turns), 1000):
-            await redis.rpush(history_key(session), *turns[start : start + 1000])
+            await redis.rpush(history_key(ANONYMOUS_CALLER, session), *turns[start : start + 1000])
         async with dialog_service(settings(redis_server.url, llm.base_url)) as stub:
             _, info = await chat(stub, session_id=session, message="still there?")
             assert 0 < info.history_turns <= WINDOW_TURNS
@@ -255,9 +256,9 @@ async def test_a_long_stored_history_keeps_the_request_bounded(redis_server: Red
             assert history_messages[0]["role"] == "user"
             stored = await stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session))
             assert len(stored.turns) == MAX_STORED_TURNS
-        assert await redis.llen(history_key(session)) == MAX_STORED_TURNS  # trimmed on write
+        assert await redis.llen(history_key(ANONYMOUS_CALLER, session)) == MAX_STORED_TURNS  # trimmed on write
     finally:
-        await redis.delete(history_key(session))
+        await redis.delete(history_key(ANONYMOUS_CALLER, session))
         await redis.aclose()
 
 

@@ -1,13 +1,18 @@
 """k8s/: every overlay renders with kustomize (kubectl's built-in one) and validates offline against
 the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors); the rendered
 objects follow the deployment rules (non-root, read-only root fs, probes, limits, PDBs, HPAs); the
-services' environment, read by their own settings classes, points at the right places."""
+services' environment, read by their own settings classes, points at the right places (secret files
+included); the network policies allow exactly the documented paths between every workload."""
 
 from __future__ import annotations
 
 import importlib
+import json
+import re
 import subprocess
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +28,7 @@ from emomesh.ports import (
     TRITON_METRICS_PORT,
 )
 from emomesh.readiness import LIVENESS_SERVICE
+from tests.pki import Pki, make_pki
 from tests.tools import find_tool, require_module, require_tool
 
 kubernetes_validate = require_module("kubernetes_validate", "pip install kubernetes-validate; the dev extra does")
@@ -53,6 +59,51 @@ def of_kind(docs: tuple[Doc, ...], kind: str) -> dict[str, Doc]:
 
 def env_of(deployment: Doc) -> dict[str, Doc]:
     return {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+
+
+def grpc_probe_port(deployment: Doc, grpc_port: int) -> int:
+    """Where the native gRPC probes must go: the plaintext health port once TLS is on, else gRPC."""
+    health = env_of(deployment).get("EMOMESH_HEALTH_PORT")
+    return int(health["value"]) if health else grpc_port
+
+
+# What each Secret mounted as files holds (the keys the docs tell operators to create).
+SECRET_FILES = {"emomesh-tls": {"tls.crt", "tls.key", "ca.crt"}, "emomesh-auth": {"tokens"}}
+REFERENCED_VALUE = "value-from-a-reference-0123456789"
+
+
+def local_environment(deployment: Doc, pki: Pki, tmp_path: Path) -> dict[str, str]:
+    """The container's environment as the service would see it, with every file a variable names
+    inside a mounted Secret replaced by a local file of the same kind (and checked to be a key of
+    that Secret), and values from references replaced by a placeholder."""
+    pod = deployment["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"fusion:{REFERENCED_VALUE}\n")
+    local_files = {
+        "tls.crt": pki.server.cert,
+        "tls.key": pki.server.key,
+        "ca.crt": pki.ca,
+        "tokens": tokens,
+    }
+    environment = {}
+    for name, entry in env_of(deployment).items():
+        value = entry.get("value", REFERENCED_VALUE)
+        directory, _, file_name = value.rpartition("/")
+        if directory in mounts:
+            secret = secrets[mounts[directory]]
+            keys = {item["path"]: item["key"] for item in secret.get("items", [])} or {k: k for k in local_files}
+            assert file_name in keys, f"{name}={value}: no such file in the mounted secret"
+            assert keys[file_name] in SECRET_FILES[secret["secretName"]], f"{name}: {secret['secretName']}"
+            value = str(local_files[keys[file_name]])
+        environment[name] = value
+    return environment
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -127,19 +178,21 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
     pdbs, hpas = of_kind(docs, "PodDisruptionBudget"), of_kind(docs, "HorizontalPodAutoscaler")
     for name, port in SERVICE_PORTS.items():
         container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+        probe_port = grpc_probe_port(deployments[name], port)
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == port, f"{name} {probe}"
+            assert container[probe]["grpc"]["port"] == probe_port, f"{name} {probe}"
         # Readiness asks for the overall health (no service name: ""), which follows Triton and the
         # model; startup and liveness ask for the name that stays SERVING while the process runs,
         # so a Triton outage takes pods out of the endpoints without restarting them.
         assert container["readinessProbe"]["grpc"].get("service", "") == "", name
         for probe in ("startupProbe", "livenessProbe"):
             assert container[probe]["grpc"]["service"] == LIVENESS_SERVICE, f"{name} {probe}"
-        expected = {"grpc": port, "metrics": port + METRICS_PORT_OFFSET}
-        assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
+        ports = {"grpc": port, "metrics": port + METRICS_PORT_OFFSET}
+        ports |= {"health": probe_port} if probe_port != port else {}
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == ports
         service = services[name]["spec"]
         assert service["clusterIP"] == "None"
-        assert {p["name"]: p["port"] for p in service["ports"]} == expected
+        assert {p["name"]: p["port"] for p in service["ports"]} == {"grpc": port, "metrics": port + METRICS_PORT_OFFSET}
         pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
         for selector in (service["selector"], pdbs[name]["spec"]["selector"]["matchLabels"]):
             assert selector.items() <= pod_labels.items(), name
@@ -151,16 +204,25 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_service_environment_is_understood_by_the_services(overlay: str) -> None:
+def test_service_environment_is_understood_by_the_services(overlay: str, pki: Pki, tmp_path: Path) -> None:
     docs = render(overlay)
     deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
     grpc_ports = {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
+    secured = overlay == "overlays/prod"
     for name, port in SERVICE_PORTS.items():
-        env = {k: e.get("value", "from-a-reference") for k, e in env_of(deployments[name]).items()}
+        env = local_environment(deployments[name], pki, tmp_path)
         module = importlib.import_module(f"services.{name}.config")
         settings = getattr(module, f"{name.capitalize()}Settings").from_env(env)
         assert settings.server.listen == f"0.0.0.0:{port}"
         assert settings.server.metrics_port == port + METRICS_PORT_OFFSET
+        # Prometheus scrapes the pod IP: metrics listen on every interface, as gRPC does.
+        assert settings.server.metrics_host == "0.0.0.0"
+        assert settings.server.health_port == (grpc_probe_port(deployments[name], port) if secured else 0)
+        # Prod: TLS (server side, not mutual) and bearer tokens on every service.
+        assert (settings.server.tls is not None) == secured, name
+        assert (settings.server.auth is not None) == secured, name
+        if secured:
+            assert not settings.server.tls.mutual
         # Stopping (grace) must end before Kubernetes kills the pod.
         grace = deployments[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert settings.server.grace_s + 5 < grace
@@ -168,12 +230,16 @@ def test_service_environment_is_understood_by_the_services(overlay: str) -> None
         if triton is not None:
             host, triton_port = triton.url.split(":")
             assert grpc_ports[host] == int(triton_port) == TRITON_GRPC_PORT, name
+            # Triton takes only clients with a certificate (mutual TLS) in prod.
+            assert (triton.tls is not None and triton.tls.certificate_chain is not None) == secured, name
     fusion = importlib.import_module("services.fusion.config").FusionSettings.from_env(
-        {k: e.get("value", "") for k, e in env_of(deployments["fusion"]).items()}
+        local_environment(deployments["fusion"], pki, tmp_path)
     )
     for dependency in ("vision", "audio", "text"):
         host, dep_port = getattr(fusion, f"{dependency}_addr").split(":")
         assert (host, int(dep_port)) == (dependency, SERVICE_PORTS[dependency])
+        outbound = fusion.outbound[dependency]
+        assert (outbound.tls is not None, outbound.token is not None) == (secured, secured), dependency
 
 
 def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
@@ -186,6 +252,13 @@ def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
     redis_url = env_of(of_kind(docs, "Deployment")["dialog"])["EMOMESH_REDIS_URL"]["valueFrom"]["configMapKeyRef"]
     config_map = of_kind(docs, "ConfigMap")[redis_url["name"]]
     assert config_map["data"][redis_url["key"]] == f"redis://redis:{REDIS_PORT}/0"
+    # The in-cluster Redis requires the password that dialog sends, both from one Secret.
+    redis = of_kind(docs, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    password = {"secretKeyRef": {"name": "emomesh-redis-auth", "key": "password"}}
+    assert env_of(of_kind(docs, "Deployment")["redis"])["REDIS_PASSWORD"]["valueFrom"] == password
+    assert env_of(of_kind(docs, "Deployment")["dialog"])["EMOMESH_REDIS_PASSWORD"]["valueFrom"] == password
     assert "triton" not in of_kind(docs, "HorizontalPodAutoscaler")
 
 
@@ -222,7 +295,151 @@ def test_prod_runs_triton_on_gpus_scaled_on_queue_time_with_managed_redis() -> N
         "name": "EMOMESH_REDIS_URL",
         "valueFrom": {"secretKeyRef": {"name": "emomesh-managed-redis", "key": "url"}},
     }
+    # The managed Redis's password is in the URL or under its own key of the same Secret.
+    assert env_of(of_kind(docs, "Deployment")["dialog"])["EMOMESH_REDIS_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "emomesh-managed-redis", "key": "password", "optional": True}
+    }
     images = {
         c["image"] for d in of_kind(docs, "Deployment").values() for c in d["spec"]["template"]["spec"]["containers"]
     }
     assert all(":" in image and not image.endswith(":latest") for image in images), images
+
+
+def dockerfile_cmd(dockerfile: Path) -> list[str]:
+    text = dockerfile.read_text().replace("\\\n", " ")
+    match = re.search(r"^CMD (\[.*?\])\s*$", text, re.MULTILINE)
+    assert match is not None, dockerfile
+    return list(json.loads(match.group(1)))
+
+
+def test_prod_triton_serves_grpc_with_mutual_tls_and_otherwise_its_images_command() -> None:
+    triton = of_kind(render("overlays/prod"), "Deployment")["triton"]["spec"]["template"]["spec"]
+    args = triton["containers"][0]["args"]
+    command = dockerfile_cmd(PROJECT_ROOT / "deploy" / "docker" / "triton.Dockerfile")
+    # `args` replaces the image's CMD: it must repeat it, then add the TLS options.
+    assert args[: len(command)] == command
+    tls_dir = next(m["mountPath"] for m in triton["containers"][0]["volumeMounts"] if m["name"] == "tls")
+    assert args[len(command) :] == [
+        "--grpc-use-ssl-mutual=true",
+        f"--grpc-server-cert={tls_dir}/tls.crt",
+        f"--grpc-server-key={tls_dir}/tls.key",
+        f"--grpc-root-cert={tls_dir}/ca.crt",
+    ]
+    assert {"name": "tls", "secret": {"secretName": "emomesh-tls", "defaultMode": 0o440}} in triton["volumes"]
+
+
+# -- network policies ----------------------------------------------------------------------------------
+
+NAMESPACE = "emomesh"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A pod (namespace and labels) or an address outside the cluster (namespace None)."""
+
+    name: str
+    namespace: str | None
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+CLIENT = Endpoint("client", "shop", (("emomesh.io/client", "true"),))
+PROMETHEUS = Endpoint("prometheus", "monitoring", (("app.kubernetes.io/name", "prometheus"),))
+STRANGER = Endpoint("stranger", "shop", (("app", "other"),))
+DNS = Endpoint("dns", "kube-system", (("k8s-app", "kube-dns"),))
+INTERNET = Endpoint("internet", None)
+
+
+def selects(selector: Doc | None, labels: dict[str, str]) -> bool:
+    assert set(selector or {}) <= {"matchLabels"}, "only matchLabels selectors are evaluated here"
+    return (selector or {}).get("matchLabels", {}).items() <= labels.items()
+
+
+def peer_matches(peer: Doc, endpoint: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        assert peer["ipBlock"] == {"cidr": "0.0.0.0/0"}, peer
+        return endpoint.namespace is None
+    if endpoint.namespace is None:
+        return False
+    if "namespaceSelector" in peer:
+        namespace_labels = {"kubernetes.io/metadata.name": endpoint.namespace}
+        if not selects(peer["namespaceSelector"], namespace_labels):
+            return False
+    elif endpoint.namespace != NAMESPACE:
+        return False
+    return selects(peer.get("podSelector"), dict(endpoint.labels))
+
+
+def rule_allows(rule: Doc, direction: str, other: Endpoint, port: int) -> bool:
+    peers = rule.get(direction)
+    ports = rule.get("ports")
+    return (peers is None or any(peer_matches(peer, other) for peer in peers)) and (
+        ports is None or any(p["port"] == port and p.get("protocol", "TCP") in ("TCP", "UDP") for p in ports)
+    )
+
+
+def applies_to(policy: Doc, pod: Endpoint, kind: str) -> bool:
+    return kind in policy["spec"]["policyTypes"] and selects(policy["spec"]["podSelector"], dict(pod.labels))
+
+
+def policy_allows(policies: list[Doc], pod: Endpoint, kind: str, other: Endpoint, port: int) -> bool:
+    """Whether the policies of the namespace let `pod` send (Egress) to or receive (Ingress) from
+    `other` on `port`. Pods outside the namespace are not restricted here."""
+    if pod.namespace != NAMESPACE:
+        return True
+    relevant = [p for p in policies if applies_to(p, pod, kind)]
+    if not relevant:
+        return True
+    direction = "to" if kind == "Egress" else "from"
+    return any(rule_allows(rule, direction, other, port) for p in relevant for rule in p["spec"].get(kind.lower(), []))
+
+
+def documented_paths(workloads: dict[str, Endpoint]) -> set[tuple[str, str, int]]:
+    """The paths docs/operations.md ("Security") lists, for the workloads this overlay runs."""
+    paths = set()
+    for name, port in SERVICE_PORTS.items():
+        paths |= {("client", name, port), ("prometheus", name, port + METRICS_PORT_OFFSET)}
+        if name in ("vision", "audio", "text"):
+            paths |= {("fusion", name, port), (name, "triton", 8001)}
+    paths |= {("prometheus", "triton", 8002), ("dialog", "internet", 443)}
+    if "redis" in workloads:
+        paths.add(("dialog", "redis", 6379))
+    else:  # managed Redis, outside the cluster
+        paths |= {("dialog", "internet", 6379), ("dialog", "internet", 6380)}
+    paths |= {(name, "dns", 53) for name in workloads}
+    return paths
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_exactly_the_documented_paths(overlay: str) -> None:
+    docs = render(overlay)
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    deployments = of_kind(docs, "Deployment")
+    workloads = {
+        name: Endpoint(name, NAMESPACE, tuple(d["spec"]["template"]["metadata"]["labels"].items()))
+        for name, d in deployments.items()
+    }
+    # Every workload is under a policy for both directions (the default deny), and one of its own.
+    for name, pod in workloads.items():
+        for kind in ("Ingress", "Egress"):
+            assert any(applies_to(p, pod, kind) for p in policies), (name, kind)
+        assert any(p["spec"]["podSelector"] and applies_to(p, pod, "Ingress") for p in policies), name
+
+    destinations: dict[str, tuple[Endpoint, set[int]]] = {}
+    for name, pod in workloads.items():
+        containers = deployments[name]["spec"]["template"]["spec"]["containers"]
+        destinations[name] = (pod, {p["containerPort"] for c in containers for p in c["ports"]})
+    destinations |= {"dns": (DNS, {53}), "internet": (INTERNET, {443, 6379, 6380, 50051, 8001})}
+    sources = [*workloads.values(), CLIENT, PROMETHEUS, STRANGER]
+    allowed = {
+        (source.name, name, port)
+        for source in sources
+        for name, (destination, ports) in destinations.items()
+        for port in ports
+        if source.name != name
+        and policy_allows(policies, source, "Egress", destination, port)
+        and policy_allows(policies, destination, "Ingress", source, port)
+    }
+    # Callers outside the namespace are restricted only by what its pods accept.
+    external = {"client", "prometheus", "stranger"}
+    beyond = {(s, d, p) for s, d, p in allowed if s in external and d in ("dns", "internet")}
+    assert allowed - beyond == documented_paths(workloads)

@@ -59,19 +59,19 @@ class FakeHistory:
         if self.down:
             raise HistoryUnavailable("history store unavailable (ConnectionError)")
 
-    async def recent(self, session_id: str) -> list[StoredTurn]:
+    async def recent(self, caller: str, session_id: str) -> list[StoredTurn]:
         self._check()
         return self.sessions.get(session_id, [])[-10:]
 
-    async def all(self, session_id: str) -> list[StoredTurn]:
+    async def all(self, caller: str, session_id: str) -> list[StoredTurn]:
         self._check()
         return list(self.sessions.get(session_id, []))
 
-    async def append(self, session_id: str, turns: Sequence[StoredTurn]) -> None:
+    async def append(self, caller: str, session_id: str, turns: Sequence[StoredTurn]) -> None:
         self._check()
         self.sessions.setdefault(session_id, []).extend(turns)
 
-    async def clear(self, session_id: str) -> bool:
+    async def clear(self, caller: str, session_id: str) -> bool:
         self._check()
         return self.sessions.pop(session_id, None) is not None
 
