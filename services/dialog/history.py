@@ -1,8 +1,9 @@
 """Per-session conversation history in Redis: one list per session, oldest turn first, each turn a
 JSON object with its role, text, perceived emotion and time.
 
-Every call is bounded by a timeout; any Redis failure becomes HistoryUnavailable, which the servicer
-turns into "reply without history" (Chat, Greeting) or UNAVAILABLE (GetHistory, ClearHistory)."""
+Every call is bounded by a timeout and traced (a client span each); any Redis failure becomes
+HistoryUnavailable, which the servicer turns into "reply without history" (Chat, Greeting) or
+UNAVAILABLE (GetHistory, ClearHistory)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from emomesh.metrics import REDIS_ERRORS
+from emomesh.tracing import DB_OPERATION, DB_SYSTEM, client_span
 from emotion.common.v1 import common_pb2
 from services.dialog.config import HistorySettings
 
@@ -82,14 +84,16 @@ class HistoryStore:
         )
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
-        try:
-            return await asyncio.wait_for(call, self.settings.redis_timeout_s)
-        except (RedisError, OSError, TimeoutError) as exc:
-            REDIS_ERRORS.labels(operation).inc()
-            log.warning(
-                "redis call failed", extra={"fields": {"operation": operation, "error": f"{type(exc).__name__}: {exc}"}}
-            )
-            raise HistoryUnavailable(f"history store unavailable ({type(exc).__name__})") from exc
+        with client_span(f"redis {operation}", {DB_SYSTEM: "redis", DB_OPERATION: operation}):
+            try:
+                return await asyncio.wait_for(call, self.settings.redis_timeout_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                REDIS_ERRORS.labels(operation).inc()
+                log.warning(
+                    "redis call failed",
+                    extra={"fields": {"operation": operation, "error": f"{type(exc).__name__}: {exc}"}},
+                )
+                raise HistoryUnavailable(f"history store unavailable ({type(exc).__name__})") from exc
 
     async def recent(self, session_id: str) -> list[StoredTurn]:
         """The last window_turns turns, oldest first. Only the window is read, so a session with a

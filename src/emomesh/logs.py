@@ -1,5 +1,6 @@
 """JSON logging with a request id carried in a context variable, so every line logged while
-serving one RPC (in the servicer, the Triton client, a fan-out) names that RPC."""
+serving one RPC (in the servicer, the Triton client, a fan-out) names that RPC, and the trace and
+span ids when the call is traced (emomesh.tracing), so a log line leads to its trace."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import logging
 import sys
 import time
 import uuid
+
+from emomesh.tracing import current_ids, trace_metadata
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -31,7 +34,8 @@ def reset_request_id(token: contextvars.Token[str]) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, service and extras."""
+    """One JSON object per line: time, level, logger, message, request id, service, trace and span ids
+    (inside a traced call) and extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -46,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": get_request_id(),
         }
+        ids = current_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             payload.update(fields)
@@ -64,5 +71,6 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 def outbound_metadata() -> tuple[tuple[str, str], ...]:
-    """Metadata for calls to other services, so one request id follows a request across services."""
-    return ((REQUEST_ID_HEADER, get_request_id()),)
+    """Metadata for calls to other services, so one request id, and the trace, follow a request
+    across services (the W3C trace context of the current span; nothing when tracing is off)."""
+    return ((REQUEST_ID_HEADER, get_request_id()), *trace_metadata())

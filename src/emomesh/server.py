@@ -1,5 +1,5 @@
 """gRPC server bootstrap shared by every service: grpc.aio with health, reflection, request ids,
-metrics, error-to-status mapping and graceful shutdown on SIGTERM/SIGINT."""
+metrics, a trace span per call, error-to-status mapping and graceful shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from emomesh.config import ServerSettings
 from emomesh.errors import EmomeshError
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
+from emomesh.tracing import ServerCallSpan, start_tracing
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +44,20 @@ def _request_id_from(context: grpc.aio.ServicerContext) -> str:
 
 
 class _CallScope:
-    """What the interceptor does around one call: request id, in-flight gauge, latency histogram,
-    and turning exceptions into statuses."""
+    """What the interceptor does around one call: request id, server span, in-flight gauge, latency
+    histogram, and turning exceptions into statuses."""
 
-    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.service, self.method, self.context = service, method, context
+    def __init__(self, service: str, full_method: str, context: grpc.aio.ServicerContext) -> None:
+        self.service, self.full_method, self.context = service, full_method, context
+        self.method = full_method.rsplit("/", 1)[-1]
         self.code = grpc.StatusCode.OK
+        self.message = ""
 
     def __enter__(self) -> _CallScope:
         self.request_id = _request_id_from(self.context)
         self.token = set_request_id(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        self.span = ServerCallSpan(self.full_method, self.context.invocation_metadata(), self.request_id)
         RPC_IN_FLIGHT.labels(self.service, self.method).inc()
         self.start = time.perf_counter()
         return self
@@ -61,7 +65,7 @@ class _CallScope:
     async def fail(self, exc: BaseException) -> None:
         """Aborts the call with the status that exc stands for. Always raises."""
         if isinstance(exc, EmomeshError):
-            self.code = exc.code
+            self.code, self.message = exc.code, exc.message
             log.info(
                 "request rejected",
                 extra={"fields": {"method": self.method, "code": exc.code.name, "reason": exc.message}},
@@ -75,6 +79,7 @@ class _CallScope:
             self.code = self.context.code() or grpc.StatusCode.UNKNOWN
             raise exc
         self.code = grpc.StatusCode.INTERNAL
+        self.span.record_exception(exc)
         log.exception("unhandled error", extra={"fields": {"method": self.method}})
         await self.context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
 
@@ -82,6 +87,7 @@ class _CallScope:
         code = self.code.name if isinstance(self.code, grpc.StatusCode) else str(self.code)
         RPC_LATENCY.labels(self.service, self.method, code).observe(time.perf_counter() - self.start)
         RPC_IN_FLIGHT.labels(self.service, self.method).dec()
+        self.span.end(self.code, self.message)
         reset_request_id(self.token)
 
 
@@ -101,7 +107,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         full_method: str = handler_call_details.method
         if handler is None or full_method.startswith(("/grpc.health.", "/grpc.reflection.")):
             return handler
-        method = full_method.rsplit("/", 1)[-1]
         service = self.service
 
         # Single-response calls (unary and client-streaming) share one wrapper, streaming-response
@@ -110,7 +115,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary or handler.stream_unary
 
             async def single_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _CallScope(service, method, context) as scope:
+                with _CallScope(service, full_method, context) as scope:
                     try:
                         return await inner(request, context)
                     except BaseException as exc:
@@ -122,7 +127,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         inner_stream = handler.unary_stream or handler.stream_stream
 
         async def streaming_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with _CallScope(service, method, context) as scope:
+            with _CallScope(service, full_method, context) as scope:
                 try:
                     async for item in inner_stream(request, context):
                         yield item
@@ -166,6 +171,7 @@ class GrpcServer:
         self.name = name
         self.settings = settings
         self.on_stop = on_stop
+        self.stop_tracing: Callable[[], None] | None = None
         self.server = grpc.aio.server(
             options=grpc_options(settings.max_message_bytes), interceptors=[ObservabilityInterceptor(name)]
         )
@@ -192,6 +198,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         start_metrics_server(self.settings.metrics_port)
+        self.stop_tracing = start_tracing(self.name, self.settings.tracing)
         await self.server.start()
         for service in ["", *self.service_full_names]:
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -203,6 +210,9 @@ class GrpcServer:
         await self.server.stop(self.settings.grace_s)
         if self.on_stop is not None:
             await self.on_stop()
+        if self.stop_tracing is not None:
+            # Flushes the spans still batched (the exporter's own timeout bounds it); off the loop.
+            await asyncio.to_thread(self.stop_tracing)
         log.info("stopped")
 
     async def serve_forever(self) -> None:
