@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from emomesh.procs import RedisServer, free_port
 from emomesh.server import GrpcServer
+from emomesh.tracing import install_tracer_provider, tracing_active
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
@@ -83,13 +84,14 @@ def spans() -> Iterator[InMemorySpanExporter]:
     """The spans finished during the test, kept in memory. Its first use installs the SDK's
     TracerProvider as the process's global one (OpenTelemetry allows one per process, which the
     in-process services share), so tests after it run traced too, which changes nothing they see."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
+    if not tracing_active():
         provider = TracerProvider(resource=Resource.create({"service.name": "emomesh-tests"}))
         provider.add_span_processor(SimpleSpanProcessor(_RECORDED_SPANS))
-        trace.set_tracer_provider(provider)
+        assert install_tracer_provider(provider)
     # Installed by anything else, it would not record into _RECORDED_SPANS.
-    assert provider.resource.attributes.get("service.name") == "emomesh-tests"
+    installed = trace.get_tracer_provider()
+    assert isinstance(installed, TracerProvider)
+    assert installed.resource.attributes.get("service.name") == "emomesh-tests"
     _RECORDED_SPANS.clear()
     yield _RECORDED_SPANS
     _RECORDED_SPANS.clear()

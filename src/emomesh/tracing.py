@@ -3,18 +3,19 @@ emomesh.server), a client span per outbound gRPC call (fusion's calls to the mod
 Triton inference, with the W3C trace context (`traceparent`, `tracestate`) carried in gRPC metadata,
 and trace/span ids in the JSON logs.
 
-Off by default, and then nearly free: the request path only uses the OpenTelemetry API, whose tracer
-is a no-op until `start_tracing` installs the SDK's TracerProvider (spans are non-recording, nothing
-is injected or exported). `start_tracing` is called by GrpcServer.start when TracingSettings (the
-standard OTEL_* variables, see emomesh.config) ask for an exporter, and its provider is flushed and
-shut down by GrpcServer.stop. A process holds one provider (the API's global one): in tests several
-services run in one process and share it."""
+Off by default, and then nearly free: until `start_tracing` (or a test) installs the SDK's
+TracerProvider, every helper here returns at once (no span, no context parsed or injected, nothing
+exported), at the cost of one check of the API's global provider. `start_tracing` is called by
+GrpcServer.start when TracingSettings (the standard OTEL_* variables, see emomesh.config) ask for an
+exporter, and its provider is flushed and shut down by GrpcServer.stop. A process holds one provider
+(the API's global one): in tests several services run in one process and share it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import Token
 from typing import Any
 
 import grpc
@@ -72,6 +73,27 @@ _tracer = trace.get_tracer(TRACER_NAME)
 Metadata = Sequence[tuple[str, str | bytes]]
 
 
+# Set once a provider is installed (there is no uninstalling one). A flag, not a look at the API's
+# global provider, because that look reads os.environ: microseconds on every call of an untraced service.
+_installed = False
+
+
+def install_tracer_provider(provider: trace.TracerProvider) -> bool:
+    """Makes provider the process's global one and turns the helpers here on. False (and nothing
+    changes) when the process already has one: OpenTelemetry allows one per process."""
+    global _installed
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return False
+    trace.set_tracer_provider(provider)
+    _installed = trace.get_tracer_provider() is provider
+    return _installed
+
+
+def tracing_active() -> bool:
+    """Whether spans are recorded (subject to sampling); without a provider they could only be no-ops."""
+    return _installed
+
+
 # --- propagation ------------------------------------------------------------------------------------
 
 
@@ -84,7 +106,8 @@ def extract_context(metadata: Metadata | None) -> context.Context:
 def trace_headers(ctx: context.Context | None = None) -> dict[str, str]:
     """The trace context of ctx (default: the current one) as headers; empty when no span is recording."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=ctx)
+    if tracing_active():
+        propagate.inject(carrier, context=ctx)
     return carrier
 
 
@@ -95,6 +118,8 @@ def trace_metadata(ctx: context.Context | None = None) -> tuple[tuple[str, str],
 
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) of the current span in W3C hex form, or None outside a recorded trace."""
+    if not _installed:
+        return None
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return None
@@ -116,6 +141,10 @@ class ServerCallSpan:
     runs (so Triton calls, outbound calls and log lines join it). Used by emomesh.server's _CallScope."""
 
     def __init__(self, full_method: str, metadata: Metadata | None, request_id: str) -> None:
+        self.span: Span = trace.INVALID_SPAN
+        self._token: Token[context.Context] | None = None
+        if not tracing_active():
+            return
         service, method = split_method(full_method)
         self.span = _tracer.start_span(
             f"{service}/{method}",
@@ -129,6 +158,8 @@ class ServerCallSpan:
         self.span.record_exception(exc)
 
     def end(self, code: grpc.StatusCode | int, message: str = "") -> None:
+        if self._token is None:
+            return
         status = code if isinstance(code, grpc.StatusCode) else _STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
         self.span.set_attribute(RPC_STATUS_CODE, status.value[0])
         if status in SERVER_ERROR_CODES:
@@ -137,11 +168,21 @@ class ServerCallSpan:
         self.span.end()
 
 
-@contextmanager
-def client_span(name: str, attributes: dict[str, AttributeValue], *, make_current: bool = True) -> Iterator[Span]:
+# What client_span gives when tracing is off: no span, no generator to run.
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+
+
+def client_span(
+    name: str, attributes: dict[str, AttributeValue], *, make_current: bool = True
+) -> AbstractContextManager[Span]:
     """A CLIENT span around an outbound call: an exception marks it ERROR (and is recorded) on its way
     out; cancellation (BaseException) only ends it. make_current=False for async generators, whose
     steps may run in different contexts (the span is then still parented on the current one)."""
+    return _client_span(name, attributes, make_current) if _installed else _NO_SPAN
+
+
+@contextmanager
+def _client_span(name: str, attributes: dict[str, AttributeValue], make_current: bool) -> Iterator[Span]:
     span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
     token = context.attach(trace.set_span_in_context(span)) if make_current else None
     try:
@@ -200,14 +241,14 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Any,
     ) -> grpc.aio.UnaryUnaryCall:
+        if not tracing_active():
+            return await continuation(client_call_details, request)
         service, method = split_method(client_call_details.method)
         span = _tracer.start_span(
             f"{service}/{method}",
             kind=SpanKind.CLIENT,
             attributes={RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method, SERVER_ADDRESS: self.target},
         )
-        if not span.is_recording():
-            return await continuation(client_call_details, request)
         headers = trace_headers(trace.set_span_in_context(span))
         metadata = [(k, v) for k, v in client_call_details.metadata or () if k not in headers]
         details = grpc.aio.ClientCallDetails(
@@ -243,14 +284,14 @@ def start_tracing(service: str, settings: TracingSettings) -> Callable[[], None]
     or None when tracing is off or this process already has a provider."""
     if not settings.enabled:
         return None
+    if tracing_active():
+        log.info("tracing already set up in this process", extra={"fields": {"service": service}})
+        return None
     # Imported here: a service without tracing never loads the SDK or the exporter.
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        log.info("tracing already set up in this process", extra={"fields": {"service": service}})
-        return None
     exporter: SpanExporter
     if settings.exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -261,7 +302,10 @@ def start_tracing(service: str, settings: TracingSettings) -> Callable[[], None]
     service_name = settings.service_name or f"emomesh-{service}"
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+    if not install_tracer_provider(provider):
+        log.warning("another tracer provider is installed; not tracing", extra={"fields": {"service": service}})
+        provider.shutdown()
+        return None
     log.info(
         "tracing on",
         extra={"fields": {"exporter": settings.exporter, "endpoint": settings.endpoint, "service_name": service_name}},

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import grpc
@@ -95,6 +97,23 @@ def test_start_tracing_keeps_a_provider_already_installed(spans: InMemorySpanExp
     with trace.get_tracer("test").start_as_current_span("still recorded"):
         pass
     assert [s.name for s in spans.get_finished_spans()] == ["still recorded"]
+
+
+def test_off_nothing_is_recorded_injected_or_logged() -> None:
+    """The default, in a fresh process (this one has a provider once any test used `spans`): even a
+    caller's traceparent is neither joined nor passed on."""
+    script = f"""
+import grpc
+from emomesh.tracing import ServerCallSpan, client_span, current_ids, trace_metadata, tracing_active
+assert not tracing_active()
+call = ServerCallSpan("/{ECHO_SERVICE}/Echo", [("traceparent", "{TRACEPARENT}")], "r")
+with client_span("triton infer m", {{}}) as span:
+    assert not span.is_recording() and trace_metadata() == () and current_ids() is None
+call.end(grpc.StatusCode.INTERNAL)
+print("untraced")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout.strip()) == (0, "untraced"), result.stderr
 
 
 # --- propagation --------------------------------------------------------------------------------------
