@@ -1,8 +1,8 @@
 """Tracing across the services: one Analyze is one trace, from fusion's server span through a client
 span per modality call to each modality service's server span and its Triton calls, with the real
-tritonserver and models. Then a service configured only through the standard OTEL_* variables, run
-as its own process, exports its spans over OTLP to a receiver in the test and flushes them when it
-stops gracefully; its log lines name the trace."""
+tritonserver and models; a Chat's trace holds its LLM and Redis calls. Then a service configured only
+through the standard OTEL_* variables, run as its own process, exports its spans over OTLP to a
+receiver in the test and flushes them when it stops gracefully; its log lines name the trace."""
 
 from __future__ import annotations
 
@@ -26,14 +26,26 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from emomesh.paths import PROJECT_ROOT
-from emomesh.procs import free_port, grpc_healthy, stop_process, wait_until
-from emomesh.tracing import OUTCOME, RPC_SERVICE, RPC_STATUS_CODE, TRITON_BATCH_SIZE, TRITON_MODEL
+from emomesh.procs import RedisServer, free_port, grpc_healthy, stop_process, wait_until
+from emomesh.tracing import (
+    DB_SYSTEM,
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OUTPUT_TOKENS,
+    OUTCOME,
+    RPC_SERVICE,
+    RPC_STATUS_CODE,
+    TRITON_BATCH_SIZE,
+    TRITON_MODEL,
+)
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
+from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.audio.config import AudioSettings
 from services.audio.server import build_server as build_audio
+from services.dialog.config import DialogSettings
+from services.dialog.server import build_server as build_dialog
 from services.fusion.config import FusionSettings
 from services.fusion.server import build_server as build_fusion
 from services.text.config import TextSettings
@@ -42,6 +54,7 @@ from services.vision.config import VisionSettings
 from services.vision.server import build_server as build_vision
 from tests.audio_media import espeak
 from tests.conftest import service_env, serving
+from tests.integration.openai_server import COMPLETION_TOKENS, PROMPT_TOKENS, OpenAIStub
 
 pytestmark = pytest.mark.integration
 
@@ -166,6 +179,39 @@ async def test_a_modality_that_is_down_shows_in_the_trace(spans: InMemorySpanExp
     assert attribute(client, RPC_STATUS_CODE) == grpc.StatusCode.UNAVAILABLE.value[0]
     assert parent_id(client) == server.context.span_id
     assert server.status.status_code == StatusCode.UNSET
+
+
+async def test_a_chat_traces_its_llm_and_redis_calls(spans: InMemorySpanExporter, redis_server: RedisServer) -> None:
+    """Chat (a streaming response) through the dialog service, with the local OpenAI-compatible
+    endpoint and the real redis-server: the LLM and each Redis call are spans under Chat's."""
+    llm = OpenAIStub().start()
+    try:
+        env = service_env(
+            "dialog",
+            EMOMESH_REDIS_URL=redis_server.url,
+            EMOMESH_DIALOG_LLM_BASE_URL=llm.base_url,
+            EMOMESH_DIALOG_LLM_API_KEY="test-key",
+            EMOMESH_DIALOG_GRACE_S="0",
+        )
+        async with serving(build_dialog(DialogSettings.from_env(env))) as channel:
+            request = dialog_pb2.ChatRequest(session_id=f"trace-{free_port()}", message="I got the job!")
+            chunks = [chunk async for chunk in dialog_pb2_grpc.DialogServiceStub(channel).Chat(request, timeout=30)]
+    finally:
+        llm.stop()
+    assert chunks[-1].WhichOneof("chunk") == "done" and not chunks[-1].done.fallback
+
+    recorded = spans.get_finished_spans()
+    (server,) = [s for s in recorded if s.kind == SpanKind.SERVER]
+    assert server.name == "emotion.dialog.v1.DialogService/Chat" and attribute(server, RPC_STATUS_CODE) == 0
+    clients = {s.name: s for s in recorded if s.kind == SpanKind.CLIENT}
+    assert {"llm chat", "redis read", "redis write"} <= set(clients)
+    for span in clients.values():
+        assert parent_id(span) == server.context.span_id and span.status.status_code == StatusCode.UNSET
+    llm_span = clients["llm chat"]
+    assert attribute(llm_span, OUTCOME) == "ok"
+    assert attribute(llm_span, GEN_AI_OUTPUT_TOKENS) == COMPLETION_TOKENS
+    assert attribute(llm_span, GEN_AI_INPUT_TOKENS) == PROMPT_TOKENS
+    assert attribute(clients["redis write"], DB_SYSTEM) == "redis"
 
 
 # --- a service process exporting over OTLP ------------------------------------------------------------
