@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-from emomesh.config import TracingSettings
 from emomesh.paths import PROJECT_ROOT
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
@@ -203,26 +202,3 @@ def test_prod_runs_triton_on_gpus_scaled_on_queue_time_with_managed_redis() -> N
         c["image"] for d in of_kind(docs, "Deployment").values() for c in d["spec"]["template"]["spec"]["containers"]
     }
     assert all(":" in image and not image.endswith(":latest") for image in images), images
-
-
-@needs_kustomize
-def test_tracing_component_turns_tracing_on_in_every_service(tmp_path: Path) -> None:
-    k8s = os.path.relpath(K8S, tmp_path)
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": [f"{k8s}/overlays/prod"],
-        "components": [f"{k8s}/components/tracing"],
-    }
-    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    docs = render(str(tmp_path))
-    for doc in docs:
-        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
-    deployments = of_kind(docs, "Deployment")
-    for name in SERVICES:
-        env = env_of(deployments[name])
-        settings = TracingSettings.from_env({k: e.get("value", "from-a-reference") for k, e in env.items()})
-        assert settings.exporter == "otlp" and settings.endpoint is not None, name
-        assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
-        assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of(deployments["triton"])
