@@ -28,10 +28,6 @@ from emomesh.config import TracingSettings
 log = logging.getLogger(__name__)
 
 TRACER_NAME = "emomesh"
-# The headers of the W3C trace context; the global propagator (OTEL_PROPAGATORS, by default
-# tracecontext and baggage) decides what is actually written.
-TRACEPARENT = "traceparent"
-TRACESTATE = "tracestate"
 
 # Attribute names (OpenTelemetry semantic conventions where there is one, `emomesh.*` otherwise).
 RPC_SYSTEM = "rpc.system"
@@ -95,6 +91,10 @@ def tracing_active() -> bool:
 
 
 # --- propagation ------------------------------------------------------------------------------------
+
+
+# The context travels as the global propagator writes it: OTEL_PROPAGATORS, by default the W3C trace
+# context (`traceparent`, `tracestate`) and W3C baggage.
 
 
 def extract_context(metadata: Metadata | None) -> context.Context:
@@ -250,7 +250,9 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             attributes={RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method, SERVER_ADDRESS: self.target},
         )
         headers = trace_headers(trace.set_span_in_context(span))
-        metadata = [(k, v) for k, v in client_call_details.metadata or () if k not in headers]
+        # The caller's context (outbound_metadata's) is replaced, not sent twice.
+        replaced = propagate.get_global_textmap().fields
+        metadata = [(k, v) for k, v in client_call_details.metadata or () if k not in replaced]
         details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             client_call_details.timeout,

@@ -170,6 +170,17 @@ def test_tracestate_is_passed_on(spans: InMemorySpanExporter) -> None:
     assert not sent["traceparent"].startswith(f"00-{TRACE_ID}-{PARENT_SPAN_ID}")
 
 
+def test_a_callers_decision_not_to_sample_is_kept_and_passed_on(spans: InMemorySpanExporter) -> None:
+    call = ServerCallSpan(f"/{ECHO_SERVICE}/Echo", [("traceparent", f"00-{TRACE_ID}-{PARENT_SPAN_ID}-00")], "r")
+    try:
+        assert not call.span.is_recording()
+        sent = dict(trace_metadata())
+    finally:
+        call.end(grpc.StatusCode.OK)
+    assert sent["traceparent"].startswith(f"00-{TRACE_ID}-") and sent["traceparent"].endswith("-00")
+    assert spans.get_finished_spans() == ()
+
+
 def test_split_method() -> None:
     assert split_method("/emotion.vision.v1.VisionService/AnalyzeImage") == (
         "emotion.vision.v1.VisionService",
