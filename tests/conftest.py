@@ -12,9 +12,15 @@ import cv2
 import grpc
 import numpy as np
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from emomesh.procs import RedisServer, free_port
 from emomesh.server import GrpcServer
+from emomesh.tracing import install_tracer_provider, tracing_active
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
@@ -68,6 +74,27 @@ async def serving(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
             yield channel
     finally:
         await server.stop()
+
+
+_RECORDED_SPANS = InMemorySpanExporter()
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The spans finished during the test, kept in memory. Its first use installs the SDK's
+    TracerProvider as the process's global one (OpenTelemetry allows one per process, which the
+    in-process services share), so tests after it run traced too, which changes nothing they see."""
+    if not tracing_active():
+        provider = TracerProvider(resource=Resource.create({"service.name": "emomesh-tests"}))
+        provider.add_span_processor(SimpleSpanProcessor(_RECORDED_SPANS))
+        assert install_tracer_provider(provider)
+    # Installed by anything else, it would not record into _RECORDED_SPANS.
+    installed = trace.get_tracer_provider()
+    assert isinstance(installed, TracerProvider)
+    assert installed.resource.attributes.get("service.name") == "emomesh-tests"
+    _RECORDED_SPANS.clear()
+    yield _RECORDED_SPANS
+    _RECORDED_SPANS.clear()
 
 
 def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:

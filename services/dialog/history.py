@@ -5,8 +5,9 @@ A session belongs to the caller that created it: the key holds the authenticated
 (emomesh.security.current_caller(); "anonymous" for every caller of a service without token auth),
 so one caller cannot read or clear another's session even when it knows the session id.
 
-Every call is bounded by a timeout; any Redis failure becomes HistoryUnavailable, which the servicer
-turns into "reply without history" (Chat, Greeting) or UNAVAILABLE (GetHistory, ClearHistory)."""
+Every call is bounded by a timeout and traced (a client span each); any Redis failure becomes
+HistoryUnavailable, which the servicer turns into "reply without history" (Chat, Greeting) or
+UNAVAILABLE (GetHistory, ClearHistory)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 
 from emomesh.logs import OutageLog
 from emomesh.metrics import REDIS_ERRORS
+from emomesh.tracing import DB_OPERATION, DB_SYSTEM, client_span
 from emotion.common.v1 import common_pb2
 from services.dialog.config import HistorySettings
 
@@ -111,12 +113,13 @@ class HistoryStore:
         self.outage = OutageLog(log, "redis", OUTAGE_LOG_INTERVAL_S)
 
     async def _call(self, operation: str, call: Awaitable[T]) -> T:
-        try:
-            result = await asyncio.wait_for(call, self.settings.redis_timeout_s)
-        except (RedisError, OSError, TimeoutError) as exc:
-            REDIS_ERRORS.labels(operation).inc()
-            self.outage.failure(exc, operation=operation)
-            raise HistoryUnavailable(f"history store unavailable ({type(exc).__name__})") from exc
+        with client_span(f"redis {operation}", {DB_SYSTEM: "redis", DB_OPERATION: operation}):
+            try:
+                result = await asyncio.wait_for(call, self.settings.redis_timeout_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                REDIS_ERRORS.labels(operation).inc()
+                self.outage.failure(exc, operation=operation)
+                raise HistoryUnavailable(f"history store unavailable ({type(exc).__name__})") from exc
         self.outage.success()
         return result
 

@@ -18,8 +18,19 @@ from typing import Any, Protocol, TypeVar, cast
 
 import openai
 from openai import AsyncOpenAI
+from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
 
 from emomesh.metrics import LLM_LATENCY, LLM_TOKENS
+from emomesh.tracing import (
+    GEN_AI_INPUT_TOKENS,
+    GEN_AI_OPERATION,
+    GEN_AI_OUTPUT_TOKENS,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    end_client_span,
+    start_client_span,
+)
 from services.dialog.config import LlmSettings
 from services.dialog.metrics import LLM_RETRIES
 from services.dialog.prompts import Message, estimate_tokens
@@ -158,6 +169,21 @@ class LlmClient:
         LLM_TOKENS.labels("prompt").inc(result.prompt_tokens)
         LLM_TOKENS.labels("completion").inc(result.completion_tokens)
 
+    def _span(self, operation: str) -> Span:
+        """The trace span of one call (all its attempts); not current, as stream_chat yields while it runs."""
+        return start_client_span(f"llm {operation}", {GEN_AI_OPERATION: "chat", GEN_AI_REQUEST_MODEL: self.model})
+
+    @staticmethod
+    def _end_span(span: Span, outcome: str, result: LlmResult | None) -> None:
+        usage: dict[str, AttributeValue] = {}
+        if result is not None:
+            usage = {
+                GEN_AI_RESPONSE_MODEL: result.model,
+                GEN_AI_INPUT_TOKENS: result.prompt_tokens,
+                GEN_AI_OUTPUT_TOKENS: result.completion_tokens,
+            }
+        end_client_span(span, outcome, usage)
+
     def _time_limit(self, caller_limit_s: float | None) -> float:
         """The total time this call may take: the configured limit, or less when the gRPC caller's
         deadline is nearer, keeping RESERVE_S so the fallback can still reach the caller in time."""
@@ -176,6 +202,7 @@ class LlmClient:
         start = time.monotonic()
         deadline = start + self._time_limit(caller_limit_s)
         outcome = "error"
+        span = self._span("chat")
         try:
             stream = await self._with_retries(
                 lambda: client.chat.completions.create(
@@ -221,6 +248,7 @@ class LlmClient:
             raise
         finally:
             LLM_LATENCY.labels("chat", outcome).observe(time.monotonic() - start)
+            self._end_span(span, outcome, result)
 
     async def complete(
         self, messages: Sequence[Message], operation: str, caller_limit_s: float | None = None
@@ -231,6 +259,8 @@ class LlmClient:
         client = self.client
         start = time.monotonic()
         outcome = "error"
+        result: LlmResult | None = None
+        span = self._span(operation)
         try:
             completion = await self._with_retries(
                 lambda: client.chat.completions.create(**self._request(messages, stream=False)),
@@ -251,6 +281,7 @@ class LlmClient:
             raise
         finally:
             LLM_LATENCY.labels(operation, outcome).observe(time.monotonic() - start)
+            self._end_span(span, outcome, result)
 
     async def close(self) -> None:
         if self.client is not None:

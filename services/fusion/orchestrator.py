@@ -27,6 +27,7 @@ from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
 from emomesh.security import ClientSecurity, open_aio_channel
 from emomesh.server import grpc_options
+from emomesh.tracing import client_interceptors
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2
@@ -72,8 +73,9 @@ class ModalityClients:
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self.addresses = {"vision": vision_addr, "audio": audio_addr, "text": text_addr}
+        # Each call gets a client span (emomesh.tracing): a slow Analyze shows which modality was slow.
         self._channels = {
-            name: open_aio_channel(addr, (security or {}).get(name), options)
+            name: open_aio_channel(addr, (security or {}).get(name), options, client_interceptors(addr))
             for name, addr in self.addresses.items()
             if addr
         }

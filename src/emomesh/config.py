@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -81,6 +81,43 @@ def listen_host(listen: str) -> str:
     return host.removeprefix("[").removesuffix("]") or "127.0.0.1"
 
 
+# Span exporters a service can be configured with (OTEL_TRACES_EXPORTER); "none" is tracing off.
+TRACE_EXPORTERS = ("none", "otlp", "console")
+
+
+@dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry tracing, read from the standard OTEL_* variables, so that they mean what they mean
+    to every other OpenTelemetry SDK, the Collector's docs and the OpenTelemetry Operator's injection.
+    One deliberate difference: tracing is OFF unless asked for (the spec's default exporter is `otlp`):
+    OTEL_TRACES_EXPORTER=otlp|console, or an OTLP endpoint set, turns it on. The exporter and the SDK
+    read the rest themselves (OTEL_EXPORTER_OTLP_*, OTEL_BSP_*, OTEL_TRACES_SAMPLER[_ARG],
+    OTEL_RESOURCE_ATTRIBUTES, OTEL_PROPAGATORS)."""
+
+    exporter: str = "none"
+    # None: emomesh-<service>.
+    service_name: str | None = None
+    # Where OTLP spans go, as configured (for the start-up log; the exporter reads it itself).
+    endpoint: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.exporter != "none"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TracingSettings:
+        env = Env("OTEL_", environ)
+        endpoint = env.get_optional_str("EXPORTER_OTLP_TRACES_ENDPOINT") or env.get_optional_str(
+            "EXPORTER_OTLP_ENDPOINT"
+        )
+        exporter = env.get_str("TRACES_EXPORTER", "otlp" if endpoint else "none").lower()
+        if exporter not in TRACE_EXPORTERS:
+            raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter!r} is not one of {', '.join(TRACE_EXPORTERS)}")
+        if env.get_bool("SDK_DISABLED", False):
+            exporter = "none"
+        return cls(exporter, env.get_optional_str("SERVICE_NAME"), endpoint)
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks."""
@@ -100,6 +137,7 @@ class ServerSettings:
     health_port: int = 0
     tls: ServerTls | None = None
     auth: TokenAuth | None = None
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(cls, service: str, default_port: int, environ: Mapping[str, str] | None = None) -> ServerSettings:
@@ -122,6 +160,7 @@ class ServerSettings:
             health_port=env.get_int("HEALTH_PORT", shared.get_int("HEALTH_PORT", 0, minimum=0), minimum=0),
             tls=ServerTls.from_env(env, shared),
             auth=TokenAuth.from_env(env, shared),
+            tracing=TracingSettings.from_env(environ),
         )
 
 

@@ -1,6 +1,7 @@
 """JSON logging with a request id carried in a context variable, so every line logged while
-serving one RPC (in the servicer, the Triton client, a fan-out) names that RPC; and OutageLog, which
-logs a dependency's outage without one line per failed call."""
+serving one RPC (in the servicer, the Triton client, a fan-out) names that RPC, and the trace and
+span ids when the call is traced (emomesh.tracing), so a log line leads to its trace; and OutageLog,
+which logs a dependency's outage without one line per failed call."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+
+from emomesh.tracing import current_ids, trace_metadata
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -34,7 +37,8 @@ def reset_request_id(token: contextvars.Token[str]) -> None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, service and extras."""
+    """One JSON object per line: time, level, logger, message, request id, service, trace and span ids
+    (inside a traced call) and extras."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -49,6 +53,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": get_request_id(),
         }
+        ids = current_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             payload.update(fields)
@@ -67,8 +74,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 def outbound_metadata() -> tuple[tuple[str, str], ...]:
-    """Metadata for calls to other services, so one request id follows a request across services."""
-    return ((REQUEST_ID_HEADER, get_request_id()),)
+    """Metadata for calls to other services, so one request id, and the trace, follow a request
+    across services (the W3C trace context of the current span; nothing when tracing is off)."""
+    return ((REQUEST_ID_HEADER, get_request_id()), *trace_metadata())
 
 
 class OutageLog:

@@ -490,14 +490,19 @@ class _MetadataInterceptor(
 
 
 def open_aio_channel(
-    address: str, security: ClientSecurity | None = None, options: Sequence[tuple[str, Any]] | None = None
+    address: str,
+    security: ClientSecurity | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """An asyncio channel to `address`: TLS when security.tls is set, the token on every call."""
+    """An asyncio channel to `address`: TLS when security.tls is set, the token on every call, and
+    the given interceptors (tracing's, say) in front."""
     security = security or ClientSecurity()
-    interceptors = _aio_metadata_interceptors(security.metadata()) if security.token else None
+    token_interceptors = _aio_metadata_interceptors(security.metadata()) if security.token else []
+    chain = [*interceptors, *token_interceptors] or None
     if security.tls is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(address, security.tls.credentials(), options=options, interceptors=interceptors)
+        return grpc.aio.insecure_channel(address, options=options, interceptors=chain)
+    return grpc.aio.secure_channel(address, security.tls.credentials(), options=options, interceptors=chain)
 
 
 def open_channel(

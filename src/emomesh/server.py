@@ -1,5 +1,5 @@
 """gRPC server bootstrap shared by every service: grpc.aio with health, reflection, request ids,
-metrics, error-to-status mapping and graceful shutdown on SIGTERM/SIGINT."""
+metrics, a trace span per call, error-to-status mapping and graceful shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, se
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
 from emomesh.readiness import HealthReporter, ReadinessCheck
 from emomesh.security import bind, server_interceptors
+from emomesh.tracing import UNTRACED_METHOD_PREFIXES, ServerCallSpan, start_tracing
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,20 @@ def _request_id_from(context: grpc.aio.ServicerContext) -> str:
 
 
 class _CallScope:
-    """What the interceptor does around one call: request id, in-flight gauge, latency histogram,
-    and turning exceptions into statuses."""
+    """What the interceptor does around one call: request id, server span, in-flight gauge, latency
+    histogram, and turning exceptions into statuses."""
 
-    def __init__(self, service: str, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.service, self.method, self.context = service, method, context
+    def __init__(self, service: str, full_method: str, context: grpc.aio.ServicerContext) -> None:
+        self.service, self.full_method, self.context = service, full_method, context
+        self.method = full_method.rsplit("/", 1)[-1]
         self.code = grpc.StatusCode.OK
+        self.message = ""
 
     def __enter__(self) -> _CallScope:
         self.request_id = _request_id_from(self.context)
         self.token = set_request_id(self.request_id)
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        self.span = ServerCallSpan(self.full_method, self.context.invocation_metadata(), self.request_id)
         RPC_IN_FLIGHT.labels(self.service, self.method).inc()
         self.start = time.perf_counter()
         return self
@@ -62,7 +66,7 @@ class _CallScope:
     async def fail(self, exc: BaseException) -> None:
         """Aborts the call with the status that exc stands for. Always raises."""
         if isinstance(exc, EmomeshError):
-            self.code = exc.code
+            self.code, self.message = exc.code, exc.message
             log.info(
                 "request rejected",
                 extra={"fields": {"method": self.method, "code": exc.code.name, "reason": exc.message}},
@@ -76,6 +80,7 @@ class _CallScope:
             self.code = self.context.code() or grpc.StatusCode.UNKNOWN
             raise exc
         self.code = grpc.StatusCode.INTERNAL
+        self.span.record_exception(exc)
         log.exception("unhandled error", extra={"fields": {"method": self.method}})
         await self.context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {self.request_id})")
 
@@ -83,6 +88,7 @@ class _CallScope:
         code = self.code.name if isinstance(self.code, grpc.StatusCode) else str(self.code)
         RPC_LATENCY.labels(self.service, self.method, code).observe(time.perf_counter() - self.start)
         RPC_IN_FLIGHT.labels(self.service, self.method).dec()
+        self.span.end(self.code, self.message)
         reset_request_id(self.token)
 
 
@@ -100,9 +106,8 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         full_method: str = handler_call_details.method
-        if handler is None or full_method.startswith(("/grpc.health.", "/grpc.reflection.")):
+        if handler is None or full_method.startswith(UNTRACED_METHOD_PREFIXES):
             return handler
-        method = full_method.rsplit("/", 1)[-1]
         service = self.service
 
         # Single-response calls (unary and client-streaming) share one wrapper, streaming-response
@@ -111,7 +116,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary or handler.stream_unary
 
             async def single_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _CallScope(service, method, context) as scope:
+                with _CallScope(service, full_method, context) as scope:
                     try:
                         return await inner(request, context)
                     except BaseException as exc:
@@ -123,7 +128,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         inner_stream = handler.unary_stream or handler.stream_stream
 
         async def streaming_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with _CallScope(service, method, context) as scope:
+            with _CallScope(service, full_method, context) as scope:
                 try:
                     async for item in inner_stream(request, context):
                         yield item
@@ -172,6 +177,7 @@ class GrpcServer:
         self.name = name
         self.settings = settings
         self.on_stop = on_stop
+        self.stop_tracing: Callable[[], None] | None = None
         # Observability first: calls rejected by authentication are counted and logged as well.
         self.server = grpc.aio.server(
             options=grpc_options(settings.max_message_bytes),
@@ -209,6 +215,7 @@ class GrpcServer:
 
     async def start(self) -> None:
         start_metrics_server(self.settings.metrics_port, self.settings.metrics_host)
+        self.stop_tracing = start_tracing(self.name, self.settings.tracing)
         # Readiness first: the port must not answer SERVING before the first check has run.
         await self.health.start()
         await self.server.start()
@@ -231,6 +238,9 @@ class GrpcServer:
             await self.health_server.stop(0)
         if self.on_stop is not None:
             await self.on_stop()
+        if self.stop_tracing is not None:
+            # Flushes the spans still batched (the exporter's own timeout bounds it); off the loop.
+            await asyncio.to_thread(self.stop_tracing)
         log.info("stopped")
 
     async def serve_forever(self) -> None:

@@ -1,5 +1,6 @@
 """Async client for models served by Triton: named tensors in, named tensors out, one deadline per
-call, Triton errors mapped to Emomesh errors (and so to gRPC statuses) and latency recorded by model."""
+call, Triton errors mapped to Emomesh errors (and so to gRPC statuses), latency recorded by model and a
+trace span per inference (its context sent to Triton as gRPC metadata, so Triton's own tracing can join)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from emomesh.config import TritonSettings
 from emomesh.errors import DeadlineExceeded, EmomeshError, InvalidInput, Unavailable
 from emomesh.logs import get_request_id
 from emomesh.metrics import TRITON_LATENCY
+from emomesh.tracing import OUTCOME, trace_headers, triton_span
 from emotion.common.v1 import common_pb2
 
 
@@ -149,22 +151,27 @@ class TritonClient:
             tensor.set_data_from_numpy(np.ascontiguousarray(array))
             infer_inputs.append(tensor)
         requested = [InferRequestedOutput(name) for name in outputs]
-        start = time.perf_counter()
-        outcome = "ok"
-        try:
-            result = await self._client.infer(
-                model,
-                infer_inputs,
-                outputs=requested,
-                request_id=get_request_id(),
-                client_timeout=timeout_s or self.settings.timeout_s,
-            )
-        except InferenceServerException as exc:
-            error = _map_error(model, exc)
-            outcome = type(error).__name__.lower()
-            raise error from exc
-        finally:
-            TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - start)
+        # Rows of the first input: the batch size for a batched model.
+        rows = next((int(a.shape[0]) for a in inputs.values() if a.ndim > 0), 1)
+        with triton_span(model, rows) as span:
+            start = time.perf_counter()
+            outcome = "ok"
+            try:
+                result = await self._client.infer(
+                    model,
+                    infer_inputs,
+                    outputs=requested,
+                    request_id=get_request_id(),
+                    client_timeout=timeout_s or self.settings.timeout_s,
+                    headers=trace_headers(),
+                )
+            except InferenceServerException as exc:
+                error = _map_error(model, exc)
+                outcome = type(error).__name__.lower()
+                raise error from exc
+            finally:
+                TRITON_LATENCY.labels(model, outcome).observe(time.perf_counter() - start)
+                span.set_attribute(OUTCOME, outcome)
         return {name: result.as_numpy(name) for name in outputs}
 
 
