@@ -32,6 +32,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.common import write_results
 from emomesh.procs import free_port, process_group_members
 from emomesh.stack import Stack, StackConfig
 from emomesh.supervisor import RestartPolicy, Supervisor
@@ -168,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         key: statistics.median(run[key] for run in runs if key in run) for key in sorted({k for r in runs for k in r})
     }
     print("median seconds after the kill:", json.dumps(results["median_s"], indent=2), flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.common import closed_loop_async
+from bench.common import closed_loop_async, write_results
 from emomesh.config import ServerSettings
 from emomesh.procs import free_port
 from emomesh.security import ClientSecurity, ClientTls, open_aio_channel
@@ -122,11 +122,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     report = asyncio.run(run(args.requests, args.rounds, args.concurrency))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(report, indent=2))
+    write_results(args.out, report)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from bench.common import summary
+from bench.common import summary, write_results
 from emomesh.logs import REQUEST_ID_HEADER, outbound_metadata
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port, grpc_healthy, stop_process, wait_until
@@ -243,11 +243,8 @@ def main(argv: list[str] | None = None) -> None:
         results["spans_exported_when_on"] = sink.spans
         # Last: it installs a tracer provider in this process, which cannot be undone.
         results["span_work_us_per_analyze_in_process"] = span_work(args.span_work_calls, otlp_port)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(results, indent=2))
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import grpc
 from redis import Redis
 
 import services.dialog.history
+from bench.common import write_results
 from emomesh.procs import RedisServer, free_port
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from services.dialog.config import DialogSettings
@@ -186,11 +187,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="emomesh-redis-chaos-") as state:
         result = asyncio.run(run(args.turns, args.spread_s, args.down_s, args.concurrency, Path(state)))
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    print(json.dumps(result, indent=2))
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,7 @@ def test_tracing_component_turns_tracing_on_in_every_service(tmp_path: Path) -> 
         assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         assert "k8s.pod.name=$(POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]["value"]
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_of(deployments["triton"])
+    # The base denies all egress it does not name: the component opens the way to the Collector.
+    policy = of_kind(docs, "NetworkPolicy")["otlp-to-collector"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "service"}
+    assert policy["egress"][0]["ports"] == [{"protocol": "TCP", "port": 4317}]
