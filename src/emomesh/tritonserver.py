@@ -77,10 +77,13 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def tritonserver_binary() -> Path:
+    return _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+
+
 def command(model_repository: Path, backend_dir: Path, ports: TritonPorts, host: str = "127.0.0.1") -> list[str]:
-    binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
     return [
-        str(binary),
+        str(tritonserver_binary()),
         f"--model-repository={model_repository}",
         f"--backend-directory={backend_dir}",
         f"--http-address={host}",
@@ -128,6 +131,8 @@ class TritonServer:
         self.ports = ports
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
+        # Where the log of the latest start begins (the file is appended to across starts).
+        self.log_offset = 0
 
     @property
     def name(self) -> str:
@@ -141,6 +146,7 @@ class TritonServer:
         backend_dir = prepare_backend_dir(self.state_dir)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path.open("ab")
+        self.log_offset = log_file.tell()
         self.process = subprocess.Popen(
             command(self.model_repository, backend_dir, self.ports),
             env=server_env(),
