@@ -141,7 +141,8 @@ def audio_lines(audio: audio_pb2.AnalyzeAudioResponse) -> list[str]:
     count = len(audio.windows)
     lines = [f"{audio.duration_s:.1f} s, {speech}{padded}; {count} window{'' if count == 1 else 's'}"]
     for window in audio.windows:
-        lines.append(f"  {window.start_s:5.1f}-{window.end_s:5.1f} s  {top_text(window.distribution)}")
+        span = f"{window.start_s:.1f}-{window.end_s:.1f} s"
+        lines.append(f"  {span:<13} {top_text(window.distribution)}")
     if audio.HasField("transcript"):
         language = audio.transcript.language or "language unknown"
         lines.append(f"transcript ({language}): {audio.transcript.text.strip()!r}")

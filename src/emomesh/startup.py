@@ -109,9 +109,43 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on a TCP port, from /proc/net/tcp and tcp6 (state 0A is LISTEN)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    return inodes
+
+
+def port_holder(port: int) -> str | None:
+    """ "pid 123: redis-server" for the process that listens on port, when /proc lets us see it."""
+    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {proc.name}: {command[:80]}"
+        except OSError:
+            continue  # gone, or another user's
+    return None
+
+
 def check_ports(ports: Mapping[str, int]) -> None:
-    """Raises PortInUse naming every busy port (by what it is for: "fusion gRPC", "Triton HTTP"...)."""
-    busy = [f"{port} ({what})" for what, port in ports.items() if port and not port_is_free(port)]
+    """Raises PortInUse naming every busy port (by what it is for: "fusion gRPC", "Triton HTTP"...)
+    and, when /proc shows it, the process that holds it."""
+    busy = []
+    for what, port in ports.items():
+        if port and not port_is_free(port):
+            holder = port_holder(port)
+            busy.append(f"{port} ({what}{', held by ' + holder if holder else ''})")
     if busy:
         ports_text = ("port " if len(busy) == 1 else "ports ") + ", ".join(busy)
         raise PortInUse(
@@ -120,11 +154,11 @@ def check_ports(ports: Mapping[str, int]) -> None:
         )
 
 
-def check_binary(name: str, what: str | None = None) -> str:
+def check_binary(name: str) -> str:
     """The path of an executable on PATH; MissingBinary naming the fix when there is none."""
     path = shutil.which(name)
     if path is None:
-        raise MissingBinary(f"{what or name} is not installed ({name} is not on PATH); {SETUP_FIX}")
+        raise MissingBinary(f"{name} is not installed (not found on PATH); {SETUP_FIX}")
     return path
 
 
