@@ -131,8 +131,9 @@ def port_holder(port: int) -> str | None:
             continue
         try:
             if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
-                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                return f"pid {proc.name}: {command[:80]}"
+                argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                command = " ".join([Path(argv[0]).name, *argv[1:]]).strip()
+                return f"pid {proc.name}: {command if len(command) <= 60 else command[:57] + '...'}"
         except OSError:
             continue  # gone, or another user's
     return None
