@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, ClassVar
 
+from emomesh.tritonserver import TritonNotInstalled, python_backend_stub, tritonserver_binary
+
 SETUP_FIX = "run `bash scripts/setup.sh`"
 LOCK_FILE = "stack.lock"
 
@@ -164,11 +166,10 @@ def check_binary(name: str) -> str:
 
 
 def check_tritonserver() -> None:
-    """The tritonserver binary and the Python-backend stub that the nvidia-pytriton wheel bundles."""
-    from emomesh.tritonserver import TritonNotInstalled, tritonserver_binary
-
+    """The tritonserver binary that the nvidia-pytriton wheel bundles, and its Python-backend stub."""
     try:
         binary = tritonserver_binary()
+        python_backend_stub()
     except TritonNotInstalled as exc:
         raise MissingBinary(f"tritonserver is not available: {exc}; {SETUP_FIX}") from exc
     if not binary.is_file():

@@ -45,13 +45,19 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
+def python_backend_stub() -> Path:
+    """The wheel's Python-backend stub for this Python; TritonNotInstalled when it has none."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = _pytriton_root() / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonNotInstalled(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    return stub
+
+
 def prepare_backend_dir(state_dir: Path) -> Path:
     """Builds <state_dir>/backends/python from the wheel's Python backend and this Python's stub."""
     root = _pytriton_root() / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.exists():
-        raise TritonNotInstalled(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    stub = python_backend_stub()
     backend = state_dir / "backends" / "python"
     backend.mkdir(parents=True, exist_ok=True)
     for source in (
