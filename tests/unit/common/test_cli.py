@@ -42,7 +42,7 @@ def test_bad_addresses_are_usage_errors(tmp_path: Path, capsys: pytest.CaptureFi
 def test_unexpected_errors_are_one_line_unless_debug(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def broken(address: str, request: fusion_pb2.AnalyzeRequest, timeout_s: float) -> fusion_pb2.AnalyzeResponse:
+    def broken(*args: object, **kwargs: object) -> fusion_pb2.AnalyzeResponse:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(analyze_cli, "analyze", broken)
