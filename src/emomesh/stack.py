@@ -4,23 +4,41 @@
 
 Each service runs as its own process (as in Kubernetes), configured only through environment
 variables, so what runs here is what runs in the images. While `emomesh up` waits, a Supervisor
-(emomesh.supervisor) restarts any child that exits, as Kubernetes would restart a container."""
+(emomesh.supervisor) restarts any child that exits, as Kubernetes would restart a container.
+
+Before it starts anything, a stack locks its state directory and checks its binaries and ports
+(emomesh.startup); once up, it writes where everything listens to `<state-dir>/endpoints.json`
+(StackEndpoints), which the client commands read with `--stack <state-dir>`, and removes it on stop."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, service_port
 from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
 from emomesh.security import ClientTls
+from emomesh.startup import (
+    ModelLoadFailed,
+    StartupError,
+    StateLock,
+    check_binary,
+    check_ports,
+    check_tritonserver,
+    last_log_line,
+    model_load_errors,
+    read_from,
+)
 from emomesh.supervisor import RestartPolicy, Supervised, Supervisor
 from emomesh.triton_repo import RenderOptions, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
@@ -93,6 +111,63 @@ class StackConfig:
     def address(self, service: str) -> str:
         return f"127.0.0.1:{self.port(service)}"
 
+    def needs_redis(self) -> bool:
+        return any(s.needs_redis for s in SERVICES if s.name in self.services)
+
+    def listening_ports(self) -> dict[str, int]:
+        """Every port the stack will listen on, by what it is for ("fusion gRPC", "Triton HTTP"...)."""
+        ports: dict[str, int] = {}
+        for name in self.services:
+            ports[f"{name} gRPC"] = self.port(name)
+            ports[f"{name} metrics"] = self.metrics_port(name)
+        p = self.triton_ports
+        ports.update({"Triton HTTP": p.http, "Triton gRPC": p.grpc, "Triton metrics": p.metrics})
+        if self.needs_redis():
+            ports["Redis"] = self.redis_port
+        return ports
+
+
+ENDPOINTS_FILE = "endpoints.json"
+
+
+@dataclass(frozen=True)
+class StackEndpoints:
+    """Where a running stack listens, as `emomesh up` writes it to `<state-dir>/endpoints.json`."""
+
+    # The `emomesh up` (or other launcher) process that runs the stack.
+    pid: int
+    state_dir: str
+    # Service name -> {"grpc": "127.0.0.1:50051", "metrics": "http://127.0.0.1:51051/metrics"}.
+    services: dict[str, dict[str, str]]
+    # {"grpc": "127.0.0.1:8001", "http": "http://127.0.0.1:8000", "metrics": "http://127.0.0.1:8002/metrics"}
+    triton: dict[str, str]
+    # redis://127.0.0.1:6379/0, or None when no service of the stack needs Redis.
+    redis: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> StackEndpoints:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            pid=int(data["pid"]),
+            state_dir=str(data["state_dir"]),
+            services={str(k): {str(a): str(b) for a, b in v.items()} for k, v in data["services"].items()},
+            triton={str(k): str(v) for k, v in data["triton"].items()},
+            redis=None if data.get("redis") is None else str(data["redis"]),
+        )
+
+    @classmethod
+    def read(cls, state_dir: Path) -> StackEndpoints:
+        """The endpoints of the stack running with state_dir. FileNotFoundError when no stack wrote
+        them (none is up, or it stopped), ValueError when the file is damaged."""
+        path = state_dir / ENDPOINTS_FILE
+        try:
+            return cls.from_json(path.read_text())
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not an endpoints file written by `emomesh up`: {exc!r}") from exc
+
 
 class ServiceProcess:
     """One service's process: `python -m services.<name>.server` with its environment and log."""
@@ -139,6 +214,9 @@ class Stack:
         self.services: dict[str, ServiceProcess] = {}
         self.timings: dict[str, float] = {}
         self._supervisor: Supervisor | None = None
+        self.lock = StateLock(state)
+        self.endpoints_path = state / ENDPOINTS_FILE
+        self._wrote_endpoints = False
 
     @property
     def processes(self) -> dict[str, subprocess.Popen[bytes]]:
@@ -164,17 +242,29 @@ class Stack:
         env.update(self.config.extra_env)
         return env
 
+    def preflight(self) -> None:
+        """What must hold before anything starts: the state directory is ours (locked before anything
+        is written into it: another stack's logs, model repository and Redis data stay untouched),
+        the binaries are installed, the ports are free. Raises a StartupError."""
+        self.lock.acquire()
+        if self.config.needs_redis():
+            check_binary("redis-server")
+        check_tritonserver()
+        check_ports(self.config.listening_ports())
+
     def start(self) -> None:
         begin = time.perf_counter()
         state = self.config.state_dir
+        self.preflight()
         (state / "logs").mkdir(parents=True, exist_ok=True)
         specs = [s for s in SERVICES if s.name in self.config.services]
-        if any(s.needs_redis for s in specs):
-            self.redis.start()
+        if self.config.needs_redis():
+            with _reported_as_startup_error(self.redis.log_path):
+                self.redis.start()
             self.timings["redis"] = time.perf_counter() - begin
         render_repository(state / "triton-repo", RenderOptions("local", ort_threads=self.config.ort_threads))
         self.triton.start()
-        self.triton.wait_ready()
+        self._wait_triton()
         self.timings["triton"] = time.perf_counter() - begin
         # Services that call others start once those are SERVING: fusion's readiness checks its
         # modality services at once, and a channel that found nobody listening waits out its
@@ -192,9 +282,51 @@ class Stack:
                 service.start()
             for spec in wave:
                 service = self.services[spec.name]
-                wait_until(service.is_ready, 120, f"{spec.name} service", service.process, service.log_path)
+                with _reported_as_startup_error(service.log_path):
+                    wait_until(service.is_ready, 120, f"{spec.name} service", service.process, service.log_path)
                 self.timings[spec.name] = time.perf_counter() - begin
         self.timings["total"] = time.perf_counter() - begin
+        self.write_endpoints()
+
+    def _wait_triton(self) -> None:
+        """Waits for Triton; when it exits or stays unready, says which model failed and why, from its log."""
+        try:
+            self.triton.wait_ready()
+        except (RuntimeError, TimeoutError) as exc:
+            log_text = read_from(self.triton.log_path, self.triton.log_offset)
+            errors = model_load_errors(log_text)
+            if not errors:
+                raise _startup_error(exc, self.triton.log_path) from exc
+            failed = "; ".join(f"model {name}: {error}" for name, error in errors.items())
+            raise ModelLoadFailed(
+                f"Triton could not load the model repository {self.triton.model_repository} ({failed}); "
+                f"fix or restore the model's files under deploy/triton/models/ (`git status deploy/triton`) "
+                f"or its entry in deploy/triton/models.yaml; full log: {self.triton.log_path}"
+            ) from exc
+
+    def endpoints(self) -> StackEndpoints:
+        services = {
+            name: {
+                "grpc": self.config.address(name),
+                "metrics": f"http://127.0.0.1:{self.config.metrics_port(name)}/metrics",
+            }
+            for name in self.services
+        }
+        p = self.config.triton_ports
+        triton = {
+            "grpc": f"127.0.0.1:{p.grpc}",
+            "http": f"http://127.0.0.1:{p.http}",
+            "metrics": f"http://127.0.0.1:{p.metrics}/metrics",
+        }
+        redis = self.redis.url if self.redis.process is not None else None
+        return StackEndpoints(os.getpid(), str(self.config.state_dir.resolve()), services, triton, redis)
+
+    def write_endpoints(self) -> None:
+        """<state-dir>/endpoints.json, replaced at once (a reader never sees half a file)."""
+        partial = self.endpoints_path.with_name(self.endpoints_path.name + ".tmp")
+        partial.write_text(self.endpoints().to_json())
+        partial.replace(self.endpoints_path)
+        self._wrote_endpoints = True
 
     def supervisor(self) -> Supervisor:
         """A Supervisor of every started child (tritonserver, redis-server if started, the services),
@@ -209,12 +341,18 @@ class Stack:
         return self._supervisor
 
     def stop(self) -> None:
+        if not self.lock.held:
+            return  # never started (another stack holds the state directory): nothing of ours to stop
+        if self._wrote_endpoints:
+            self.endpoints_path.unlink(missing_ok=True)
+            self._wrote_endpoints = False
         if self._supervisor is not None:
             self._supervisor.stop()
         for service in reversed(list(self.services.values())):
             service.stop()
         self.triton.stop()
         self.redis.stop()
+        self.lock.release()
 
     def describe(self) -> str:
         lines = [f"Emomesh stack up in {self.timings.get('total', 0):.1f}s (state and logs in {self.config.state_dir})"]
@@ -228,6 +366,8 @@ class Stack:
         )
         if self.redis.process is not None:
             lines.append(f"  redis    {self.redis.url}")
+        if self._wrote_endpoints:
+            lines.append(f"  (these endpoints are in {self.endpoints_path}: `--stack {self.config.state_dir}`)")
         return "\n".join(lines)
 
     def __enter__(self) -> Stack:
@@ -240,3 +380,19 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _startup_error(exc: BaseException, log_path: Path) -> StartupError:
+    """A child that died or never got ready while the stack started: the error and its log's last line."""
+    last = last_log_line(read_from(log_path, 0))
+    return StartupError(f"{exc}" + (f"; its log ends with: {last}" if last else ""))
+
+
+@contextlib.contextmanager
+def _reported_as_startup_error(log_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (RuntimeError, TimeoutError) as exc:
+        if isinstance(exc, StartupError):
+            raise
+        raise _startup_error(exc, log_path) from exc

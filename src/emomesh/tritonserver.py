@@ -47,13 +47,19 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
+def python_backend_stub() -> Path:
+    """The wheel's Python-backend stub for this Python; TritonNotInstalled when it has none."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = _pytriton_root() / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonNotInstalled(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    return stub
+
+
 def prepare_backend_dir(state_dir: Path) -> Path:
     """Builds <state_dir>/backends/python from the wheel's Python backend and this Python's stub."""
     root = _pytriton_root() / "tritonserver"
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
-    if not stub.exists():
-        raise TritonNotInstalled(f"nvidia-pytriton has no Python backend stub for Python {version}")
+    stub = python_backend_stub()
     backend = state_dir / "backends" / "python"
     backend.mkdir(parents=True, exist_ok=True)
     for source in (
@@ -79,10 +85,13 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def tritonserver_binary() -> Path:
+    return _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+
+
 def command(model_repository: Path, backend_dir: Path, ports: TritonPorts, host: str = "127.0.0.1") -> list[str]:
-    binary = _pytriton_root() / "tritonserver" / "bin" / "tritonserver"
     return [
-        str(binary),
+        str(tritonserver_binary()),
         f"--model-repository={model_repository}",
         f"--backend-directory={backend_dir}",
         f"--http-address={host}",
@@ -139,6 +148,8 @@ class TritonServer:
         # More tritonserver options (gRPC TLS, explicit model loading...), after the defaults.
         self.extra_args = tuple(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
+        # Where the log of the latest start begins (the file is appended to across starts).
+        self.log_offset = 0
 
     @property
     def name(self) -> str:
@@ -152,6 +163,7 @@ class TritonServer:
         backend_dir = prepare_backend_dir(self.state_dir)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = self.log_path.open("ab")
+        self.log_offset = log_file.tell()
         self.process = subprocess.Popen(
             [*command(self.model_repository, backend_dir, self.ports), *self.extra_args],
             env=server_env(),

@@ -1,7 +1,7 @@
 """`emomesh eval`: evaluate the running stack on a labelled dataset over gRPC.
 
     emomesh eval /data/fer2013 --split val --max-samples 1000            # vision at 127.0.0.1:50051
-    emomesh eval /data/ravdess --speakers 17-20 --address 127.0.0.1:50952
+    emomesh eval /data/ravdess --speakers 17-20 --address 127.0.0.1:50952   # or --audio, --stack DIR
     emomesh eval /data/goemotions --split dev --start-stack               # own ephemeral stack, then stop
     emomesh eval --summarize runs/eval --summary-out docs/table.md        # one table over many runs
     emomesh eval --list-adapters
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from emomesh.addresses import Addresses, add_address_arguments
 from emomesh.evaluation.adapters import ADAPTERS, AdapterOptions, detect_adapter, get_adapter
 from emomesh.evaluation.metrics import ClassificationMetrics, RegressionMetrics
 from emomesh.evaluation.predictors import SERVICE_OF_MODALITY
@@ -70,7 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--value-range", type=_value_range, default=(-1.0, 1.0), help="regression targets' LOW,HIGH")
     parser.add_argument("--max-samples", type=int, help="evaluate a fixed-seed random subset of this size")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    parser.add_argument("--address", help="service address (default: the modality's documented port)")
     parser.add_argument(
         "--start-stack", action="store_true", help="start an ephemeral embedded stack with the needed service"
     )
@@ -82,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summarize", type=Path, nargs="+", metavar="DIR", help="summary table of finished runs")
     parser.add_argument("--summary-out", type=Path, help="write the --summarize table here too")
     parser.add_argument("--list-adapters", action="store_true", help="list the dataset adapters and exit")
+    add_address_arguments(parser, tuple(SERVICE_OF_MODALITY.values()), one="the service of the dataset's modality")
 
 
 def _default_out(args: argparse.Namespace) -> Path:
@@ -143,18 +144,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 progress=progress,
             )
 
+        # Which service the dataset needs, from its first sample (loading the list is cheap).
+        options = AdapterOptions(split=args.split, speakers=args.speakers, value_range=args.value_range)
+        service = SERVICE_OF_MODALITY[get_adapter(adapter).load(args.dataset, options)[0].modality]
         if not args.start_stack:
-            result = evaluate(args.address)
+            result = evaluate(Addresses.from_args(args, bare_address=True).address(service))
         else:
             from emomesh.stack import Stack, StackConfig
 
-            # Which service the dataset needs, from its first sample (loading the list is cheap).
-            options = AdapterOptions(split=args.split, speakers=args.speakers, value_range=args.value_range)
-            service = SERVICE_OF_MODALITY[get_adapter(adapter).load(args.dataset, options)[0].modality]
             with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), (service,))) as stack:
                 print(f"started the {service} service at {stack.config.address(service)}", file=sys.stderr)
                 result = evaluate(stack.config.address(service))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:  # AddressError is a ValueError
         print(f"emomesh eval: {exc}", file=sys.stderr)
         return 2
     _print_result(result)
