@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emomesh.config import ConfigError, Env, ServerSettings
+from emomesh.config import ConfigError, Env, MiB, ServerSettings
 from services.fusion.fuse import FusionConfig, load_weights_file
 
 DEFAULT_PORT = 50054
@@ -40,8 +40,13 @@ class FusionSettings:
             weights = load_weights_file(weights_file)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"EMOMESH_FUSION_WEIGHTS_FILE={weights_file}: {exc}") from exc
+        # One message carries an image (vision refuses one above 20 MiB) or a video, and the audio
+        # (ten minutes of 16 kHz speech is 19 MB as WAV): gRPC refuses a larger one unread.
+        server = ServerSettings.from_env(
+            "fusion", DEFAULT_PORT, environ, max_message_bytes=21 * MiB, max_inflight_bytes=64 * MiB
+        )
         return cls(
-            server=ServerSettings.from_env("fusion", DEFAULT_PORT, environ),
+            server=server,
             fusion=FusionConfig(
                 weights=weights,
                 min_reliability=env.get_float("MIN_RELIABILITY", 0.3, minimum=0.0),
@@ -56,6 +61,6 @@ class FusionSettings:
             max_deadline_s=env.get_float("MAX_DEADLINE_S", 30.0, minimum=0.01),
             deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.05, minimum=0.0),
             min_call_budget_s=env.get_float("MIN_CALL_BUDGET_S", 0.02, minimum=0.0),
-            max_request_bytes=env.get_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1),
+            max_request_bytes=env.get_int("MAX_REQUEST_BYTES", server.max_message_bytes, minimum=1),
             max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
         )

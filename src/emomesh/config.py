@@ -66,27 +66,52 @@ class Env:
         raise ConfigError(f"{self.prefix + name}={value!r} is not a boolean")
 
 
+MiB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ServerSettings:
-    """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks."""
+    """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks. Each
+    service passes its own defaults for the memory limits (sized in docs/operations.md, "Memory")."""
 
     listen: str
     metrics_port: int
     grace_s: float
+    # gRPC refuses a larger message from its length prefix, before reading it: keep it close to the
+    # service's real input limit.
     max_message_bytes: int
+    # Request bytes all calls in progress may hold; past it, calls are refused (emomesh.admission).
+    max_inflight_bytes: int
+    # gRPC's own cap on calls in progress (health probes included); 0 = none.
+    max_concurrent_rpcs: int
     log_level: str
 
     @classmethod
-    def from_env(cls, service: str, default_port: int, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    def from_env(
+        cls,
+        service: str,
+        default_port: int,
+        environ: Mapping[str, str] | None = None,
+        *,
+        max_message_bytes: int = 32 * MiB,
+        max_inflight_bytes: int = 64 * MiB,
+    ) -> ServerSettings:
         env = Env(f"EMOMESH_{service.upper()}_", environ)
         shared = Env("EMOMESH_", environ)
+        message = env.get_int("MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", max_message_bytes), minimum=1024)
+        inflight = env.get_int("MAX_INFLIGHT_BYTES", max(max_inflight_bytes, message), minimum=1024)
+        if inflight < message:
+            # Otherwise a request of the largest allowed size could never be admitted.
+            raise ConfigError(
+                f"EMOMESH_{service.upper()}_MAX_INFLIGHT_BYTES={inflight} is below the message limit {message}"
+            )
         return cls(
             listen=env.get_str("LISTEN", f"127.0.0.1:{default_port}"),
             metrics_port=env.get_int("METRICS_PORT", default_port + 1000, minimum=0),
             grace_s=env.get_float("GRACE_S", shared.get_float("GRACE_S", 5.0), minimum=0),
-            max_message_bytes=env.get_int(
-                "MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
-            ),
+            max_message_bytes=message,
+            max_inflight_bytes=inflight,
+            max_concurrent_rpcs=env.get_int("MAX_CONCURRENT_RPCS", 0, minimum=0),
             log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
         )
 
