@@ -12,8 +12,9 @@ import re
 ADDRESS = "<address>"
 
 _PATTERNS = [
-    # URLs of any scheme (http://triton:8000/v2, redis://:password@host:6379/0), up to whitespace or a quote.
-    re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+"),
+    # URLs of any scheme (http://triton:8000/v2, redis://:password@host:6379/0), up to whitespace or a
+    # quote, trailing punctuation left out.
+    re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>:.,;)\]]"),
     # gRPC peer and target URIs: ipv4:1.2.3.4:8001, ipv6:[::1]:8001 or ipv6:%5B::1%5D:8001,
     # unix:/run/x.sock, unix-abstract:name, vsock:3:1234, dns:host:port.
     re.compile(

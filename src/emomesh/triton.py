@@ -3,6 +3,7 @@ call, Triton errors mapped to Emomesh errors (and so to gRPC statuses) and laten
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from emomesh.config import TritonSettings
 from emomesh.errors import DeadlineExceeded, EmomeshError, InvalidInput, Unavailable
 from emomesh.logs import get_request_id
 from emomesh.metrics import TRITON_LATENCY
+from emomesh.redact import scrub_addresses
 from emotion.common.v1 import common_pb2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,13 @@ class ModelSpec:
 
 
 def _map_error(model: str, exc: InferenceServerException) -> EmomeshError:
+    """The Emomesh error for a failed Triton call. tritonclient's message names Triton's address
+    ("failed to connect to all addresses; last error: ... ipv4:10.0.3.7:8001: ..."): it is logged in
+    full and reaches the caller scrubbed."""
     status = (exc.status() or "").upper()
-    message = exc.message() or str(exc)
+    full_message = exc.message() or str(exc)
+    log.warning("triton call failed", extra={"fields": {"model": model, "status": status, "message": full_message}})
+    message = scrub_addresses(full_message)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return DeadlineExceeded(f"model {model} did not answer in time")
     if "INVALID_ARG" in status:
