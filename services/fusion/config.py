@@ -24,8 +24,11 @@ class FusionSettings:
     text_addr: str | None
     # Upper bound of one Analyze call; a caller's shorter gRPC deadline wins.
     max_deadline_s: float
-    # Kept back from the caller's deadline so the partial answer still reaches the caller in time.
+    # Kept back from the caller's deadline so the partial answer still reaches the caller in time
+    # on a busy machine: max(deadline_margin_s, deadline_margin_share x the caller's time), at most
+    # half of that time.
     deadline_margin_s: float
+    deadline_margin_share: float
     # A dependent call (text on the ASR transcript) is not started with less time than this left;
     # the modality is reported TIMED_OUT instead of sending a call that cannot finish.
     min_call_budget_s: float
@@ -59,7 +62,8 @@ class FusionSettings:
             audio_addr=env.get_optional_str("AUDIO_ADDR"),
             text_addr=env.get_optional_str("TEXT_ADDR"),
             max_deadline_s=env.get_float("MAX_DEADLINE_S", 30.0, minimum=0.01),
-            deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.05, minimum=0.0),
+            deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.25, minimum=0.0),
+            deadline_margin_share=env.get_float("DEADLINE_MARGIN_SHARE", 0.1, minimum=0.0),
             min_call_budget_s=env.get_float("MIN_CALL_BUDGET_S", 0.02, minimum=0.0),
             max_request_bytes=env.get_int("MAX_REQUEST_BYTES", server.max_message_bytes, minimum=1),
             max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
