@@ -1,5 +1,5 @@
-"""Triton errors map to Emomesh errors (and so to gRPC statuses) with tritonclient's message, minus
-Triton's address."""
+"""Triton's errors reach the caller without Triton's address (tritonclient's message names it); the
+full message is logged."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ REFUSED = (
         ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", DeadlineExceeded, "model m did not answer in time"),
     ],
 )
-def test_triton_errors_map_to_statuses_without_addresses(
+def test_triton_errors_are_passed_on_without_addresses(
     status: str, message: str, error: type[EmomeshError], text: str
 ) -> None:
     mapped = _map_error("m", InferenceServerException(msg=message, status=status))
