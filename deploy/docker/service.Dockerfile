@@ -44,10 +44,13 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root src/ ./src/
 COPY --chown=root:root services/ ./services/
+# MALLOC_ARENA_MAX: two glibc malloc arenas instead of eight per core, so less freed memory is
+# stranded between them after large requests (docs/operations.md, "Memory").
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app/src:/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     EMOMESH_HOME=/app \
     EMOMESH_SERVICE=${SERVICE}
 # Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
+from emomesh.config import ConfigError, Env, MiB, ServerSettings, TritonSettings
 from emomesh.paths import model_file
 from emomesh.ports import service_port
 from services.audio.features import DecodeLimits
@@ -69,7 +69,9 @@ class AudioSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AudioSettings:
         env = Env("EMOMESH_AUDIO_", environ)
-        server = ServerSettings.from_env("audio", DEFAULT_PORT, environ)
+        server = ServerSettings.from_env(
+            "audio", DEFAULT_PORT, environ, max_message_bytes=32 * MiB, max_inflight_bytes=64 * MiB
+        )
         asr_enabled = env.get_bool("ASR_ENABLED", True)
         custom_model = env.get_optional_str("ASR_MODEL")
         asr_model = custom_model or (bundled_whisper_dir() if asr_enabled else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from emomesh.config import Env, ServerSettings
+from emomesh.config import Env, MiB, ServerSettings
 from emomesh.ports import LOOPBACK, REDIS_PORT, service_port
 
 DEFAULT_PORT = service_port("dialog")
@@ -94,7 +94,10 @@ class DialogSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DialogSettings:
         env = Env("EMOMESH_DIALOG_", environ)
         return cls(
-            server=ServerSettings.from_env("dialog", DEFAULT_PORT, environ),
+            # Requests are a few kB of text (message, persona, clues).
+            server=ServerSettings.from_env(
+                "dialog", DEFAULT_PORT, environ, max_message_bytes=MiB, max_inflight_bytes=16 * MiB
+            ),
             llm=LlmSettings.from_env(environ),
             history=HistorySettings.from_env(environ),
             max_message_chars=env.get_int("MAX_MESSAGE_CHARS", 4000, minimum=1),

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from emomesh.config import ConfigError, Env, ServerSettings
+from emomesh.config import ConfigError, Env, MiB, ServerSettings
 from emomesh.ports import service_port
 from emomesh.security import ClientSecurity, read_token
 from services.fusion.fuse import FusionConfig, load_weights_file
@@ -26,8 +26,11 @@ class FusionSettings:
     text_addr: str | None
     # Upper bound of one Analyze call; a caller's shorter gRPC deadline wins.
     max_deadline_s: float
-    # Kept back from the caller's deadline so the partial answer still reaches the caller in time.
+    # Kept back from the caller's deadline so the partial answer still reaches the caller in time
+    # on a busy machine: max(deadline_margin_s, deadline_margin_share x the caller's time), at most
+    # half of that time.
     deadline_margin_s: float
+    deadline_margin_share: float
     # A dependent call (text on the ASR transcript) is not started with less time than this left;
     # the modality is reported TIMED_OUT instead of sending a call that cannot finish.
     min_call_budget_s: float
@@ -47,8 +50,13 @@ class FusionSettings:
         # One TLS setting and token for all modality services (EMOMESH_FUSION_OUTBOUND_*); a
         # service's own token (EMOMESH_FUSION_<MODALITY>_TOKEN) wins over the shared one.
         outbound = ClientSecurity.from_env(Env("EMOMESH_FUSION_OUTBOUND_", environ))
+        # One message carries an image (vision refuses one above 20 MiB) or a video, and the audio
+        # (ten minutes of 16 kHz speech is 19 MB as WAV): gRPC refuses a larger one unread.
+        server = ServerSettings.from_env(
+            "fusion", DEFAULT_PORT, environ, max_message_bytes=21 * MiB, max_inflight_bytes=64 * MiB
+        )
         return cls(
-            server=ServerSettings.from_env("fusion", DEFAULT_PORT, environ),
+            server=server,
             fusion=FusionConfig(
                 weights=weights,
                 min_reliability=env.get_float("MIN_RELIABILITY", 0.3, minimum=0.0),
@@ -61,9 +69,10 @@ class FusionSettings:
             audio_addr=env.get_optional_str("AUDIO_ADDR"),
             text_addr=env.get_optional_str("TEXT_ADDR"),
             max_deadline_s=env.get_float("MAX_DEADLINE_S", 30.0, minimum=0.01),
-            deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.05, minimum=0.0),
+            deadline_margin_s=env.get_float("DEADLINE_MARGIN_S", 0.25, minimum=0.0),
+            deadline_margin_share=env.get_float("DEADLINE_MARGIN_SHARE", 0.1, minimum=0.0),
             min_call_budget_s=env.get_float("MIN_CALL_BUDGET_S", 0.02, minimum=0.0),
-            max_request_bytes=env.get_int("MAX_REQUEST_BYTES", 64 * 1024 * 1024, minimum=1),
+            max_request_bytes=env.get_int("MAX_REQUEST_BYTES", server.max_message_bytes, minimum=1),
             max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
             outbound={
                 name: replace(outbound, token=read_token(env, f"{name.upper()}_TOKEN") or outbound.token)

@@ -2,10 +2,14 @@
 weights file, so the service, the weight search and the tests all run the same arithmetic.
 
 Rules (documented in docs/fusion.md):
-- A result takes part when its status is OK (or unspecified, for Fuse callers), its distribution
-  has 7 values, and its reliability is at least `min_reliability`. Reliability 0 is read as
-  "not reported" (proto3 cannot tell unset from 0) and counts as 1; a modality that wants to be
-  ignored says so with status LOW_CONFIDENCE or a small positive reliability.
+- Every result is checked first, and a malformed one fails the whole call (InvalidInput, naming the
+  result and the field): the modality must be vision, audio or text, once each; the status a known
+  one; the reliability a number in [0, 1]; and a distribution, when present (always for OK), 7
+  finite, non-negative probabilities summing to 1 within PROBABILITY_SUM_TOLERANCE.
+- A result takes part when its status is OK (or unspecified, for Fuse callers) and its reliability
+  is at least `min_reliability`. Reliability 0 is read as "not reported" (proto3 cannot tell unset
+  from 0) and counts as 1; a modality that wants to be ignored says so with status LOW_CONFIDENCE or
+  a small positive reliability.
 - fused = sum_m w_m * p_m / sum_m w_m over the participants: the configured weights renormalised
   over whoever took part. If every participant has weight 0, they are weighted equally.
 - Polarity: emomesh.labels.polarity_of on the fused distribution (happy -> positive; neutral and
@@ -45,6 +49,10 @@ from emomesh.labels import (
 from emotion.common.v1 import common_pb2
 
 FUSABLE_STATUSES = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_UNSPECIFIED)
+KNOWN_STATUSES = frozenset(common_pb2.ModalityStatus.values())
+# How far from 1 the probabilities of a distribution may sum: float32 softmax outputs are within
+# 1e-6 of it; anything further is a different scale (percentages, logits) or a broken producer.
+PROBABILITY_SUM_TOLERANCE = 1e-3
 NEUTRAL = LABELS.index("neutral")
 EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / len(MODALITY_NAMES))
 
@@ -125,29 +133,55 @@ class Participant:
     probs: np.ndarray
 
 
+def distribution_problem(probabilities: Sequence[float]) -> str | None:
+    """What is wrong with a distribution's probabilities, or None when it is a valid one."""
+    if len(probabilities) != NUM_LABELS:
+        return f"must have {NUM_LABELS} probabilities, got {len(probabilities)}"
+    values = np.asarray(probabilities, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        return "probabilities must be finite numbers"
+    if np.any(values < 0):
+        return "probabilities must not be negative"
+    total = float(values.sum())
+    if abs(total - 1.0) > PROBABILITY_SUM_TOLERANCE:
+        return f"probabilities must sum to 1 (within {PROBABILITY_SUM_TOLERANCE:g}), they sum to {total:.6g}"
+    return None
+
+
+def reliability_problem(reliability: float) -> str | None:
+    """What is wrong with a reliability, or None when it is a number in [0, 1]."""
+    if not math.isfinite(reliability) or not 0.0 <= reliability <= 1.0:
+        return f"reliability must be a number in [0, 1], got {reliability!r}"
+    return None
+
+
 def participants(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> list[Participant]:
-    """The results that take part in fusion, validated; raises InvalidInput for malformed input."""
+    """The results that take part in fusion; raises InvalidInput for a malformed result."""
     seen: set[common_pb2.Modality] = set()
     chosen: list[Participant] = []
     for index, result in enumerate(results):
         if result.modality not in MODALITY_NAMES:
-            raise InvalidInput(f"results[{index}]: modality must be VISION, AUDIO or TEXT")
+            raise InvalidInput(f"results[{index}]: modality must be VISION, AUDIO or TEXT, got {result.modality}")
+        name = MODALITY_NAMES[result.modality]
+        where = f"results[{index}] ({name})"
         if result.modality in seen:
-            raise InvalidInput(f"results[{index}]: more than one result for {MODALITY_NAMES[result.modality]}")
+            raise InvalidInput(f"{where}: more than one result for {name}")
         seen.add(result.modality)
-        if result.status not in FUSABLE_STATUSES:
-            continue
+        if result.status not in KNOWN_STATUSES:
+            raise InvalidInput(f"{where}: unknown status {result.status}")
+        problem = reliability_problem(result.reliability)
+        if problem is not None:
+            raise InvalidInput(f"{where}: {problem}")
+        fusable = result.status in FUSABLE_STATUSES
         values = list(result.distribution.probabilities)
-        if len(values) != NUM_LABELS:
-            raise InvalidInput(
-                f"results[{index}]: distribution must have {NUM_LABELS} probabilities, got {len(values)}"
-            )
-        arr = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
-            raise InvalidInput(f"results[{index}]: probabilities must be finite, non-negative and not all zero")
+        if fusable or values:
+            problem = distribution_problem(values)
+            if problem is not None:
+                raise InvalidInput(f"{where}: distribution {problem}")
         reliability = result.reliability or 1.0
-        if reliability < config.min_reliability:
+        if not fusable or reliability < config.min_reliability:
             continue
+        arr = np.asarray(values, dtype=np.float64)
         chosen.append(Participant(result.modality, arr / arr.sum()))
     return chosen
 

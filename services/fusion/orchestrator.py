@@ -1,30 +1,40 @@
 """Analyze: fan out to the vision, audio and text services in parallel under one deadline, turn every
 outcome (answer, error, timeout, absent service) into a ModalityResult, and fuse what came back.
 
-Deadline: the whole call has one budget, the caller's gRPC deadline (minus a small margin so the
-partial answer still arrives in time) capped by EMOMESH_FUSION_MAX_DEADLINE_S. Every outbound call
-gets the time left until that common deadline, so a slow modality costs at most the budget and
-never fails the call. When no text is given and the audio is transcribed, the text service runs
-on the transcript AFTER the audio call returns, inside the same budget: the text call gets whatever
-time the audio call left (vision runs in parallel with both). If less than min_call_budget_s is
-left, text is reported TIMED_OUT without being called."""
+Deadline: the whole call has one budget, the caller's gRPC deadline less a margin (so the partial
+answer still reaches the caller in time on a busy machine: a share of the deadline with a floor),
+capped by EMOMESH_FUSION_MAX_DEADLINE_S. Every outbound call gets the time left until that common
+deadline, and the orchestrator stops waiting at that deadline whatever the calls do, so a slow or
+frozen modality costs at most the budget and never fails the call. When no text is given and the
+audio is transcribed, the text service runs on the transcript AFTER the audio call returns, inside
+the same budget: the text call gets whatever time the audio call left (vision runs in parallel with
+both). If less than min_call_budget_s is left, text is reported TIMED_OUT without being called.
+
+No usable modality is an error, never an OK without a fused result: UNAVAILABLE when a modality
+service failed or timed out (retrying may help), INVALID_ARGUMENT when every modality sent was
+rejected or unusable because of the input (no face, no speech, a corrupt file).
+
+Details passed on from the modality services' errors are scrubbed of network addresses (the full
+text is logged)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from google.protobuf.message import Message
 
-from emomesh.errors import InvalidInput, TooLarge
-from emomesh.labels import MODALITY_NAMES, NUM_LABELS
+from emomesh.admission import OVERLOADED_HEADER
+from emomesh.errors import InvalidInput, TooLarge, Unavailable
+from emomesh.labels import MODALITY_NAMES
 from emomesh.logs import outbound_metadata
 from emomesh.metrics import MODALITY_AVAILABLE, MODALITY_RESULTS
+from emomesh.redact import scrub_addresses
 from emomesh.security import ClientSecurity, open_aio_channel
 from emomesh.server import grpc_options
 from emomesh.tracing import client_interceptors
@@ -33,8 +43,10 @@ from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
-from services.fusion.fuse import FusionConfig, fuse
+from services.fusion.fuse import FusionConfig, distribution_problem, fuse, reliability_problem
 from services.fusion.metrics import FUSED_MODALITIES, FUSION_CONFLICTS
+
+log = logging.getLogger(__name__)
 
 Response = TypeVar("Response", bound=Message)
 
@@ -42,10 +54,17 @@ Response = TypeVar("Response", bound=Message)
 _INPUT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE)
 
 
+# A modality in one of these states failed on the server side: retrying the call may help.
+_SERVER_FAILURES = (common_pb2.MODALITY_STATUS_UNAVAILABLE, common_pb2.MODALITY_STATUS_TIMED_OUT)
+
+
 @dataclass(frozen=True)
 class OrchestratorLimits:
     max_deadline_s: float = 30.0
-    deadline_margin_s: float = 0.05
+    # Kept back from the caller's deadline: max(deadline_margin_s, deadline_margin_share x the time
+    # the caller gave), but never more than half of it.
+    deadline_margin_s: float = 0.25
+    deadline_margin_share: float = 0.1
     min_call_budget_s: float = 0.02
     max_request_bytes: int = 64 * 1024 * 1024
     max_text_chars: int = 20_000
@@ -116,11 +135,16 @@ def _result(
     return common_pb2.ModalityResult(modality=modality, status=status, detail=detail, latency_ms=latency_ms)
 
 
-def _valid_probabilities(distribution: common_pb2.EmotionDistribution) -> bool:
-    values = np.asarray(distribution.probabilities, dtype=np.float64)
-    if values.shape != (NUM_LABELS,) or not np.all(np.isfinite(values)):
-        return False
-    return bool(values.min() >= 0 and values.sum() > 0)
+def _reason(result: common_pb2.ModalityResult) -> str:
+    """Why a modality did not take part, starting with its name."""
+    name = MODALITY_NAMES[result.modality]
+    detail = result.detail or common_pb2.ModalityStatus.Name(result.status)
+    return detail if detail.startswith(name) else f"{name}: {detail}"
+
+
+def _overloaded(err: grpc.aio.AioRpcError) -> bool:
+    """A RESOURCE_EXHAUSTED that means "busy, retry" (emomesh.admission), not "input too large"."""
+    return any(key == OVERLOADED_HEADER for key, _ in err.trailing_metadata() or ())
 
 
 async def _call(
@@ -141,13 +165,21 @@ async def _call(
     except grpc.aio.AioRpcError as err:
         ms = (time.perf_counter() - start) * 1000
         code = err.code()
+        # The details may name peers ("ipv4:10.0.0.7:50051: Connection refused"): logged in full,
+        # scrubbed for the caller.
+        details = err.details() or ""
+        log.warning(
+            "modality call failed",
+            extra={"fields": {"modality": name, "code": code.name, "details": details, "ms": round(ms, 1)}},
+        )
+        details = scrub_addresses(details)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             status = common_pb2.MODALITY_STATUS_TIMED_OUT
             detail = f"{name} service did not answer within {timeout * 1000:.0f} ms"
-        elif code in _INPUT_CODES:
-            status, detail = common_pb2.MODALITY_STATUS_INVALID_INPUT, f"{name} service: {err.details()}"
+        elif code in _INPUT_CODES and not _overloaded(err):
+            status, detail = common_pb2.MODALITY_STATUS_INVALID_INPUT, f"{name} service: {details}"
         else:
-            status, detail = common_pb2.MODALITY_STATUS_UNAVAILABLE, f"{name} service: {code.name}: {err.details()}"
+            status, detail = common_pb2.MODALITY_STATUS_UNAVAILABLE, f"{name} service: {code.name}: {details}"
         return _result(modality, status, detail, ms), ms
     return response, (time.perf_counter() - start) * 1000
 
@@ -158,11 +190,18 @@ class Orchestrator:
         self.fusion = fusion
         self.limits = limits
 
+    def margin(self, caller_remaining_s: float) -> float:
+        """Time kept back from the caller's deadline to build and send the answer: a share of it with
+        a floor (a fixed 50 ms was too thin on a busy CPU), never more than half of it."""
+        share = self.limits.deadline_margin_share * caller_remaining_s
+        return min(max(self.limits.deadline_margin_s, share), caller_remaining_s / 2)
+
     def budget(self, caller_remaining_s: float | None) -> float:
         """The call's budget: the caller's deadline less the margin, capped by the configured maximum."""
         if caller_remaining_s is None:
             return self.limits.max_deadline_s
-        return max(0.0, min(self.limits.max_deadline_s, caller_remaining_s - self.limits.deadline_margin_s))
+        remaining = max(0.0, caller_remaining_s)
+        return min(self.limits.max_deadline_s, remaining - self.margin(remaining))
 
     def _validate(self, request: fusion_pb2.AnalyzeRequest) -> None:
         visual = request.WhichOneof("visual")
@@ -181,13 +220,31 @@ class Orchestrator:
     ) -> fusion_pb2.AnalyzeResponse:
         start = time.perf_counter()
         self._validate(request)
-        deadline = _Deadline(self.budget(caller_remaining_s))
+        budget = self.budget(caller_remaining_s)
+        deadline = _Deadline(budget)
+        # The backstop below waits a little past the calls' own deadline (inside the margin), so that
+        # normally the calls time out first and say so.
+        margin = self.limits.max_deadline_s if caller_remaining_s is None else caller_remaining_s - budget
+        backstop_grace_s = min(0.1, max(0.0, margin) / 4)
         transcript_wanted = request.transcript_as_text if request.HasField("transcript_as_text") else True
         use_transcript = bool(request.audio) and not request.text.strip() and transcript_wanted
         audio_task = asyncio.create_task(self._audio(request.audio, use_transcript, deadline))
         vision_task = asyncio.create_task(self._vision(request, deadline))
         text_task = asyncio.create_task(self._text(request.text, audio_task if use_transcript else None, deadline))
-        vision, audio, (text, from_transcript) = await asyncio.gather(vision_task, audio_task, text_task)
+        # The calls carry the same deadline, but the answer must not depend on them honouring it:
+        # whatever has not finished when the budget is spent is cancelled and reported TIMED_OUT.
+        _, late = await asyncio.wait(
+            (vision_task, audio_task, text_task), timeout=deadline.remaining() + backstop_grace_s
+        )
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        vision = self._finished(vision_task, common_pb2.MODALITY_VISION, deadline)
+        audio = self._finished(audio_task, common_pb2.MODALITY_AUDIO, deadline)
+        if text_task.cancelled():
+            text, from_transcript = self._timed_out(common_pb2.MODALITY_TEXT, deadline), False
+        else:
+            text, from_transcript = text_task.result()
 
         response = fusion_pb2.AnalyzeResponse(text_from_transcript=from_transcript)
         for outcome in (vision, audio, text):
@@ -202,12 +259,31 @@ class Orchestrator:
         if text.response is not None:
             response.text.CopyFrom(text.response)
         fused = fuse(response.modalities, self.fusion)
+        if not fused.HasField("distribution"):
+            raise self._nothing_usable(response.modalities)
         response.fused.CopyFrom(fused)
         FUSED_MODALITIES.observe(len(fused.weights))
         if fused.conflict:
             FUSION_CONFLICTS.inc()
         response.latency_ms = (time.perf_counter() - start) * 1000
         return response
+
+    @staticmethod
+    def _timed_out(modality: common_pb2.Modality, deadline: _Deadline) -> _Outcome:
+        detail = f"{MODALITY_NAMES[modality]}: no answer within the call's {deadline.budget_s * 1000:.0f} ms budget"
+        return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_TIMED_OUT, detail, deadline.budget_s * 1000))
+
+    def _finished(self, task: asyncio.Task[_Outcome], modality: common_pb2.Modality, deadline: _Deadline) -> _Outcome:
+        return task.result() if not task.cancelled() else self._timed_out(modality, deadline)
+
+    @staticmethod
+    def _nothing_usable(results: Sequence[common_pb2.ModalityResult]) -> Unavailable | InvalidInput:
+        """The error for a call where no modality can be fused, with each sent modality's reason."""
+        sent = [r for r in results if r.status != common_pb2.MODALITY_STATUS_MISSING]
+        reasons = "; ".join(_reason(r) for r in sent)
+        if any(r.status in _SERVER_FAILURES for r in sent):
+            return Unavailable(f"no modality could be analysed ({reasons})")
+        return InvalidInput(f"nothing in the request could be analysed ({reasons})")
 
     @staticmethod
     def _record(result: common_pb2.ModalityResult) -> None:
@@ -229,13 +305,19 @@ class Orchestrator:
     ) -> common_pb2.ModalityResult:
         """An answered modality: OK, or LOW_CONFIDENCE when it has no distribution or too little reliability."""
         result = _result(modality, common_pb2.MODALITY_STATUS_OK, latency_ms=latency_ms)
-        result.reliability = reliability
         result.model.CopyFrom(model)
-        if distribution is not None and not _valid_probabilities(distribution):
-            # A broken modality must not fail the whole Analyze call through Fuse's input checks.
+        # A broken modality must not fail the whole Analyze call through Fuse's input checks.
+        problem = distribution_problem(distribution.probabilities) if distribution is not None else None
+        if problem is not None:
             result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
-            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed distribution"
+            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed distribution: {problem}"
             return result
+        problem = reliability_problem(reliability)
+        if problem is not None:
+            result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
+            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed result: {problem}"
+            return result
+        result.reliability = reliability
         if distribution is not None:
             result.distribution.CopyFrom(distribution)
         if not low_reason and distribution is None:

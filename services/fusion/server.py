@@ -26,6 +26,7 @@ def build_server(settings: FusionSettings) -> GrpcServer:
     limits = OrchestratorLimits(
         max_deadline_s=settings.max_deadline_s,
         deadline_margin_s=settings.deadline_margin_s,
+        deadline_margin_share=settings.deadline_margin_share,
         min_call_budget_s=settings.min_call_budget_s,
         max_request_bytes=settings.max_request_bytes,
         max_text_chars=settings.max_text_chars,

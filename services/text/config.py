@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
+from emomesh.config import ConfigError, Env, MiB, ServerSettings, TritonSettings
 from emomesh.paths import PROJECT_ROOT, model_file
 from emomesh.ports import service_port
 
@@ -71,14 +71,18 @@ class TextSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TextSettings:
         env = Env("EMOMESH_TEXT_", environ)
+        max_text_bytes = env.get_int("MAX_TEXT_BYTES", 4 * MiB, minimum=1)
         return cls(
-            server=ServerSettings.from_env("text", DEFAULT_PORT, environ),
+            # One text at its limit, plus room for the other fields (a batch shares the same message).
+            server=ServerSettings.from_env(
+                "text", DEFAULT_PORT, environ, max_message_bytes=max_text_bytes + MiB, max_inflight_bytes=16 * MiB
+            ),
             triton=TritonSettings.from_env(environ),
             translator=TranslatorSettings.from_env(environ),
             model_name=env.get_str("MODEL", DEFAULT_MODEL),
             tokenizer_path=Path(env.get_str("TOKENIZER", str(DEFAULT_TOKENIZER))),
             max_tokens=env.get_int("MAX_TOKENS", 64, minimum=8),
-            max_text_bytes=env.get_int("MAX_TEXT_BYTES", 4 * 1024 * 1024, minimum=1),
+            max_text_bytes=max_text_bytes,
             max_batch_texts=env.get_int("MAX_BATCH_TEXTS", 256, minimum=1),
             reliability_translated=env.get_float("RELIABILITY_TRANSLATED", 0.8, minimum=0.0),
             reliability_unreadable=env.get_float("RELIABILITY_UNREADABLE", 0.2, minimum=0.0),

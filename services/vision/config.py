@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from emomesh.config import Env, ServerSettings, TritonSettings
+from emomesh.config import Env, MiB, ServerSettings, TritonSettings
 from emomesh.ports import service_port
 
 DEFAULT_PORT = service_port("vision")
@@ -39,11 +39,17 @@ class VisionSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
         env = Env("EMOMESH_VISION_", environ)
+        max_image_bytes = env.get_int("MAX_IMAGE_BYTES", 20 * MiB, minimum=1)
         return cls(
-            server=ServerSettings.from_env("vision", DEFAULT_PORT, environ),
+            # Messages just above the image limit (1 MiB for the other fields and AnalyzeImages'
+            # framing): gRPC refuses a larger one from its length prefix, unread. Longer videos
+            # than that come through AnalyzeVideoStream.
+            server=ServerSettings.from_env(
+                "vision", DEFAULT_PORT, environ, max_message_bytes=max_image_bytes + MiB, max_inflight_bytes=64 * MiB
+            ),
             triton=TritonSettings.from_env(environ),
             model_name=env.get_str("MODEL", "fer_mini_xception_ft"),
-            max_image_bytes=env.get_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1),
+            max_image_bytes=max_image_bytes,
             max_pixels=env.get_int("MAX_PIXELS", 40_000_000, minimum=1),
             max_faces=env.get_int("MAX_FACES", 10, minimum=1),
             min_face_px=env.get_int("MIN_FACE_PX", 40, minimum=8),

@@ -72,6 +72,9 @@ class Env:
         raise ConfigError(f"{self.prefix + name}={value!r} is not a boolean")
 
 
+MiB = 1024 * 1024
+
+
 def listen_host(listen: str) -> str:
     """The host part of a gRPC listen address ("0.0.0.0:50051" -> "0.0.0.0", "[::1]:50051" -> "::1");
     loopback for addresses without one (unix sockets)."""
@@ -120,13 +123,20 @@ class TracingSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks."""
+    """What every gRPC service needs, read from EMOMESH_<SERVICE>_* with shared fallbacks. Each
+    service passes its own defaults for the memory limits (sized in docs/operations.md, "Memory")."""
 
     listen: str
     metrics_port: int
     grace_s: float
+    # gRPC refuses a larger message from its length prefix, before reading it: keep it close to the
+    # service's real input limit.
     max_message_bytes: int
     log_level: str
+    # Request bytes all calls in progress may hold; past it, calls are refused (emomesh.admission).
+    max_inflight_bytes: int = 64 * MiB
+    # gRPC's own cap on calls in progress (health probes included); 0 = none.
+    max_concurrent_rpcs: int = 0
     # How often readiness (Triton and the model, or fusion's modality services) is re-checked.
     readiness_interval_s: float = 1.0
     # Where /metrics listens: by default the host gRPC listens on, so a service kept on loopback
@@ -140,20 +150,35 @@ class ServerSettings:
     tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
-    def from_env(cls, service: str, default_port: int, environ: Mapping[str, str] | None = None) -> ServerSettings:
+    def from_env(
+        cls,
+        service: str,
+        default_port: int,
+        environ: Mapping[str, str] | None = None,
+        *,
+        max_message_bytes: int = 32 * MiB,
+        max_inflight_bytes: int = 64 * MiB,
+    ) -> ServerSettings:
         # Imported here: emomesh.security reads its own settings with Env, defined in this module.
         from emomesh.security import ServerTls, TokenAuth
 
         env = Env(f"EMOMESH_{service.upper()}_", environ)
         shared = Env("EMOMESH_", environ)
+        message = env.get_int("MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", max_message_bytes), minimum=1024)
+        inflight = env.get_int("MAX_INFLIGHT_BYTES", max(max_inflight_bytes, message), minimum=1024)
+        if inflight < message:
+            # Otherwise a request of the largest allowed size could never be admitted.
+            raise ConfigError(
+                f"EMOMESH_{service.upper()}_MAX_INFLIGHT_BYTES={inflight} is below the message limit {message}"
+            )
         listen = env.get_str("LISTEN", f"{LOOPBACK}:{default_port}")
         return cls(
             listen=listen,
             metrics_port=env.get_int("METRICS_PORT", default_port + METRICS_PORT_OFFSET, minimum=0),
             grace_s=env.get_float("GRACE_S", shared.get_float("GRACE_S", 5.0), minimum=0),
-            max_message_bytes=env.get_int(
-                "MAX_MESSAGE_BYTES", shared.get_int("MAX_MESSAGE_BYTES", 32 * 1024 * 1024), minimum=1024
-            ),
+            max_message_bytes=message,
+            max_inflight_bytes=inflight,
+            max_concurrent_rpcs=env.get_int("MAX_CONCURRENT_RPCS", 0, minimum=0),
             log_level=shared.get_str("LOG_LEVEL", "INFO").upper(),
             readiness_interval_s=env.get_float("READINESS_INTERVAL_S", 1.0, minimum=0.05),
             metrics_host=env.get_str("METRICS_HOST", listen_host(listen)),

@@ -28,6 +28,12 @@ class TooLarge(EmomeshError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Overloaded(EmomeshError):
+    """The service holds as many requests as it may (emomesh.admission); the caller should retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class NotFound(EmomeshError):
     code = grpc.StatusCode.NOT_FOUND
 

@@ -17,6 +17,14 @@ RPC_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RPC_IN_FLIGHT = Gauge("emomesh_rpc_in_flight", "gRPC calls being served.", ["service", "method"])
+INFLIGHT_REQUEST_BYTES = Gauge(
+    "emomesh_inflight_request_bytes", "Request message bytes held by the calls being served.", ["service"]
+)
+ADMISSION_REFUSED = Counter(
+    "emomesh_admission_refused_total",
+    "Calls refused (RESOURCE_EXHAUSTED) because their request would pass the in-flight bytes limit.",
+    ["service", "method"],
+)
 TRITON_LATENCY = Histogram(
     "emomesh_triton_request_duration_seconds",
     "Latency of inference calls from a service to Triton, by model and outcome.",

@@ -4,6 +4,7 @@ trace span per inference (its context sent to Triton as gRPC metadata, so Triton
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from emomesh.config import TritonSettings
 from emomesh.errors import DeadlineExceeded, EmomeshError, InvalidInput, Unavailable
 from emomesh.logs import get_request_id
 from emomesh.metrics import TRITON_LATENCY
+from emomesh.redact import scrub_addresses
 from emomesh.tracing import OUTCOME, trace_headers, triton_span
 from emotion.common.v1 import common_pb2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,8 +75,13 @@ CHANNEL_ARGS = [
 
 
 def _map_error(model: str, exc: InferenceServerException) -> EmomeshError:
+    """The Emomesh error for a failed Triton call. tritonclient's message names Triton's address
+    ("failed to connect to all addresses; last error: ... ipv4:10.0.3.7:8001: ..."): it is logged in
+    full and reaches the caller scrubbed."""
     status = (exc.status() or "").upper()
-    message = exc.message() or str(exc)
+    full_message = exc.message() or str(exc)
+    log.warning("triton call failed", extra={"fields": {"model": model, "status": status, "message": full_message}})
+    message = scrub_addresses(full_message)
     if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
         return DeadlineExceeded(f"model {model} did not answer in time")
     if "INVALID_ARG" in status:

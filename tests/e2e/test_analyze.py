@@ -1,6 +1,7 @@
 """FusionService.Analyze through the real embedded stack (tritonserver + the modality services +
 fusion, each its own process): an image, synthesized speech and text; a modality service frozen so
-the call's deadline is shorter than its latency; a modality service killed mid-test. (A deployment
+the call's deadline is shorter than its latency; a modality service killed mid-test; Triton killed
+at the end (then nothing can be analysed: UNAVAILABLE, not OK). (A deployment
 without a modality service is covered by tests/unit/fusion/test_orchestrator.py.)"""
 
 from __future__ import annotations
@@ -99,25 +100,30 @@ def test_speech_transcript_goes_to_the_text_service(
     assert by_name(response)["text"].status in ANSWERED
 
 
-def test_deadline_shorter_than_a_modality_marks_it_timed_out(
-    stack: Stack, fusion: fusion_pb2_grpc.FusionServiceStub, astronaut_jpeg: bytes
+@pytest.mark.parametrize(("frozen", "answering"), [("vision", "text"), ("text", "vision")])
+def test_deadline_shorter_than_a_frozen_modality_gives_partial_results_in_time(
+    stack: Stack, fusion: fusion_pb2_grpc.FusionServiceStub, astronaut_jpeg: bytes, frozen: str, answering: str
 ) -> None:
-    # SIGSTOP freezes the vision process: its socket still accepts, but it answers nothing, so its
-    # latency is longer than any deadline. The Analyze call itself must still succeed in time.
-    vision = stack.processes["vision"]
-    os.kill(vision.pid, signal.SIGSTOP)
+    # SIGSTOP freezes the process: its socket still accepts, but it answers nothing, so its latency
+    # is longer than any deadline. Concurrent Analyze calls must all still succeed, in time, with a
+    # partial result (fusion keeps a margin of the deadline to answer; the process is thawed after).
+    process = stack.processes[frozen]
+    request = fusion_pb2.AnalyzeRequest(image=astronaut_jpeg, text=TEXT)
+    os.kill(process.pid, signal.SIGSTOP)
     try:
-        response = fusion.Analyze(fusion_pb2.AnalyzeRequest(image=astronaut_jpeg, text=TEXT), timeout=3)
+        calls = [fusion.Analyze.future(request, timeout=3) for _ in range(4)]
+        responses = [call.result() for call in calls]
     finally:
-        os.kill(vision.pid, signal.SIGCONT)
-    results = by_name(response)
-    assert results["vision"].status == common_pb2.MODALITY_STATUS_TIMED_OUT, results["vision"].detail
-    assert common_pb2.MODALITY_VISION in response.fused.missing
-    assert results["text"].status == common_pb2.MODALITY_STATUS_OK
-    assert [w.modality for w in response.fused.weights] == [common_pb2.MODALITY_TEXT]
-    # Thawed, vision answers again through the same fusion channel.
-    again = fusion.Analyze(fusion_pb2.AnalyzeRequest(image=astronaut_jpeg), timeout=60)
-    assert by_name(again)["vision"].status == common_pb2.MODALITY_STATUS_OK
+        os.kill(process.pid, signal.SIGCONT)
+    for response in responses:
+        results = by_name(response)
+        assert results[frozen].status == common_pb2.MODALITY_STATUS_TIMED_OUT, results[frozen].detail
+        assert results[answering].status == common_pb2.MODALITY_STATUS_OK, results[answering].detail
+        assert [w.modality for w in response.fused.weights] == [MODALITIES[answering]]
+        assert MODALITIES[frozen] in response.fused.missing
+    # Thawed, it answers again through the same fusion channel.
+    again = fusion.Analyze(request, timeout=60)
+    assert by_name(again)[frozen].status == common_pb2.MODALITY_STATUS_OK
 
 
 def test_bad_input_to_one_modality_is_reported_not_fatal(
@@ -125,6 +131,22 @@ def test_bad_input_to_one_modality_is_reported_not_fatal(
 ) -> None:
     response = fusion.Analyze(fusion_pb2.AnalyzeRequest(image=b"not an image", text=TEXT), timeout=60)
     assert by_name(response)["vision"].status == common_pb2.MODALITY_STATUS_INVALID_INPUT
+
+
+def test_nothing_usable_in_the_input_is_invalid_argument_not_ok(fusion: fusion_pb2_grpc.FusionServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        fusion.Analyze(fusion_pb2.AnalyzeRequest(image=b"not an image"), timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nothing in the request could be analysed (vision service: image could not be read" in (
+        err.value.details() or ""
+    )
+
+
+def test_an_image_over_the_message_limit_is_refused_unread(fusion: fusion_pb2_grpc.FusionServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        fusion.Analyze(fusion_pb2.AnalyzeRequest(image=b"\0" * 30_000_000), timeout=60)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in (err.value.details() or "")
 
 
 def test_nothing_to_analyse_is_invalid_argument(fusion: fusion_pb2_grpc.FusionServiceStub) -> None:
@@ -160,3 +182,35 @@ def test_fuse_rpc_on_the_real_service(fusion: fusion_pb2_grpc.FusionServiceStub)
     assert response.fused.conflict
     assert sorted(response.fused.conflicting) == [common_pb2.MODALITY_VISION, common_pb2.MODALITY_TEXT]
     assert common_pb2.MODALITY_AUDIO in response.fused.missing
+
+
+def test_fuse_rpc_refuses_a_distribution_that_does_not_sum_to_one(fusion: fusion_pb2_grpc.FusionServiceStub) -> None:
+    percentages = common_pb2.EmotionDistribution(probabilities=[5.0] * 7)
+    result = common_pb2.ModalityResult(modality=common_pb2.MODALITY_TEXT, distribution=percentages)
+    with pytest.raises(grpc.RpcError) as err:
+        fusion.Fuse(fusion_pb2.FuseRequest(results=[result]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (
+        "results[0] (text): distribution probabilities must sum to 1 (within 0.001), they sum to 35"
+    )
+
+
+def test_dead_triton_makes_analyze_unavailable_not_ok(
+    stack: Stack, fusion: fusion_pb2_grpc.FusionServiceStub, astronaut_jpeg: bytes, speech_wav: bytes
+) -> None:
+    # Runs last in this module: Triton does not come back. Every modality that is still up needs
+    # Triton, so nothing can be fused, and the call must say so instead of answering OK.
+    triton = stack.triton.process
+    assert triton is not None
+    os.killpg(triton.pid, signal.SIGKILL)
+    triton.wait()
+    request = fusion_pb2.AnalyzeRequest(image=astronaut_jpeg, audio=speech_wav, text=TEXT)
+    with pytest.raises(grpc.RpcError) as err:
+        fusion.Analyze(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = err.value.details() or ""
+    assert details.startswith("no modality could be analysed (")
+    # What failed is named, where it runs is not: no peer address, port or IP reaches the caller.
+    assert "text service: UNAVAILABLE: model text_minilm_emotion is unavailable" in details
+    for internal in ("ipv4:", "ipv6:", "127.0.0.1", f":{stack.config.triton_ports.grpc}"):
+        assert internal not in details

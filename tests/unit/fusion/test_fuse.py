@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -154,21 +155,88 @@ def test_js_divergence_bounds() -> None:
     assert js_divergence(p, peaked("sad", 1.0)) == pytest.approx(1.0)
 
 
+def distribution(probabilities: list[float]) -> common_pb2.EmotionDistribution:
+    return common_pb2.EmotionDistribution(probabilities=probabilities)
+
+
+def raw(
+    modality: common_pb2.Modality,
+    probabilities: list[float],
+    status: common_pb2.ModalityStatus = OK,
+    reliability: float = 1.0,
+) -> common_pb2.ModalityResult:
+    """A result with exactly these probabilities (no normalisation on the way)."""
+    return common_pb2.ModalityResult(
+        modality=modality, status=status, distribution=distribution(probabilities), reliability=reliability
+    )
+
+
+NAN, INF = float("nan"), float("inf")
+UNIFORM = [1 / 7] * 7
+# Values a newer (or broken) client can send: proto3 enums are open.
+UNKNOWN_MODALITY = cast(common_pb2.Modality, 7)
+UNKNOWN_STATUS = cast(common_pb2.ModalityStatus, 42)
+
+
 @pytest.mark.parametrize(
     ("results", "message"),
     [
-        ([common_pb2.ModalityResult(modality=common_pb2.MODALITY_UNSPECIFIED)], "modality must be"),
-        ([result(V, peaked("happy")), result(V, peaked("sad"))], "more than one result for vision"),
-        ([common_pb2.ModalityResult(modality=V, status=OK)], "must have 7 probabilities"),
+        ([common_pb2.ModalityResult(modality=common_pb2.MODALITY_UNSPECIFIED)], r"results\[0\]: modality must be"),
         (
-            [common_pb2.ModalityResult(modality=T, distribution=common_pb2.EmotionDistribution(probabilities=[0] * 7))],
-            "not all zero",
+            [common_pb2.ModalityResult(modality=UNKNOWN_MODALITY, distribution=distribution(UNIFORM))],
+            "modality must be .* got 7",
         ),
+        ([result(V, peaked("happy")), result(V, peaked("sad"))], r"results\[1\] \(vision\): more than one result"),
+        (
+            [common_pb2.ModalityResult(modality=V, status=OK)],
+            r"\(vision\): distribution must have 7 probabilities, got 0",
+        ),
+        ([raw(A, [0.5, 0.5])], r"\(audio\): distribution must have 7 probabilities, got 2"),
+        ([raw(T, [*UNIFORM, 0.0])], "must have 7 probabilities, got 8"),
+        ([raw(T, [0.0] * 7)], r"\(text\): distribution probabilities must sum to 1 .* sum to 0"),
+        ([raw(T, [5.0] * 7)], "must sum to 1 \\(within 0.001\\), they sum to 35"),
+        ([raw(V, [0.1] * 7)], "they sum to 0.7"),
+        ([raw(V, [NAN, 0, 0, 1, 0, 0, 0])], r"\(vision\): distribution probabilities must be finite"),
+        ([raw(V, [INF, 0, 0, 1, 0, 0, 0])], "probabilities must be finite"),
+        ([raw(A, [-0.5, 0.5, 0, 1, 0, 0, 0])], r"\(audio\): distribution probabilities must not be negative"),
+        ([raw(V, UNIFORM, reliability=NAN)], r"\(vision\): reliability must be a number in \[0, 1\], got nan"),
+        ([raw(V, UNIFORM, reliability=INF)], "reliability must be a number in .*, got inf"),
+        ([raw(A, UNIFORM, reliability=1.5)], r"\(audio\): reliability .* got 1.5"),
+        ([raw(T, UNIFORM, reliability=-0.1)], r"\(text\): reliability .* got -0.1"),
+        ([raw(V, UNIFORM, status=UNKNOWN_STATUS)], r"results\[0\] \(vision\): unknown status 42"),
+        # A result that does not take part is still checked: malformed data is refused, not dropped.
+        ([raw(V, [5.0] * 7, status=common_pb2.MODALITY_STATUS_LOW_CONFIDENCE)], "they sum to 35"),
+        (
+            [raw(A, UNIFORM, status=common_pb2.MODALITY_STATUS_TIMED_OUT, reliability=NAN)],
+            r"\(audio\): reliability must be",
+        ),
+        ([result(V, peaked("happy")), raw(T, [5.0] * 7)], r"results\[1\] \(text\)"),
     ],
 )
 def test_malformed_results_are_rejected(results: list[common_pb2.ModalityResult], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         fuse(results, CONFIG)
+
+
+def test_sums_within_the_tolerance_are_accepted_and_renormalised() -> None:
+    probs = [0.1, 0.1, 0.1, 0.4, 0.1, 0.1, 0.1 + 0.0009]
+    fused = fuse([raw(V, probs)], CONFIG)
+    assert sum(fused.distribution.probabilities) == pytest.approx(1.0, abs=1e-6)
+    assert fused.distribution.top == common_pb2.EMOTION_HAPPY
+
+
+def test_reliability_bounds_are_accepted() -> None:
+    fused = fuse([raw(V, UNIFORM, reliability=1.0), raw(A, UNIFORM, reliability=0.0)], CONFIG)
+    assert weights_of(fused).keys() == {V, A}
+
+
+def test_failed_results_without_a_distribution_are_valid_and_dropped() -> None:
+    results = [
+        result(V, peaked("happy")),
+        common_pb2.ModalityResult(modality=A, status=common_pb2.MODALITY_STATUS_UNAVAILABLE, detail="down"),
+        common_pb2.ModalityResult(modality=T, status=common_pb2.MODALITY_STATUS_MISSING),
+    ]
+    assert weights_of(fuse(results, CONFIG)) == pytest.approx({V: 1.0})
 
 
 def test_weights_file_round_trip(tmp_path: Path) -> None:

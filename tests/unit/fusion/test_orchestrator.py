@@ -12,7 +12,8 @@ import grpc
 import numpy as np
 import pytest
 
-from emomesh.errors import InvalidInput, TooLarge
+from emomesh.admission import OVERLOADED_HEADER
+from emomesh.errors import InvalidInput, TooLarge, Unavailable
 from emomesh.labels import LABELS, distribution_from_probs, label_index
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from emotion.common.v1 import common_pb2
@@ -38,6 +39,8 @@ class Behaviour(Generic[Request]):
 
     delay_s: float = 0.0
     error: grpc.StatusCode | None = None
+    details: str = "fake failure"
+    trailing_metadata: tuple[tuple[str, str], ...] = ()
     calls: list[Request] = field(default_factory=list)
     on_call: Callable[[], Awaitable[None]] | None = None
 
@@ -48,7 +51,7 @@ class Behaviour(Generic[Request]):
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.error is not None:
-            await context.abort(self.error, "fake failure")
+            await context.abort(self.error, self.details, self.trailing_metadata)
 
 
 class FakeVision(vision_pb2_grpc.VisionServiceServicer):
@@ -92,6 +95,7 @@ class FakeText(text_pb2_grpc.TextServiceServicer):
     def __init__(self) -> None:
         self.behaviour: Behaviour[text_pb2.AnalyzeTextRequest] = Behaviour()
         self.probabilities: list[float] | None = None
+        self.reliability = 1.0
 
     async def AnalyzeText(
         self, request: text_pb2.AnalyzeTextRequest, context: grpc.aio.ServicerContext
@@ -100,7 +104,7 @@ class FakeText(text_pb2_grpc.TextServiceServicer):
         distribution = peaked("angry")
         if self.probabilities is not None:
             distribution = common_pb2.EmotionDistribution(probabilities=self.probabilities)
-        return text_pb2.AnalyzeTextResponse(distribution=distribution, reliability=1.0, language="en")
+        return text_pb2.AnalyzeTextResponse(distribution=distribution, reliability=self.reliability, language="en")
 
 
 @dataclass
@@ -202,13 +206,15 @@ async def test_slow_service_is_marked_timed_out(orchestrator: Orchestrator, fake
 
 async def test_configured_cap_bounds_a_caller_without_deadline(fakes: Fakes) -> None:
     fakes.text.behaviour.delay_s = 30
-    clients = ModalityClients(None, None, fakes.addresses["text"])
+    clients = ModalityClients(fakes.addresses["vision"], None, fakes.addresses["text"])
     try:
         orchestrator = Orchestrator(clients, FusionConfig(), OrchestratorLimits(max_deadline_s=0.3))
-        response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(text="hello"), caller_remaining_s=None)
+        request = fusion_pb2.AnalyzeRequest(image=b"img", text="hello")
+        response = await orchestrator.analyze(request, caller_remaining_s=None)
     finally:
         await clients.close()
     assert by_modality(response)[S.MODALITY_TEXT].status == S.MODALITY_STATUS_TIMED_OUT
+    assert by_modality(response)[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
 
 
 @pytest.mark.parametrize(
@@ -257,12 +263,13 @@ async def test_empty_transcript_leaves_text_missing(orchestrator: Orchestrator, 
 async def test_text_on_transcript_gets_only_the_time_audio_left(orchestrator: Orchestrator, fakes: Fakes) -> None:
     # Audio uses up the whole budget: text must not be started past the common deadline.
     fakes.audio.behaviour.delay_s = 30
-    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"), caller_remaining_s=0.4)
+    request = fusion_pb2.AnalyzeRequest(image=b"img", audio=b"wav")
+    response = await orchestrator.analyze(request, caller_remaining_s=0.6)
     results = by_modality(response)
     assert results[S.MODALITY_AUDIO].status == S.MODALITY_STATUS_TIMED_OUT
     assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_MISSING
     assert not fakes.text.behaviour.calls
-    assert not response.fused.HasField("distribution")
+    assert [w.modality for w in response.fused.weights] == [S.MODALITY_VISION]
 
 
 async def test_no_face_is_low_confidence_and_not_fused(orchestrator: Orchestrator, fakes: Fakes) -> None:
@@ -310,19 +317,24 @@ async def test_bad_requests_are_rejected(
         await orchestrator.analyze(request_)
 
 
-def test_budget_is_caller_deadline_minus_margin_capped() -> None:
-    limits = OrchestratorLimits(max_deadline_s=10, deadline_margin_s=0.1)
-    orchestrator = Orchestrator(ModalityClients(None, None, None), FusionConfig(), limits)
+async def test_budget_is_caller_deadline_minus_margin_capped(fakes: Fakes) -> None:
+    limits = OrchestratorLimits(max_deadline_s=10, deadline_margin_s=0.25, deadline_margin_share=0.1)
+    clients = ModalityClients(None, None, None)
+    orchestrator = Orchestrator(clients, FusionConfig(), limits)
+    await clients.close()
     assert orchestrator.budget(None) == 10
-    assert orchestrator.budget(2.0) == pytest.approx(1.9)
     assert orchestrator.budget(60.0) == 10
-    assert orchestrator.budget(0.05) == 0.0
+    # The margin is 10% of the caller's time, at least 0.25 s, at most half of it.
+    assert orchestrator.budget(5.0) == pytest.approx(4.5)
+    assert orchestrator.budget(1.0) == pytest.approx(0.75)
+    assert orchestrator.budget(0.3) == pytest.approx(0.15)
+    assert orchestrator.budget(0.0) == 0.0
 
 
 async def test_restarted_service_is_used_again(orchestrator: Orchestrator, fakes: Fakes) -> None:
     address = fakes.addresses["vision"]
     await fakes.servers["vision"].stop(None)
-    down = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img"))
+    down = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img", text="hello"))
     assert by_modality(down)[S.MODALITY_VISION].status == S.MODALITY_STATUS_UNAVAILABLE
     restarted = grpc.aio.server()
     vision_pb2_grpc.add_VisionServiceServicer_to_server(FakeVision(), restarted)
@@ -331,14 +343,16 @@ async def test_restarted_service_is_used_again(orchestrator: Orchestrator, fakes
     fakes.servers["vision"] = restarted  # stopped by the fixture
     # The channel reconnects on its own (short backoff); poll until it does, the test's timeout bounds it.
     while True:
-        response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img"))
+        response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img", text="hello"))
         if by_modality(response)[S.MODALITY_VISION].status != S.MODALITY_STATUS_UNAVAILABLE:
             break
         await asyncio.sleep(0.1)
     assert by_modality(response)[S.MODALITY_VISION].status == S.MODALITY_STATUS_OK
 
 
-@pytest.mark.parametrize("probabilities", [[0.5, 0.5], [float("nan")] * 7, [0.0] * 7, [-1, 1, 1, 0, 0, 0, 0]])
+@pytest.mark.parametrize(
+    "probabilities", [[0.5, 0.5], [float("nan")] * 7, [0.0] * 7, [-1, 1, 1, 0, 0, 0, 0], [5.0] * 7]
+)
 async def test_malformed_modality_answer_is_unavailable_not_fatal(
     orchestrator: Orchestrator, fakes: Fakes, probabilities: list[float]
 ) -> None:
@@ -346,4 +360,101 @@ async def test_malformed_modality_answer_is_unavailable_not_fatal(
     response = await orchestrator.analyze(FULL)
     text = by_modality(response)[S.MODALITY_TEXT]
     assert text.status == S.MODALITY_STATUS_UNAVAILABLE and "malformed distribution" in text.detail
+    assert {w.modality for w in response.fused.weights} == {S.MODALITY_VISION, S.MODALITY_AUDIO}
+
+
+@pytest.mark.parametrize("reliability", [float("nan"), 1.5, -0.2])
+async def test_malformed_modality_reliability_is_unavailable_not_fatal(
+    orchestrator: Orchestrator, fakes: Fakes, reliability: float
+) -> None:
+    fakes.text.reliability = reliability
+    response = await orchestrator.analyze(FULL)
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_UNAVAILABLE and "reliability must be a number in [0, 1]" in text.detail
+    assert {w.modality for w in response.fused.weights} == {S.MODALITY_VISION, S.MODALITY_AUDIO}
+
+
+async def test_no_usable_modality_because_services_are_down_is_unavailable(
+    orchestrator: Orchestrator, fakes: Fakes
+) -> None:
+    for server in fakes.servers.values():
+        await server.stop(None)
+    with pytest.raises(Unavailable, match="no modality could be analysed") as error:
+        await orchestrator.analyze(FULL)
+    message = error.value.message
+    assert "vision service: UNAVAILABLE" in message and "audio service" in message
+    # The address of the modality services never reaches the caller (it is logged).
+    for address in fakes.addresses.values():
+        assert address not in message and address.split(":")[0] not in message
+    assert "<address>" in message
+
+
+async def test_one_failed_service_among_unusable_inputs_is_unavailable(
+    orchestrator: Orchestrator, fakes: Fakes
+) -> None:
+    fakes.vision.face = False
+    fakes.text.behaviour.error = grpc.StatusCode.INTERNAL
+    with pytest.raises(Unavailable, match="vision: no face found; text service: INTERNAL: fake failure"):
+        await orchestrator.analyze(fusion_pb2.AnalyzeRequest(image=b"img", text="hello"))
+
+
+async def test_frozen_only_modality_is_unavailable_within_the_budget(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.text.behaviour.delay_s = 30
+    with pytest.raises(Unavailable, match="text service did not answer within"):
+        await orchestrator.analyze(fusion_pb2.AnalyzeRequest(text="hello"), caller_remaining_s=0.6)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            fusion_pb2.AnalyzeRequest(image=b"img"),
+            r"nothing in the request could be analysed \(vision: no face found\)",
+        ),
+        (fusion_pb2.AnalyzeRequest(image=b"img", text="hi"), "vision: no face found; text service: fake failure"),
+    ],
+)
+async def test_no_usable_modality_because_of_the_input_is_invalid_argument(
+    orchestrator: Orchestrator, fakes: Fakes, request_: fusion_pb2.AnalyzeRequest, message: str
+) -> None:
+    fakes.vision.face = False
+    fakes.text.behaviour.error = grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(InvalidInput, match=message):
+        await orchestrator.analyze(request_)
+
+
+async def test_overloaded_modality_is_unavailable_not_invalid_input(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.vision.behaviour.error = grpc.StatusCode.RESOURCE_EXHAUSTED
+    fakes.vision.behaviour.details = "vision is busy"
+    fakes.vision.behaviour.trailing_metadata = ((OVERLOADED_HEADER, "1"),)
+    vision = by_modality(await orchestrator.analyze(FULL))[S.MODALITY_VISION]
+    assert vision.status == S.MODALITY_STATUS_UNAVAILABLE
+    assert vision.detail == "vision service: RESOURCE_EXHAUSTED: vision is busy"
+
+
+async def test_modality_details_are_scrubbed_of_addresses(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.vision.behaviour.error = grpc.StatusCode.UNAVAILABLE
+    fakes.vision.behaviour.details = (
+        "model x is unavailable: failed to connect; last error: ipv4:10.1.2.3:8001: refused"
+    )
+    vision = by_modality(await orchestrator.analyze(FULL))[S.MODALITY_VISION]
+    assert (
+        vision.detail
+        == "vision service: UNAVAILABLE: model x is unavailable: failed to connect; last error: <address>: refused"
+    )
+
+
+async def test_answer_is_sent_at_the_budget_even_if_a_call_never_returns(
+    orchestrator: Orchestrator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A modality call that ignores its own deadline: the orchestrator stops waiting at the budget.
+    async def never_returns(request: text_pb2.AnalyzeTextRequest, **kwargs: object) -> text_pb2.AnalyzeTextResponse:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(orchestrator.clients.text, "AnalyzeText", never_returns)
+    response = await orchestrator.analyze(FULL, caller_remaining_s=0.6)
+    results = by_modality(response)
+    assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_TIMED_OUT
+    assert results[S.MODALITY_TEXT].detail == "text: no answer within the call's 350 ms budget"
     assert {w.modality for w in response.fused.weights} == {S.MODALITY_VISION, S.MODALITY_AUDIO}

@@ -50,7 +50,10 @@ class FusionServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Fuse(self, request, context):
-        """Fuses distributions the caller already has.
+        """Fuses distributions the caller already has. A malformed result
+        (probabilities not 7 finite, non-negative values summing to 1 within
+        1e-3; reliability outside [0, 1]; an unknown status or modality) is
+        INVALID_ARGUMENT, naming the result and the field.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -58,7 +61,12 @@ class FusionServiceServicer:
 
     def Analyze(self, request, context):
         """Analyses any subset of image/video, audio and text in parallel and fuses
-        the results. A modality that fails or times out is reported, never fatal.
+        the results. A modality that fails or times out is reported in the
+        response, not fatal, as long as another one gives a result. When none
+        does, the call fails: UNAVAILABLE if a modality service failed or timed
+        out, INVALID_ARGUMENT if every modality sent was unusable because of the
+        input (no face, no speech, a corrupt file). An OK answer always carries
+        a fused distribution.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
