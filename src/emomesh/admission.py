@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from emomesh.errors import Overloaded
+from emomesh.interceptors import HandlerInterceptor
 from emomesh.memory import HeapTrimmer
 from emomesh.metrics import ADMISSION_REFUSED, INFLIGHT_REQUEST_BYTES
 
@@ -34,8 +35,6 @@ log = logging.getLogger(__name__)
 # Trailing metadata on a refusal for load: "1". Callers treat such a RESOURCE_EXHAUSTED as
 # "unavailable, retry later", not as a bad input.
 OVERLOADED_HEADER = "x-emomesh-overloaded"
-
-_UNCOUNTED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
 class InflightBytes:
@@ -71,7 +70,7 @@ class _Refused:
     nbytes: int
 
 
-class AdmissionInterceptor(grpc.aio.ServerInterceptor):
+class AdmissionInterceptor(HandlerInterceptor):
     """Counts every request message against the service's InflightBytes before it is parsed, and
     refuses the call (Overloaded) when it would not fit. Put it after ObservabilityInterceptor, so
     refusals are logged, counted and carry the request id like any other status."""
@@ -80,15 +79,8 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         self.inflight = inflight
         self.trimmer = trimmer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method
-        if handler is None or full_method.startswith(_UNCOUNTED_PREFIXES):
-            return handler
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        full_method: str = details.method
         method = full_method.rsplit("/", 1)[-1]
         deserialize = self._deserializer(handler.request_deserializer)
         serialize = handler.response_serializer

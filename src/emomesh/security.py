@@ -25,7 +25,7 @@ import hmac
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 
 from emomesh.config import ConfigError, Env
+from emomesh.interceptors import HandlerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -337,24 +338,20 @@ def _as_caller(handler: grpc.RpcMethodHandler, caller: str) -> grpc.RpcMethodHan
     return _rewrap(handler, single, streaming)
 
 
-class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+class TokenAuthInterceptor(HandlerInterceptor):
     """Rejects calls without a valid bearer token (UNAUTHENTICATED, before the servicer runs) and
     runs the others as their caller. Health checks pass without credentials."""
 
     def __init__(self, auth: TokenAuth) -> None:
         self.auth = auth
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
+    # Health stays open for probes; reflection describes the API, so it needs a token like the rest.
+    passthrough_prefixes = OPEN_METHOD_PREFIXES
+
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = details.method
         try:
-            caller = self.auth.authenticate(handler_call_details.invocation_metadata)
+            caller = self.auth.authenticate(details.invocation_metadata)
         except Unauthenticated as exc:
             log.warning("unauthenticated call rejected", extra={"fields": {"method": method, "reason": str(exc)}})
             return _rejecting(handler, str(exc))

@@ -18,13 +18,14 @@ from grpc_reflection.v1alpha import reflection
 from emomesh.admission import AdmissionInterceptor, InflightBytes
 from emomesh.config import ServerSettings, listen_host
 from emomesh.errors import EmomeshError
+from emomesh.interceptors import HandlerInterceptor
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
 from emomesh.memory import HeapTrimmer
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
 from emomesh.readiness import HealthReporter, ReadinessCheck
 from emomesh.redact import scrub_addresses
 from emomesh.security import bind, server_interceptors
-from emomesh.tracing import UNTRACED_METHOD_PREFIXES, ServerCallSpan, start_tracing
+from emomesh.tracing import ServerCallSpan, start_tracing
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +106,15 @@ class _CallScope:
         reset_request_id(self.token)
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(HandlerInterceptor):
     """Wraps every handler in a _CallScope. Health and reflection calls are passed through so
-    that probes do not drown the service's own metrics."""
+    that probes do not drown the service's own metrics and traces."""
 
     def __init__(self, service: str) -> None:
         self.service = service
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        full_method: str = handler_call_details.method
-        if handler is None or full_method.startswith(UNTRACED_METHOD_PREFIXES):
-            return handler
+    def wrap(self, handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        full_method: str = details.method
         service = self.service
 
         # Single-response calls (unary and client-streaming) share one wrapper, streaming-response

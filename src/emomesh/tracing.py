@@ -24,6 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from emomesh.config import TracingSettings
+from emomesh.interceptors import PROBE_METHOD_PREFIXES
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def triton_span(model: str, batch_size: int) -> AbstractContextManager[Span]:
 
 # Health checks and reflection are not traced, on either side: readiness polls every second and would
 # bury the traces of real requests.
-UNTRACED_METHOD_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+UNTRACED_METHOD_PREFIXES = PROBE_METHOD_PREFIXES
 
 
 class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
