@@ -74,7 +74,7 @@ class ImagePipeline:
 
     def faces(self, image: bytes) -> np.ndarray:
         gray = decode_image(image, 20 << 20, 40_000_000)
-        return crop_faces(gray, self.detector.detect(gray)[:10], (64, 64), 0.1)
+        return crop_faces(gray, self.detector.detect_one(gray)[:10], (64, 64), 0.1)
 
     def __call__(self, image: bytes) -> np.ndarray:
         faces = self.faces(image)

@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from emomesh.config import Env, ServerSettings, TritonSettings
+from emomesh.config import ConfigError, Env, ServerSettings, TritonSettings
 
 DEFAULT_PORT = 50051
+# The detectors EMOMESH_VISION_DETECTOR selects (services/vision/faces.py, blazeface.py).
+DETECTORS = ("blazeface", "haar")
+# BlazeFace's tilings (blazeface.BlazeFaceDetector).
+TILINGS = ("off", "fallback", "always")
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,18 @@ class VisionSettings:
     # Triton model that classifies faces; its input size is read from Triton, so a 48x48 model
     # (DeepFace) and the 64x64 default are interchangeable.
     model_name: str
+    # Face detector: `blazeface` (served by Triton as detector_model) or `haar` (OpenCV, in-process).
+    detector: str
+    # Triton model of the BlazeFace detector: blazeface_full_range (photos, faces down to ~1/10 of the
+    # image side) or blazeface_short_range (selfie distance, 3x cheaper).
+    detector_model: str
+    # BlazeFace: the face probability an anchor needs (MediaPipe's 0.5), and when to look at tiles
+    # for faces too small for the whole-image pass (off | fallback | always; blazeface.py).
+    detect_min_score: float
+    detect_tiling: str
     max_image_bytes: int
+    # Images of one AnalyzeImages call: bounds the memory and the time of one call.
+    max_images_per_request: int
     max_pixels: int
     max_faces: int
     min_face_px: int
@@ -38,11 +53,22 @@ class VisionSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
         env = Env("EMOMESH_VISION_", environ)
+        detector = env.get_str("DETECTOR", "blazeface")
+        if detector not in DETECTORS:
+            raise ConfigError(f"EMOMESH_VISION_DETECTOR={detector!r}; expected one of {', '.join(DETECTORS)}")
+        tiling = env.get_str("DETECT_TILING", "fallback")
+        if tiling not in TILINGS:
+            raise ConfigError(f"EMOMESH_VISION_DETECT_TILING={tiling!r}; expected one of {', '.join(TILINGS)}")
         return cls(
             server=ServerSettings.from_env("vision", DEFAULT_PORT, environ),
             triton=TritonSettings.from_env(environ),
             model_name=env.get_str("MODEL", "fer_mini_xception_ft"),
+            detector=detector,
+            detector_model=env.get_str("DETECTOR_MODEL", "blazeface_full_range"),
+            detect_min_score=env.get_float("DETECT_MIN_SCORE", 0.5, minimum=0.0),
+            detect_tiling=tiling,
             max_image_bytes=env.get_int("MAX_IMAGE_BYTES", 20 * 1024 * 1024, minimum=1),
+            max_images_per_request=env.get_int("MAX_IMAGES_PER_REQUEST", 32, minimum=1),
             max_pixels=env.get_int("MAX_PIXELS", 40_000_000, minimum=1),
             max_faces=env.get_int("MAX_FACES", 10, minimum=1),
             min_face_px=env.get_int("MIN_FACE_PX", 40, minimum=8),
