@@ -144,6 +144,10 @@ def letterbox(image: np.ndarray, size: int, window: Window | None = None) -> tup
     part = image[window.y : window.y + window.height, window.x : window.x + window.width]
     scale = size / max(window.height, window.width)
     new_w, new_h = max(1, round(window.width * scale)), max(1, round(window.height * scale))
+    # Area averaging against aliasing; halving first (OpenCV's fast integer-factor path) makes it
+    # 3-4x cheaper than one non-integer INTER_AREA resize of a large image.
+    while part.shape[0] >= 2 * new_h and part.shape[1] >= 2 * new_w:
+        part = cv2.resize(part, (part.shape[1] // 2, part.shape[0] // 2), interpolation=cv2.INTER_AREA)
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(part, (new_w, new_h), interpolation=interpolation)
     if resized.ndim == 2:

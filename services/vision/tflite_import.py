@@ -198,13 +198,6 @@ class TfliteGraphModule(nn.Module):
             out[f"b{op.outputs[0]}"] = constants[op.inputs[2]].astype(np.float32)
         return {key: value.astype(np.float32) for key, value in out.items()}
 
-    def _pad_same(
-        self, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
-    ) -> torch.Tensor:
-        top, bottom = same_padding(int(x.shape[2]), kernel[0], stride[0], dilation[0])
-        left, right = same_padding(int(x.shape[3]), kernel[1], stride[1], dilation[1])
-        return F.pad(x, (left, right, top, bottom)) if top or bottom or left or right else x
-
     def _run(self, op: TfliteOp, values: dict[int, torch.Tensor]) -> torch.Tensor:
         x = values[op.inputs[0]]
         key = op.outputs[0]
@@ -212,11 +205,20 @@ class TfliteGraphModule(nn.Module):
         if op.kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             weight = self.consts[f"w{key}"]
             bias = self.consts.get(f"b{key}")
+            padding: tuple[int, int] = (0, 0)
             if options["padding"] == Padding.SAME:
                 kernel = (int(weight.shape[2]), int(weight.shape[3]))
-                x = self._pad_same(x, kernel, options["stride"], options["dilation"])
+                top, bottom = same_padding(int(x.shape[2]), kernel[0], options["stride"][0], options["dilation"][0])
+                left, right = same_padding(int(x.shape[3]), kernel[1], options["stride"][1], options["dilation"][1])
+                if (top, left) == (bottom, right):
+                    # Symmetric (every stride-1 convolution): the convolution pads, no separate Pad node.
+                    padding = (top, left)
+                else:
+                    x = F.pad(x, (left, right, top, bottom))
             groups = int(x.shape[1]) if op.kind == "DEPTHWISE_CONV_2D" else 1
-            x = F.conv2d(x, weight, bias, stride=options["stride"], dilation=options["dilation"], groups=groups)
+            x = F.conv2d(
+                x, weight, bias, stride=options["stride"], padding=padding, dilation=options["dilation"], groups=groups
+            )
             return _activate(x, options["activation"])
         if op.kind == "ADD":
             a, b = (
