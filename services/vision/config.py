@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from emomesh.config import Env, MiB, ServerSettings, TritonSettings
+from emomesh.config import ConfigError, Env, MiB, ServerSettings, TritonSettings
 from emomesh.ports import service_port
 
 DEFAULT_PORT = service_port("vision")
+# The detectors EMOMESH_VISION_DETECTOR selects (services/vision/faces.py, blazeface.py).
+DETECTORS = ("blazeface", "haar")
+# BlazeFace's tilings (blazeface.BlazeFaceDetector).
+TILINGS = ("off", "fallback", "always")
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,18 @@ class VisionSettings:
     # Triton model that classifies faces; its input size is read from Triton, so a 48x48 model
     # (DeepFace) and the 64x64 default are interchangeable.
     model_name: str
+    # Face detector: `blazeface` (served by Triton as detector_model) or `haar` (OpenCV, in-process).
+    detector: str
+    # Triton model of the BlazeFace detector: blazeface_full_range (photos, faces down to ~1/10 of the
+    # image side) or blazeface_short_range (selfie distance, 3x cheaper).
+    detector_model: str
+    # BlazeFace: the face probability an anchor needs (MediaPipe's 0.5), and when to look at tiles
+    # for faces too small for the whole-image pass (off | fallback | always; blazeface.py).
+    detect_min_score: float
+    detect_tiling: str
     max_image_bytes: int
+    # Images of one AnalyzeImages call: bounds the memory and the time of one call.
+    max_images_per_request: int
     max_pixels: int
     max_faces: int
     min_face_px: int
@@ -40,6 +55,12 @@ class VisionSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> VisionSettings:
         env = Env("EMOMESH_VISION_", environ)
         max_image_bytes = env.get_int("MAX_IMAGE_BYTES", 20 * MiB, minimum=1)
+        detector = env.get_str("DETECTOR", "blazeface")
+        if detector not in DETECTORS:
+            raise ConfigError(f"EMOMESH_VISION_DETECTOR={detector!r}; expected one of {', '.join(DETECTORS)}")
+        tiling = env.get_str("DETECT_TILING", "fallback")
+        if tiling not in TILINGS:
+            raise ConfigError(f"EMOMESH_VISION_DETECT_TILING={tiling!r}; expected one of {', '.join(TILINGS)}")
         return cls(
             # Messages just above the image limit (1 MiB for the other fields and AnalyzeImages'
             # framing): gRPC refuses a larger one from its length prefix, unread. Longer videos
@@ -49,7 +70,12 @@ class VisionSettings:
             ),
             triton=TritonSettings.from_env(environ),
             model_name=env.get_str("MODEL", "fer_mini_xception_ft"),
+            detector=detector,
+            detector_model=env.get_str("DETECTOR_MODEL", "blazeface_full_range"),
+            detect_min_score=env.get_float("DETECT_MIN_SCORE", 0.5, minimum=0.0),
+            detect_tiling=tiling,
             max_image_bytes=max_image_bytes,
+            max_images_per_request=env.get_int("MAX_IMAGES_PER_REQUEST", 32, minimum=1),
             max_pixels=env.get_int("MAX_PIXELS", 40_000_000, minimum=1),
             max_faces=env.get_int("MAX_FACES", 10, minimum=1),
             min_face_px=env.get_int("MIN_FACE_PX", 40, minimum=8),

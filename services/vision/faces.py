@@ -1,22 +1,41 @@
-"""Face detection with OpenCV's Haar cascade.
+"""Face detectors behind one interface: BlazeFace served by Triton (services/vision/blazeface.py, the
+default) and OpenCV's Haar cascade (the fallback), chosen by EMOMESH_VISION_DETECTOR.
 
-Why Haar: its weights ship inside opencv-python-headless (no download, no extra dependency), it
-runs in a few milliseconds per image on a CPU core and it finds frontal faces, which is what the
-FER-style expression models were trained on. MediaPipe's BlazeFace is more robust to pose but
-brings a large dependency; a detector is a swappable class here."""
+Why BlazeFace: it runs on Triton (GPU in production, batched across frames and requests) instead of the
+service's own CPU, finds more faces (turned, tilted, small; docs/vision.md has the counts) and gives
+the eye keypoints that align each face. Why keep Haar: its weights ship inside opencv-python-headless
+and it needs no model server, so a deployment without the BlazeFace model still detects faces."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Sequence
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from services.vision.preprocess import Box
+from services.vision.preprocess import Box, DetectedFace, to_gray
+
+
+class FaceDetector(Protocol):
+    """What the vision servicer needs from a detector: BlazeFaceDetector, HaarFaceDetector, or a fake
+    in unit tests."""
+
+    # Whether the detector takes RGB images (BlazeFace) rather than gray ones (Haar).
+    @property
+    def color(self) -> bool: ...
+
+    async def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
+        """Faces of each image, largest first, in the image's own pixel coordinates."""
+        ...
 
 
 class HaarFaceDetector:
     """Thread-safe: each thread gets its own CascadeClassifier (detectMultiScale is not re-entrant)."""
+
+    color = False
 
     def __init__(self, min_face_px: int, max_side: int, cascade: str = "haarcascade_frontalface_default.xml") -> None:
         self.path = cv2.data.haarcascades + cascade  # type: ignore[attr-defined]
@@ -32,8 +51,9 @@ class HaarFaceDetector:
             cascade = self._local.cascade = cv2.CascadeClassifier(self.path)
         return cascade
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
-        """Faces in a gray image, largest first, in the image's own pixel coordinates."""
+    def detect_one(self, image: np.ndarray) -> list[DetectedFace]:
+        """Faces in a gray (or RGB) image, largest first, in the image's own pixel coordinates."""
+        gray = to_gray(image)
         scale = min(1.0, self.max_side / max(gray.shape))
         small = gray if scale == 1.0 else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         min_px = max(16, int(self.min_face_px * scale))
@@ -44,4 +64,8 @@ class HaarFaceDetector:
             Box(int(x / scale), int(y / scale), int(w / scale), int(h / scale))
             for (x, y, w, h) in np.asarray(found).reshape(-1, 4)
         ]
-        return sorted(boxes, key=lambda b: b.area, reverse=True)
+        return [DetectedFace(box) for box in sorted(boxes, key=lambda b: b.area, reverse=True)]
+
+    async def detect(self, images: Sequence[np.ndarray]) -> list[list[DetectedFace]]:
+        # CPU-bound: off the event loop.
+        return await asyncio.to_thread(lambda: [self.detect_one(image) for image in images])

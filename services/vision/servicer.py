@@ -18,10 +18,10 @@ from emomesh.errors import InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
-from services.vision.faces import HaarFaceDetector
+from services.vision.faces import FaceDetector
 from services.vision.metrics import FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
 from services.vision.model import ExpressionClassifier
-from services.vision.preprocess import Box, crop_faces, decode_image
+from services.vision.preprocess import Box, DetectedFace, Point, crop_faces, decode_image, to_gray
 from services.vision.tracking import ClipAggregate, IouTracker
 from services.vision.video import (
     ClipInfo,
@@ -33,6 +33,11 @@ from services.vision.video import (
     sampling_from_fields,
 )
 
+# Sampled video frames detected in one detector call: bounded by count and by decoded pixels (the
+# frames are held until their faces are cropped), so a clip of 4K frames does not hold 32 of them.
+FRAMES_PER_DETECTION = 32
+PIXELS_PER_DETECTION = 64_000_000
+
 
 @dataclass
 class _Prepared:
@@ -40,7 +45,7 @@ class _Prepared:
 
     width: int
     height: int
-    boxes: list[Box]
+    faces: list[DetectedFace]
     crops: np.ndarray
 
 
@@ -50,46 +55,105 @@ class _PreparedFrame:
 
     index: int
     timestamp_s: float
-    boxes: list[Box]
+    faces: list[DetectedFace]
     crops: np.ndarray
 
 
+def _point(point: Point) -> vision_pb2.Point:
+    return vision_pb2.Point(x=point.x, y=point.y)
+
+
+def face_message(face: DetectedFace, probs: np.ndarray, track_id: int = 0) -> vision_pb2.Face:
+    box = face.box
+    message = vision_pb2.Face(
+        box=vision_pb2.BoundingBox(x=box.x, y=box.y, width=box.width, height=box.height),
+        distribution=distribution_from_probs(probs),
+        track_id=track_id,
+        detection_score=face.score,
+    )
+    if face.right_eye is not None and face.left_eye is not None and len(face.keypoints) == 4:
+        nose, mouth, right_ear, left_ear = (_point(p) for p in face.keypoints)
+        message.keypoints.CopyFrom(
+            vision_pb2.FaceKeypoints(
+                right_eye=_point(face.right_eye),
+                left_eye=_point(face.left_eye),
+                nose_tip=nose,
+                mouth=mouth,
+                right_ear=right_ear,
+                left_ear=left_ear,
+            )
+        )
+    return message
+
+
 class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
-    def __init__(self, settings: VisionSettings, model: ExpressionClassifier, detector: HaarFaceDetector) -> None:
+    def __init__(self, settings: VisionSettings, model: ExpressionClassifier, detector: FaceDetector) -> None:
         self.settings = settings
         self.model = model
         self.detector = detector
 
         self.video_limits = VideoLimits(settings.max_pixels, settings.max_video_frames, settings.max_decoded_frames)
 
-    def _prepare(self, data: bytes, max_faces: int, whole_image_is_face: bool = False) -> _Prepared:
-        """CPU-bound part (decode, detect, crop); runs in a worker thread."""
+    def _decode(self, requests: list[vision_pb2.AnalyzeImageRequest], numbered: bool) -> list[np.ndarray]:
+        """CPU-bound (runs in a worker thread): every image decoded, in colour when the detector takes
+        colour and the image goes to it. Errors name the image's index when `numbered`."""
+        images = []
+        for index, request in enumerate(requests):
+            try:
+                color = self.detector.color and not request.whole_image_is_face
+                image = decode_image(request.image, self.settings.max_image_bytes, self.settings.max_pixels, color)
+                if request.whole_image_is_face and min(image.shape[:2]) < self.settings.min_face_px:
+                    # Enlarged to the model's input, a few pixels would still get a confident label.
+                    raise InvalidInput(
+                        f"whole_image_is_face: the image is {image.shape[1]}x{image.shape[0]}; a face crop must be "
+                        f"at least {self.settings.min_face_px}x{self.settings.min_face_px} pixels"
+                    )
+            except InvalidInput as exc:
+                raise InvalidInput(f"images[{index}]: {exc.message}" if numbered else exc.message) from exc
+            images.append(image)
+        return images
+
+    def _crop(
+        self, images: list[np.ndarray], faces: list[list[DetectedFace]], margins: list[float]
+    ) -> list[np.ndarray]:
+        """CPU-bound (runs in a worker thread): each image's faces as model input."""
+        return [
+            crop_faces(to_gray(image), image_faces, self.model.input_size, margin)
+            for image, image_faces, margin in zip(images, faces, margins, strict=True)
+        ]
+
+    async def _prepare(self, requests: list[vision_pb2.AnalyzeImageRequest], numbered: bool) -> list[_Prepared]:
+        """Decode (a worker thread), detect (one detector call for every image that needs it), crop."""
         start = time.perf_counter()
-        gray = decode_image(data, self.settings.max_image_bytes, self.settings.max_pixels)
+        images = await asyncio.to_thread(self._decode, requests, numbered)
         decoded = time.perf_counter()
-        if whole_image_is_face:
-            # The caller says the image is a face crop: no detection, no margin around it.
-            boxes = [Box(0, 0, int(gray.shape[1]), int(gray.shape[0]))]
-            margin = 0.0
-        else:
-            boxes = self.detector.detect(gray)[: max_faces or self.settings.max_faces]
-            margin = self.settings.face_margin
-        detected = time.perf_counter()
-        crops = crop_faces(gray, boxes, self.model.input_size, margin)
+        to_detect = [i for i, request in enumerate(requests) if not request.whole_image_is_face]
+        detected = await self.detector.detect([images[i] for i in to_detect])
+        faces: list[list[DetectedFace]] = []
+        margins = []
+        found = dict(zip(to_detect, detected, strict=True))
+        for i, (image, request) in enumerate(zip(images, requests, strict=True)):
+            if request.whole_image_is_face:
+                # The caller says the image is a face crop: no detection, no margin around it.
+                faces.append([DetectedFace(Box(0, 0, int(image.shape[1]), int(image.shape[0])))])
+                margins.append(0.0)
+            else:
+                faces.append(found[i][: request.max_faces or self.settings.max_faces])
+                margins.append(self.settings.face_margin)
+        detect_end = time.perf_counter()
+        crops = await asyncio.to_thread(self._crop, images, faces, margins)
         IMAGE_STAGE_SECONDS.labels("decode").observe(decoded - start)
-        IMAGE_STAGE_SECONDS.labels("detect").observe(detected - decoded)
-        IMAGE_STAGE_SECONDS.labels("crop").observe(time.perf_counter() - detected)
-        FACES_PER_IMAGE.observe(len(boxes))
-        return _Prepared(int(gray.shape[1]), int(gray.shape[0]), boxes, crops)
+        IMAGE_STAGE_SECONDS.labels("detect").observe(detect_end - decoded)
+        IMAGE_STAGE_SECONDS.labels("crop").observe(time.perf_counter() - detect_end)
+        for image_faces in faces:
+            FACES_PER_IMAGE.observe(len(image_faces))
+        return [
+            _Prepared(int(image.shape[1]), int(image.shape[0]), image_faces, image_crops)
+            for image, image_faces, image_crops in zip(images, faces, crops, strict=True)
+        ]
 
     def _response(self, prepared: _Prepared, probs: np.ndarray, start: float) -> vision_pb2.AnalyzeImageResponse:
-        faces = [
-            vision_pb2.Face(
-                box=vision_pb2.BoundingBox(x=b.x, y=b.y, width=b.width, height=b.height),
-                distribution=distribution_from_probs(p),
-            )
-            for b, p in zip(prepared.boxes, probs, strict=True)
-        ]
+        faces = [face_message(face, p) for face, p in zip(prepared.faces, probs, strict=True)]
         response = vision_pb2.AnalyzeImageResponse(
             faces=faces,
             image_width=prepared.width,
@@ -110,7 +174,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     ) -> vision_pb2.AnalyzeImageResponse:
         start = time.perf_counter()
         self._check_max_faces(request.max_faces)
-        prepared = await asyncio.to_thread(self._prepare, request.image, request.max_faces, request.whole_image_is_face)
+        (prepared,) = await self._prepare([request], numbered=False)
         probs = await self.model.classify(prepared.crops)
         return self._response(prepared, probs, start)
 
@@ -120,36 +184,49 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         start = time.perf_counter()
         if not request.images:
             raise InvalidInput("images is empty")
-        prepared: list[_Prepared] = []
+        limit = self.settings.max_images_per_request
+        if len(request.images) > limit:
+            raise InvalidInput(f"{len(request.images)} images in one call; the limit is {limit}: send several calls")
         for index, item in enumerate(request.images):
-            self._check_max_faces(item.max_faces)
-            try:
-                prepared.append(
-                    await asyncio.to_thread(self._prepare, item.image, item.max_faces, item.whole_image_is_face)
-                )
-            except InvalidInput as exc:
-                raise InvalidInput(f"images[{index}]: {exc.message}") from exc
+            if item.max_faces < 0:
+                raise InvalidInput(f"images[{index}]: max_faces must be >= 0")
+        prepared = await self._prepare(list(request.images), numbered=True)
         # Every face of every image goes to Triton together, in as few batches as it accepts.
         all_probs = await self.model.classify(np.concatenate([p.crops for p in prepared]))
         results, offset = [], 0
         for item in prepared:
-            results.append(self._response(item, all_probs[offset : offset + len(item.boxes)], start))
-            offset += len(item.boxes)
+            results.append(self._response(item, all_probs[offset : offset + len(item.faces)], start))
+            offset += len(item.faces)
         return vision_pb2.AnalyzeImagesResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)
 
-    def _prepare_frames(self, frames: Iterator[SampledFrame], cancelled: threading.Event) -> list[_PreparedFrame]:
-        """Decodes the sampled frames one at a time (the iterator is lazy) and keeps only their face
-        crops; runs in a worker thread (decoding and detection are CPU-bound). Stops early once
-        `cancelled` is set: a worker thread outlives the cancelled call, and a long clip would
-        otherwise go on burning CPU."""
-        prepared = []
+    @staticmethod
+    def _next_frames(frames: Iterator[SampledFrame], cancelled: threading.Event) -> list[SampledFrame]:
+        """The next group of sampled frames for one detector call (decoding them: CPU-bound, runs in a
+        worker thread); empty at the end of the clip or once `cancelled` is set."""
+        group: list[SampledFrame] = []
+        pixels = 0
         for frame in frames:
             if cancelled.is_set():
+                return []
+            group.append(frame)
+            pixels += frame.image.shape[0] * frame.image.shape[1]
+            if len(group) >= FRAMES_PER_DETECTION or pixels >= PIXELS_PER_DETECTION:
                 break
-            boxes = self.detector.detect(frame.gray)[: self.settings.max_faces]
-            crops = crop_faces(frame.gray, boxes, self.model.input_size, self.settings.face_margin)
-            FACES_PER_IMAGE.observe(len(boxes))
-            prepared.append(_PreparedFrame(frame.index, frame.timestamp_s, boxes, crops))
+        return group
+
+    async def _prepare_frames(self, frames: Iterator[SampledFrame], cancelled: threading.Event) -> list[_PreparedFrame]:
+        """Decodes the sampled frames a group at a time (the iterator is lazy), detects each group's
+        faces in one detector call and keeps only the face crops, so memory holds one group of
+        frames. Decoding stops early once `cancelled` is set: a worker thread outlives the cancelled
+        call, and a long clip would otherwise go on burning CPU."""
+        prepared = []
+        while group := await asyncio.to_thread(self._next_frames, frames, cancelled):
+            images = [frame.image for frame in group]
+            faces = [found[: self.settings.max_faces] for found in await self.detector.detect(images)]
+            crops = await asyncio.to_thread(self._crop, images, faces, [self.settings.face_margin] * len(group))
+            for frame, frame_faces, frame_crops in zip(group, faces, crops, strict=True):
+                FACES_PER_IMAGE.observe(len(frame_faces))
+                prepared.append(_PreparedFrame(frame.index, frame.timestamp_s, frame_faces, frame_crops))
         return prepared
 
     def _sampling(self, which: str | None, uniform: int, every_nth: int, stride_s: float) -> Sampling:
@@ -168,7 +245,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         info, cancelled = ClipInfo(), threading.Event()
         frames: Iterator[SampledFrame]
         if source == "video":
-            frames = decode_video(request.video, sampling, self.video_limits, info, cancelled)
+            frames = decode_video(request.video, sampling, self.video_limits, info, cancelled, self.detector.color)
         else:
             frames = decode_sequence(
                 list(request.frames.images),
@@ -177,6 +254,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
                 self.video_limits,
                 self.settings.max_image_bytes,
                 info,
+                self.detector.color,
             )
         return await self._analyze_clip(frames, info, cancelled, start)
 
@@ -204,14 +282,14 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
                 raise InvalidInput("the stream carried no chunks")
             spool.flush()
             info, cancelled = ClipInfo(), threading.Event()
-            frames = decode_video(Path(spool.name), sampling, self.video_limits, info, cancelled)
+            frames = decode_video(Path(spool.name), sampling, self.video_limits, info, cancelled, self.detector.color)
             return await self._analyze_clip(frames, info, cancelled, start)
 
     async def _analyze_clip(
         self, frames: Iterator[SampledFrame], info: ClipInfo, cancelled: threading.Event, start: float
     ) -> vision_pb2.AnalyzeVideoResponse:
         try:
-            prepared = await asyncio.to_thread(self._prepare_frames, frames, cancelled)
+            prepared = await self._prepare_frames(frames, cancelled)
         except asyncio.CancelledError:
             # The client went away or its deadline passed: tell the decoding thread to stop.
             cancelled.set()
@@ -223,21 +301,17 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         response = vision_pb2.AnalyzeVideoResponse(model=self.model.info)
         offset = 0
         for frame in prepared:
-            probs = all_probs[offset : offset + len(frame.boxes)]
-            offset += len(frame.boxes)
-            track_ids = tracker.update(frame.boxes)
+            probs = all_probs[offset : offset + len(frame.faces)]
+            offset += len(frame.faces)
+            track_ids = tracker.update([face.box for face in frame.faces])
             aggregate.add_frame(track_ids, probs)
             response.frames.append(
                 vision_pb2.FrameResult(
                     index=frame.index,
                     timestamp_s=frame.timestamp_s,
                     faces=[
-                        vision_pb2.Face(
-                            box=vision_pb2.BoundingBox(x=b.x, y=b.y, width=b.width, height=b.height),
-                            distribution=distribution_from_probs(p),
-                            track_id=track_id,
-                        )
-                        for b, p, track_id in zip(frame.boxes, probs, track_ids, strict=True)
+                        face_message(face, p, track_id)
+                        for face, p, track_id in zip(frame.faces, probs, track_ids, strict=True)
                     ],
                 )
             )

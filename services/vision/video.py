@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from emomesh.errors import InvalidInput
-from services.vision.preprocess import decode_image
+from services.vision.preprocess import decode_image, to_gray
 
 DEFAULT_UNIFORM_FRAMES = 8
 
@@ -106,7 +106,12 @@ class FrameSelector:
 class SampledFrame:
     index: int
     timestamp_s: float
-    gray: np.ndarray
+    # Gray [H, W], or RGB [H, W, 3] when decoded with color=True (for the BlazeFace detector).
+    image: np.ndarray
+
+    @property
+    def gray(self) -> np.ndarray:
+        return to_gray(self.image)
 
 
 @dataclass(frozen=True)
@@ -168,9 +173,10 @@ def decode_video(
     limits: VideoLimits,
     info: ClipInfo,
     cancelled: threading.Event | None = None,
+    color: bool = False,
 ) -> Iterator[SampledFrame]:
     """Yields the sampled frames of an encoded video (bytes in memory, or a file, such as a spooled
-    upload) as gray images, decoding one frame at a time.
+    upload) as gray images (RGB with `color`), decoding one frame at a time.
     Fills `info` (frame count, duration, fps, frames sampled) as it goes. Raises InvalidInput for
     empty, unreadable, corrupt or over-limit input. Stops quietly once `cancelled` is set (checked at
     every decoded frame: sampled frames can be thousands of decoded frames apart)."""
@@ -212,7 +218,7 @@ def decode_video(
                 info.sampled += 1
                 if info.sampled > limits.max_sampled_frames:
                     raise _too_many(limits.max_sampled_frames)
-                yield SampledFrame(index, timestamp, frame.to_ndarray(format="gray"))
+                yield SampledFrame(index, timestamp, frame.to_ndarray(format="rgb24" if color else "gray"))
         except av.FFmpegError as exc:
             raise InvalidInput(f"video is corrupt at frame {index + 1}: {exc}") from exc
         if index < 0:
@@ -223,10 +229,16 @@ def decode_video(
 
 
 def decode_sequence(
-    images: list[bytes], fps: float, sampling: Sampling, limits: VideoLimits, max_image_bytes: int, info: ClipInfo
+    images: list[bytes],
+    fps: float,
+    sampling: Sampling,
+    limits: VideoLimits,
+    max_image_bytes: int,
+    info: ClipInfo,
+    color: bool = False,
 ) -> Iterator[SampledFrame]:
-    """Yields the sampled frames of a sequence of encoded images. All frames must have one size (face
-    tracks compare boxes across frames); only sampled frames are decoded."""
+    """Yields the sampled frames of a sequence of encoded images (gray, RGB with `color`). All frames
+    must have one size (face tracks compare boxes across frames); only sampled frames are decoded."""
     if not images:
         raise InvalidInput("frames.images is empty")
     if fps < 0 or not math.isfinite(fps):
@@ -245,8 +257,8 @@ def decode_sequence(
         if not selector.take(index, timestamp):
             continue
         try:
-            gray = decode_image(data, max_image_bytes, limits.max_pixels)
-            height, width = gray.shape
+            image = decode_image(data, max_image_bytes, limits.max_pixels, color)
+            height, width = image.shape[:2]
             if first_size is not None and (width, height) != first_size:
                 raise InvalidInput(
                     f"frame is {width}x{height} but the first sampled frame is {first_size[0]}x{first_size[1]}; "
@@ -256,4 +268,4 @@ def decode_sequence(
         except InvalidInput as exc:
             raise InvalidInput(f"frames.images[{index}]: {exc.message}") from exc
         info.sampled += 1
-        yield SampledFrame(index, timestamp, gray)
+        yield SampledFrame(index, timestamp, image)

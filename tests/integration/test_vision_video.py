@@ -42,26 +42,26 @@ async def vision(triton_server: TritonServer) -> AsyncIterator[vision_pb2_grpc.V
         yield stub
 
 
-async def model_counts(triton: TritonServer) -> tuple[int, int]:
-    """(faces inferred, model executions) so far, from Triton's own statistics."""
+async def model_counts(triton: TritonServer, model_name: str = MODEL) -> tuple[int, int]:
+    """(inferences, model executions) so far, from Triton's own statistics."""
     client = triton_aio.InferenceServerClient(triton.grpc_url)
     try:
-        stats = await client.get_inference_statistics(MODEL, as_json=True, client_timeout=10)
+        stats = await client.get_inference_statistics(model_name, as_json=True, client_timeout=10)
     finally:
         await client.close()
     model = stats["model_stats"][0]
     return int(model.get("inference_count", 0)), int(model.get("execution_count", 0))
 
 
-async def counts_after(triton: TritonServer, faces_before: int, faces: int) -> tuple[int, int]:
+async def counts_after(triton: TritonServer, faces_before: int, faces: int, model_name: str = MODEL) -> tuple[int, int]:
     """model_counts once Triton has accounted for `faces` more inferences: its statistics are updated
     after the response leaves, so they can lag the call by a moment."""
-    counts = await model_counts(triton)
+    counts = await model_counts(triton, model_name)
     for _ in range(50):
         if counts[0] - faces_before >= faces:
             break
         await asyncio.sleep(0.1)
-        counts = await model_counts(triton)
+        counts = await model_counts(triton, model_name)
     return counts
 
 
@@ -95,6 +95,32 @@ async def test_video_tracks_one_face_and_reports_faceless_frames(
     assert response.model.name == MODEL
     # All 7 faces of the clip went to Triton in one batch.
     assert (faces_after - faces_before, executions_after - executions_before) == (7, 1)
+
+
+async def test_sampled_frames_are_detected_in_one_triton_execution(
+    vision: vision_pb2_grpc.VisionServiceStub, triton_server: TritonServer
+) -> None:
+    # Faces large enough for BlazeFace's whole-frame pass (no tiles): 8 frames, one detector batch.
+    face = astronaut_bgr(300)
+    frames = []
+    for i in range(12):
+        frame = np.full((320, 400, 3), 200, np.uint8)
+        frame[10:310, 10 + 4 * i : 310 + 4 * i] = face
+        frames.append(frame)
+    detector = VisionSettings.from_env({}).detector_model
+    before, executions_before = await model_counts(triton_server, detector)
+    request = vision_pb2.AnalyzeVideoRequest(video=encode_video(frames, fps=12), uniform_frames=8)
+    response = await vision.AnalyzeVideo(request, timeout=60)
+    after, executions_after = await counts_after(triton_server, before, 8, detector)
+    assert response.frames_sampled == 8 and response.frames_without_faces == 0
+    assert (after - before, executions_after - executions_before) == (8, 1)
+    # Every face carries BlazeFace's keypoints, eyes inside the box, the right eye on the image's left.
+    for frame in response.frames:
+        (found,) = frame.faces
+        box, eyes = found.box, found.keypoints
+        assert found.detection_score > 0.5 and found.HasField("keypoints")
+        assert box.x < eyes.right_eye.x < eyes.left_eye.x < box.x + box.width
+        assert box.y < eyes.right_eye.y < eyes.nose_tip.y < eyes.mouth.y < box.y + box.height
 
 
 async def test_two_faces_get_two_tracks(vision: vision_pb2_grpc.VisionServiceStub) -> None:

@@ -24,10 +24,12 @@ TRAINING_TOOLS = frozenset(
         "services.audio.train",
         "services.text.export",
         "services.text.train",
+        "services.vision.export_blazeface",
         "services.vision.export_deepface",
         "services.vision.export_fer",
         "services.vision.finetune_fer",
         "services.vision.keras_import",
+        "services.vision.tflite_import",
     }
 )
 

@@ -5,31 +5,43 @@ import numpy as np
 import pytest
 
 from emomesh.errors import InvalidInput, TooLarge
-from services.vision.preprocess import Box, crop_faces, decode_image, square_with_margin
+from services.vision.preprocess import (
+    EYE_DISTANCE,
+    EYE_Y,
+    Box,
+    DetectedFace,
+    Point,
+    crop_faces,
+    decode_image,
+    eye_alignment,
+    square_with_margin,
+    to_gray,
+)
 from tests.conftest import encode
 
-LIMITS = {"max_bytes": 5_000_000, "max_pixels": 4_000_000}
+# max_bytes, max_pixels
+LIMITS = (5_000_000, 4_000_000)
 
 
 def test_decodes_jpeg_and_png_to_gray() -> None:
     image = np.zeros((30, 40, 3), np.uint8)
     image[:, :, 2] = 255
     for ext in (".jpg", ".png", ".bmp", ".webp"):
-        gray = decode_image(encode(image, ext), **LIMITS)
+        gray = decode_image(encode(image, ext), *LIMITS)
         assert gray.shape == (30, 40) and gray.dtype == np.uint8
 
 
 def test_empty_input_is_refused() -> None:
     with pytest.raises(InvalidInput, match="empty"):
-        decode_image(b"", **LIMITS)
+        decode_image(b"", *LIMITS)
 
 
 def test_garbage_and_truncated_jpeg_are_refused() -> None:
     with pytest.raises(InvalidInput, match="could not be read"):
-        decode_image(b"this is not an image at all", **LIMITS)
+        decode_image(b"this is not an image at all", *LIMITS)
     jpeg = encode(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     with pytest.raises(InvalidInput, match="corrupt"):
-        decode_image(jpeg[:200] + b"\x00" * 50, **LIMITS)
+        decode_image(jpeg[:200] + b"\x00" * 50, *LIMITS)
 
 
 def cv2_free_gif() -> bytes:
@@ -44,7 +56,7 @@ def cv2_free_gif() -> bytes:
 def test_unsupported_format_is_named() -> None:
     gif = cv2_free_gif()
     with pytest.raises(InvalidInput, match="unsupported image format GIF"):
-        decode_image(gif, **LIMITS)
+        decode_image(gif, *LIMITS)
 
 
 def test_too_many_pixels_is_refused_from_the_header() -> None:
@@ -80,3 +92,50 @@ def test_crop_matches_a_direct_resize_inside_the_image() -> None:
     crop = crop_faces(gray, [Box(50, 50, 100, 100)], (64, 64), margin=0.0)
     expected = cv2.resize(gray[50:150, 50:150], (64, 64), interpolation=cv2.INTER_AREA)
     assert np.array_equal(crop[0, 0], expected.astype(np.float32))
+
+
+def test_eye_alignment_levels_the_eyes_at_their_canonical_place() -> None:
+    # Eyes 60 px apart on a line tilted by 30 degrees (the right eye on the image's left).
+    right_eye = Point(100.0, 120.0)
+    left_eye = Point(100 + 60 * np.cos(np.radians(30)), 120 + 60 * np.sin(np.radians(30)))
+    matrix, side = eye_alignment(right_eye, left_eye)
+    assert side == round(60 / EYE_DISTANCE)
+    moved = [matrix @ np.array([p.x, p.y, 1.0]) for p in (right_eye, left_eye)]
+    np.testing.assert_allclose(moved[0], [side / 2 - 30, EYE_Y * side], atol=1e-6)
+    np.testing.assert_allclose(moved[1], [side / 2 + 30, EYE_Y * side], atol=1e-6)
+
+
+def test_crop_faces_aligns_a_face_with_eyes_and_boxes_one_without() -> None:
+    # Two bright dots for eyes on a dark image, the line between them tilted by 20 degrees.
+    gray = np.zeros((300, 300), np.uint8)
+    right_eye = Point(120.0, 140.0)
+    left_eye = Point(120 + 50 * np.cos(np.radians(20)), 140 + 50 * np.sin(np.radians(20)))
+    for eye in (right_eye, left_eye):
+        cv2.circle(gray, (round(eye.x), round(eye.y)), 3, (255,), -1)
+    face = DetectedFace(Box(100, 100, 90, 90), right_eye, left_eye)
+    aligned, boxed = crop_faces(gray, [face, face.box], (64, 64), 0.1)
+    # Aligned: both dots on the row EYE_Y, EYE_DISTANCE apart, symmetric about the centre.
+    rows, cols = np.nonzero(aligned[0] > 128)
+    assert abs(rows.mean() - EYE_Y * 64) < 1.5
+    left_dot, right_dot = cols[cols < 32], cols[cols >= 32]
+    assert abs((right_dot.mean() - left_dot.mean()) - EYE_DISTANCE * 64) < 1.5
+    assert abs((right_dot.mean() + left_dot.mean()) / 2 - 32) < 1.5
+    # The box crop keeps the tilt: the two dots sit on different rows.
+    rows, cols = np.nonzero(boxed[0] > 128)
+    assert rows[cols >= 32].mean() - rows[cols < 32].mean() > 5
+
+
+def test_a_face_crop_as_the_whole_image_is_left_as_it_is() -> None:
+    # FER2013 and CK+48 images are already aligned crops: training and whole_image_is_face crop the
+    # whole image with no margin, which is the identity at the model's size.
+    crop = np.random.default_rng(3).integers(0, 255, (64, 64), dtype=np.uint8)
+    out = crop_faces(crop, [DetectedFace(Box(0, 0, 64, 64))], (64, 64), 0.0)
+    assert np.array_equal(out[0, 0], crop.astype(np.float32))
+
+
+def test_decodes_colour_when_asked() -> None:
+    image = np.zeros((30, 40, 3), np.uint8)
+    image[:, :, 2] = 255  # BGR red
+    rgb = decode_image(encode(image, ".png"), *LIMITS, color=True)
+    assert rgb.shape == (30, 40, 3) and tuple(rgb[0, 0]) == (255, 0, 0)
+    assert to_gray(rgb).shape == (30, 40)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emotion.common.v1 import common_pb2 as emotion_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/vision/v1/vision.proto\x12\x11\x65motion.vision.v1\x1a\x1e\x65motion/common/v1/common.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x83\x01\n\x04\x46\x61\x63\x65\x12+\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1e.emotion.vision.v1.BoundingBox\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08track_id\x18\x03 \x01(\x05\"T\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\tmax_faces\x18\x02 \x01(\x05\x12\x1b\n\x13whole_image_is_face\x18\x03 \x01(\x08\"\xe3\x01\n\x14\x41nalyzeImageResponse\x12&\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x17.emotion.vision.v1.Face\x12\x37\n\x07primary\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"N\n\x14\x41nalyzeImagesRequest\x12\x36\n\x06images\x18\x01 \x03(\x0b\x32&.emotion.vision.v1.AnalyzeImageRequest\"e\n\x15\x41nalyzeImagesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\",\n\rFrameSequence\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xbf\x01\n\x13\x41nalyzeVideoRequest\x12\x0f\n\x05video\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06\x66rames\x18\x02 \x01(\x0b\x32 .emotion.vision.v1.FrameSequenceH\x00\x12\x18\n\x0euniform_frames\x18\x03 \x01(\x05H\x01\x12\x19\n\x0f\x65very_nth_frame\x18\x04 \x01(\x05H\x01\x12\x18\n\x0estride_seconds\x18\x05 \x01(\x01H\x01\x42\x08\n\x06sourceB\n\n\x08sampling\"Y\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0btimestamp_s\x18\x02 \x01(\x01\x12&\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x17.emotion.vision.v1.Face\"p\n\tFaceTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x05\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0b\x66rames_seen\x18\x03 \x01(\x05\"\xba\x02\n\x14\x41nalyzeVideoResponse\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.emotion.vision.v1.FrameResult\x12,\n\x06tracks\x18\x02 \x03(\x0b\x32\x1c.emotion.vision.v1.FaceTrack\x12\x39\n\taggregate\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x16\n\x0e\x66rames_sampled\x18\x04 \x01(\x05\x12\x1c\n\x14\x66rames_without_faces\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12+\n\x05model\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"u\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x18\n\x0euniform_frames\x18\x02 \x01(\x05H\x00\x12\x19\n\x0f\x65very_nth_frame\x18\x03 \x01(\x05H\x00\x12\x18\n\x0estride_seconds\x18\x04 \x01(\x01H\x00\x42\n\n\x08sampling2\x95\x03\n\rVisionService\x12_\n\x0c\x41nalyzeImage\x12&.emotion.vision.v1.AnalyzeImageRequest\x1a\'.emotion.vision.v1.AnalyzeImageResponse\x12\x62\n\rAnalyzeImages\x12\'.emotion.vision.v1.AnalyzeImagesRequest\x1a(.emotion.vision.v1.AnalyzeImagesResponse\x12_\n\x0c\x41nalyzeVideo\x12&.emotion.vision.v1.AnalyzeVideoRequest\x1a\'.emotion.vision.v1.AnalyzeVideoResponse\x12^\n\x12\x41nalyzeVideoStream\x12\x1d.emotion.vision.v1.VideoChunk\x1a\'.emotion.vision.v1.AnalyzeVideoResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/vision/v1/vision.proto\x12\x11\x65motion.vision.v1\x1a\x1e\x65motion/common/v1/common.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"\x96\x02\n\rFaceKeypoints\x12+\n\tright_eye\x18\x01 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_eye\x18\x02 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08nose_tip\x18\x03 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12\'\n\x05mouth\x18\x04 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12+\n\tright_ear\x18\x05 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_ear\x18\x06 \x01(\x0b\x32\x18.emotion.vision.v1.Point\"\xd1\x01\n\x04\x46\x61\x63\x65\x12+\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1e.emotion.vision.v1.BoundingBox\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08track_id\x18\x03 \x01(\x05\x12\x33\n\tkeypoints\x18\x04 \x01(\x0b\x32 .emotion.vision.v1.FaceKeypoints\x12\x17\n\x0f\x64\x65tection_score\x18\x05 \x01(\x02\"T\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\tmax_faces\x18\x02 \x01(\x05\x12\x1b\n\x13whole_image_is_face\x18\x03 \x01(\x08\"\xe3\x01\n\x14\x41nalyzeImageResponse\x12&\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x17.emotion.vision.v1.Face\x12\x37\n\x07primary\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"N\n\x14\x41nalyzeImagesRequest\x12\x36\n\x06images\x18\x01 \x03(\x0b\x32&.emotion.vision.v1.AnalyzeImageRequest\"e\n\x15\x41nalyzeImagesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\",\n\rFrameSequence\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xbf\x01\n\x13\x41nalyzeVideoRequest\x12\x0f\n\x05video\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06\x66rames\x18\x02 \x01(\x0b\x32 .emotion.vision.v1.FrameSequenceH\x00\x12\x18\n\x0euniform_frames\x18\x03 \x01(\x05H\x01\x12\x19\n\x0f\x65very_nth_frame\x18\x04 \x01(\x05H\x01\x12\x18\n\x0estride_seconds\x18\x05 \x01(\x01H\x01\x42\x08\n\x06sourceB\n\n\x08sampling\"Y\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0btimestamp_s\x18\x02 \x01(\x01\x12&\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x17.emotion.vision.v1.Face\"p\n\tFaceTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x05\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0b\x66rames_seen\x18\x03 \x01(\x05\"\xba\x02\n\x14\x41nalyzeVideoResponse\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.emotion.vision.v1.FrameResult\x12,\n\x06tracks\x18\x02 \x03(\x0b\x32\x1c.emotion.vision.v1.FaceTrack\x12\x39\n\taggregate\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x16\n\x0e\x66rames_sampled\x18\x04 \x01(\x05\x12\x1c\n\x14\x66rames_without_faces\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12+\n\x05model\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"u\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x18\n\x0euniform_frames\x18\x02 \x01(\x05H\x00\x12\x19\n\x0f\x65very_nth_frame\x18\x03 \x01(\x05H\x00\x12\x18\n\x0estride_seconds\x18\x04 \x01(\x01H\x00\x42\n\n\x08sampling2\x95\x03\n\rVisionService\x12_\n\x0c\x41nalyzeImage\x12&.emotion.vision.v1.AnalyzeImageRequest\x1a\'.emotion.vision.v1.AnalyzeImageResponse\x12\x62\n\rAnalyzeImages\x12\'.emotion.vision.v1.AnalyzeImagesRequest\x1a(.emotion.vision.v1.AnalyzeImagesResponse\x12_\n\x0c\x41nalyzeVideo\x12&.emotion.vision.v1.AnalyzeVideoRequest\x1a\'.emotion.vision.v1.AnalyzeVideoResponse\x12^\n\x12\x41nalyzeVideoStream\x12\x1d.emotion.vision.v1.VideoChunk\x1a\'.emotion.vision.v1.AnalyzeVideoResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,28 +34,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BOUNDINGBOX']._serialized_start=85
   _globals['_BOUNDINGBOX']._serialized_end=151
-  _globals['_FACE']._serialized_start=154
-  _globals['_FACE']._serialized_end=285
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_start=287
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=371
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=374
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=601
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=603
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=681
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=683
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=784
-  _globals['_FRAMESEQUENCE']._serialized_start=786
-  _globals['_FRAMESEQUENCE']._serialized_end=830
-  _globals['_ANALYZEVIDEOREQUEST']._serialized_start=833
-  _globals['_ANALYZEVIDEOREQUEST']._serialized_end=1024
-  _globals['_FRAMERESULT']._serialized_start=1026
-  _globals['_FRAMERESULT']._serialized_end=1115
-  _globals['_FACETRACK']._serialized_start=1117
-  _globals['_FACETRACK']._serialized_end=1229
-  _globals['_ANALYZEVIDEORESPONSE']._serialized_start=1232
-  _globals['_ANALYZEVIDEORESPONSE']._serialized_end=1546
-  _globals['_VIDEOCHUNK']._serialized_start=1548
-  _globals['_VIDEOCHUNK']._serialized_end=1665
-  _globals['_VISIONSERVICE']._serialized_start=1668
-  _globals['_VISIONSERVICE']._serialized_end=2073
+  _globals['_POINT']._serialized_start=153
+  _globals['_POINT']._serialized_end=182
+  _globals['_FACEKEYPOINTS']._serialized_start=185
+  _globals['_FACEKEYPOINTS']._serialized_end=463
+  _globals['_FACE']._serialized_start=466
+  _globals['_FACE']._serialized_end=675
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_start=677
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=761
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=764
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=991
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=993
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=1071
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=1073
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=1174
+  _globals['_FRAMESEQUENCE']._serialized_start=1176
+  _globals['_FRAMESEQUENCE']._serialized_end=1220
+  _globals['_ANALYZEVIDEOREQUEST']._serialized_start=1223
+  _globals['_ANALYZEVIDEOREQUEST']._serialized_end=1414
+  _globals['_FRAMERESULT']._serialized_start=1416
+  _globals['_FRAMERESULT']._serialized_end=1505
+  _globals['_FACETRACK']._serialized_start=1507
+  _globals['_FACETRACK']._serialized_end=1619
+  _globals['_ANALYZEVIDEORESPONSE']._serialized_start=1622
+  _globals['_ANALYZEVIDEORESPONSE']._serialized_end=1936
+  _globals['_VIDEOCHUNK']._serialized_start=1938
+  _globals['_VIDEOCHUNK']._serialized_end=2055
+  _globals['_VISIONSERVICE']._serialized_start=2058
+  _globals['_VISIONSERVICE']._serialized_end=2463
 # @@protoc_insertion_point(module_scope)

@@ -19,15 +19,43 @@ class BoundingBox(_message.Message):
     height: int
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
+class Point(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: float
+    y: float
+    def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class FaceKeypoints(_message.Message):
+    __slots__ = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+    RIGHT_EYE_FIELD_NUMBER: _ClassVar[int]
+    LEFT_EYE_FIELD_NUMBER: _ClassVar[int]
+    NOSE_TIP_FIELD_NUMBER: _ClassVar[int]
+    MOUTH_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_EAR_FIELD_NUMBER: _ClassVar[int]
+    LEFT_EAR_FIELD_NUMBER: _ClassVar[int]
+    right_eye: Point
+    left_eye: Point
+    nose_tip: Point
+    mouth: Point
+    right_ear: Point
+    left_ear: Point
+    def __init__(self, right_eye: _Optional[_Union[Point, _Mapping]] = ..., left_eye: _Optional[_Union[Point, _Mapping]] = ..., nose_tip: _Optional[_Union[Point, _Mapping]] = ..., mouth: _Optional[_Union[Point, _Mapping]] = ..., right_ear: _Optional[_Union[Point, _Mapping]] = ..., left_ear: _Optional[_Union[Point, _Mapping]] = ...) -> None: ...
+
 class Face(_message.Message):
-    __slots__ = ("box", "distribution", "track_id")
+    __slots__ = ("box", "distribution", "track_id", "keypoints", "detection_score")
     BOX_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
     box: BoundingBox
     distribution: _common_pb2.EmotionDistribution
     track_id: int
-    def __init__(self, box: _Optional[_Union[BoundingBox, _Mapping]] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., track_id: _Optional[int] = ...) -> None: ...
+    keypoints: FaceKeypoints
+    detection_score: float
+    def __init__(self, box: _Optional[_Union[BoundingBox, _Mapping]] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., track_id: _Optional[int] = ..., keypoints: _Optional[_Union[FaceKeypoints, _Mapping]] = ..., detection_score: _Optional[float] = ...) -> None: ...
 
 class AnalyzeImageRequest(_message.Message):
     __slots__ = ("image", "max_faces", "whole_image_is_face")
