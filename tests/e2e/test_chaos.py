@@ -162,7 +162,13 @@ def test_killed_service_is_restarted(stack: Stack, supervisor: Supervisor) -> No
         fusion = fusion_pb2_grpc.FusionServiceStub(channel)
 
         def text_fused() -> bool:
-            response = fusion.Analyze(fusion_pb2.AnalyzeRequest(text=TEXT), timeout=30)
+            try:
+                response = fusion.Analyze(fusion_pb2.AnalyzeRequest(text=TEXT), timeout=30)
+            except grpc.RpcError as exc:
+                # Text is the only modality sent: until fusion reaches it, Analyze is UNAVAILABLE
+                # (never OK without a fused result).
+                assert isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                return False
             return response.fused.HasField("distribution")
 
         wait_for(text_fused, 15, "fusion reaching the restarted text service")
