@@ -81,6 +81,7 @@ def parent_id(span: ReadableSpan) -> int | None:
 @dataclass(frozen=True)
 class ModelNames:
     vision: str
+    detector: str
     audio: str
     text: str
 
@@ -108,7 +109,12 @@ async def analyze_stack(
             EMOMESH_FUSION_TEXT_ADDR=text.address,
         )
         channel = await stack.enter_async_context(serving(build_fusion(FusionSettings.from_env(fusion_env))))
-        models = ModelNames(vision_settings.model_name, audio_settings.model_name, text_settings.model_name)
+        models = ModelNames(
+            vision_settings.model_name,
+            vision_settings.detector_model,
+            audio_settings.model_name,
+            text_settings.model_name,
+        )
         yield fusion_pb2_grpc.FusionServiceStub(channel), models
 
 
@@ -150,35 +156,39 @@ async def test_one_analyze_is_one_trace(
     # ... which is the parent of its Triton calls.
     server_of = {s.context.span_id: name for name, s in servers.items()}
     triton = [s for s in recorded if s.name.startswith("triton infer ")]
-    model_by_service = {
-        f"{MODALITY_SERVICES['vision']}/AnalyzeImage": models.vision,
-        f"{MODALITY_SERVICES['audio']}/AnalyzeAudio": models.audio,
-        f"{MODALITY_SERVICES['text']}/AnalyzeText": models.text,
+    # Vision calls two models: the face detector (BlazeFace), then the expression model.
+    models_by_service = {
+        f"{MODALITY_SERVICES['vision']}/AnalyzeImage": {models.detector, models.vision},
+        f"{MODALITY_SERVICES['audio']}/AnalyzeAudio": {models.audio},
+        f"{MODALITY_SERVICES['text']}/AnalyzeText": {models.text},
     }
     assert {server_of[parent_id(s) or 0] for s in triton} == set(servers)
+    called: dict[str, set[object]] = {name: set() for name in servers}
     for span in triton:
-        assert attribute(span, TRITON_MODEL) == model_by_service[server_of[parent_id(span) or 0]]
+        called[server_of[parent_id(span) or 0]].add(attribute(span, TRITON_MODEL))
         assert attribute(span, OUTCOME) == "ok" and span.status.status_code == StatusCode.UNSET
         batch = attribute(span, TRITON_BATCH_SIZE)
         assert isinstance(batch, int) and batch >= 1
+    assert called == models_by_service
     assert all(s.status.status_code != StatusCode.ERROR for s in recorded)
 
 
 async def test_a_modality_that_is_down_shows_in_the_trace(spans: InMemorySpanExporter) -> None:
-    """Nothing listens at the text address: Analyze still answers, and its trace says which call failed."""
+    """Nothing listens at the text address and only text is sent: Analyze is UNAVAILABLE (never OK
+    without a fused result), and its trace says which call failed."""
     env = service_env("fusion", EMOMESH_FUSION_TEXT_ADDR=f"127.0.0.1:{free_port()}")
     async with serving(build_fusion(FusionSettings.from_env(env))) as channel:
-        response = await fusion_pb2_grpc.FusionServiceStub(channel).Analyze(
-            fusion_pb2.AnalyzeRequest(text=TEXT), timeout=30
-        )
-    assert response.modalities[2].status == common_pb2.MODALITY_STATUS_UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await fusion_pb2_grpc.FusionServiceStub(channel).Analyze(fusion_pb2.AnalyzeRequest(text=TEXT), timeout=30)
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     by_kind = {s.kind: s for s in spans.get_finished_spans()}
     client, server = by_kind[SpanKind.CLIENT], by_kind[SpanKind.SERVER]
     assert client.name == f"{MODALITY_SERVICES['text']}/AnalyzeText"
     assert client.status.status_code == StatusCode.ERROR
     assert attribute(client, RPC_STATUS_CODE) == grpc.StatusCode.UNAVAILABLE.value[0]
     assert parent_id(client) == server.context.span_id
-    assert server.status.status_code == StatusCode.UNSET
+    assert attribute(server, RPC_STATUS_CODE) == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert server.status.status_code == StatusCode.ERROR
 
 
 async def test_a_chat_traces_its_llm_and_redis_calls(spans: InMemorySpanExporter, redis_server: RedisServer) -> None:
