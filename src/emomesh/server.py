@@ -106,6 +106,21 @@ class _CallScope:
         reset_request_id(self.token)
 
 
+# How long a failed client-streaming call keeps reading (and dropping) what the caller still sends.
+DRAIN_LIMIT_S = 2.0
+
+
+async def drain_requests(requests: AsyncIterator[Any], limit_s: float = DRAIN_LIMIT_S) -> None:
+    """Reads and drops the rest of a client-streaming call that failed early (an upload refused at
+    the chunk that passed its limit), for at most limit_s. A client still sending when the server
+    ends the call can see grpc.aio's "Internal error from Core" instead of the status; once the
+    upload is read to its end, it gets the status. The drop keeps memory flat."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(limit_s):
+            async for _ in requests:
+                pass
+
+
 class ObservabilityInterceptor(HandlerInterceptor):
     """Wraps every handler in a _CallScope. Health and reflection calls are passed through so
     that probes do not drown the service's own metrics and traces."""
@@ -121,6 +136,7 @@ class ObservabilityInterceptor(HandlerInterceptor):
         # calls (server- and bidi-streaming) another; the request side is passed through untouched.
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
+            client_streaming = handler.unary_unary is None
 
             async def single_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 with _CallScope(service, full_method, context) as scope:
@@ -128,6 +144,8 @@ class ObservabilityInterceptor(HandlerInterceptor):
                         return await inner(request, context)
                     except BaseException as exc:
                         await scope.fail(exc)
+                        if client_streaming:
+                            await drain_requests(request)
 
             make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
             return make(single_response, handler.request_deserializer, handler.response_serializer)
