@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emomesh.config import Env
+from emomesh.ports import LOOPBACK, TRITON_GRPC_PORT, local_address
 from emomesh.stack import SERVICES, StackEndpoints
-from emomesh.tritonserver import TritonPorts
 
 TRITON = "triton"
 CLIENT_ENV_PREFIX = "EMOMESH_CLIENT_"
@@ -42,11 +42,10 @@ def env_variable(target: str) -> str:
 def documented_address(target: str) -> str:
     """Where `emomesh up` (documented ports) has a service's gRPC port, or Triton's."""
     if target == TRITON:
-        return f"127.0.0.1:{TritonPorts().grpc}"
-    spec = next((s for s in SERVICES if s.name == target), None)
-    if spec is None:
+        return f"{LOOPBACK}:{TRITON_GRPC_PORT}"
+    if target not in SERVICE_NAMES:
         raise AddressError(f"unknown service {target!r}: one of {', '.join((*SERVICE_NAMES, TRITON))}")
-    return f"127.0.0.1:{spec.default_port}"
+    return local_address(target)
 
 
 def add_address_arguments(
