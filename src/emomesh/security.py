@@ -25,7 +25,7 @@ import hmac
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 import grpc
 
 from emomesh.config import ConfigError, Env
-from emomesh.interceptors import HandlerInterceptor
+from emomesh.interceptors import Behavior, HandlerInterceptor, rewrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -269,30 +269,6 @@ class TokenAuth:
         return caller
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Any]
-_HANDLER_KINDS = (
-    ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
-    ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
-    ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
-    ("stream_stream", grpc.stream_stream_rpc_method_handler, True),
-)
-
-
-def _rewrap(
-    handler: grpc.RpcMethodHandler,
-    single: Callable[[Behavior], Behavior],
-    streaming: Callable[[Behavior], Behavior],
-) -> grpc.RpcMethodHandler:
-    """The same handler with its behavior replaced: `single` for one-response calls, `streaming`
-    (an async generator function) for streamed responses."""
-    for attribute, make, streams in _HANDLER_KINDS:
-        behavior = getattr(handler, attribute)
-        if behavior is not None:
-            wrapped = streaming(behavior) if streams else single(behavior)
-            return make(wrapped, handler.request_deserializer, handler.response_serializer)
-    return handler
-
-
 def _rejecting(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
     def single(_: Behavior) -> Behavior:
         async def reject(_request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -308,7 +284,7 @@ def _rejecting(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHan
 
         return reject
 
-    return _rewrap(handler, single, streaming)
+    return rewrap_handler(handler, single, streaming)
 
 
 def _as_caller(handler: grpc.RpcMethodHandler, caller: str) -> grpc.RpcMethodHandler:
@@ -335,7 +311,7 @@ def _as_caller(handler: grpc.RpcMethodHandler, caller: str) -> grpc.RpcMethodHan
 
         return call
 
-    return _rewrap(handler, single, streaming)
+    return rewrap_handler(handler, single, streaming)
 
 
 class TokenAuthInterceptor(HandlerInterceptor):

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from emomesh.admission import AdmissionInterceptor, InflightBytes
 from emomesh.config import ServerSettings, listen_host
 from emomesh.errors import EmomeshError
-from emomesh.interceptors import HandlerInterceptor
+from emomesh.interceptors import Behavior, HandlerInterceptor, rewrap_handler
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, reset_request_id, set_request_id
 from emomesh.memory import HeapTrimmer
 from emomesh.metrics import RPC_IN_FLIGHT, RPC_LATENCY, start_metrics_server
@@ -132,12 +132,11 @@ class ObservabilityInterceptor(HandlerInterceptor):
         full_method: str = details.method
         service = self.service
 
-        # Single-response calls (unary and client-streaming) share one wrapper, streaming-response
-        # calls (server- and bidi-streaming) another; the request side is passed through untouched.
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-            client_streaming = handler.unary_unary is None
+        # The request side is passed through untouched; a client-streaming call that fails drains
+        # the rest of its upload (drain_requests).
+        client_streaming = handler.stream_unary is not None
 
+        def single(inner: Behavior) -> Behavior:
             async def single_response(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 with _CallScope(service, full_method, context) as scope:
                     try:
@@ -147,23 +146,20 @@ class ObservabilityInterceptor(HandlerInterceptor):
                         if client_streaming:
                             await drain_requests(request)
 
-            make = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return make(single_response, handler.request_deserializer, handler.response_serializer)
+            return single_response
 
-        inner_stream = handler.unary_stream or handler.stream_stream
+        def streaming(inner: Behavior) -> Behavior:
+            async def streaming_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                with _CallScope(service, full_method, context) as scope:
+                    try:
+                        async for item in inner(request, context):
+                            yield item
+                    except BaseException as exc:
+                        await scope.fail(exc)
 
-        async def streaming_response(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            with _CallScope(service, full_method, context) as scope:
-                try:
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as exc:
-                    await scope.fail(exc)
+            return streaming_response
 
-        make_stream = (
-            grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        )
-        return make_stream(streaming_response, handler.request_deserializer, handler.response_serializer)
+        return rewrap_handler(handler, single, streaming)
 
 
 async def wait_for_signal(signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> signal.Signals:
