@@ -16,7 +16,7 @@ import pytest
 
 from emomesh.procs import stop_process
 from emomesh.server import grpc_options
-from emomesh.stack import Stack, StackConfig
+from emomesh.stack import Stack
 from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from tests.tools import require_tool
@@ -31,13 +31,6 @@ MODALITIES = {
 SPOKEN = "I am so happy to see you again, this is wonderful news."
 TEXT = "Thank you so much, I love it!"
 ANSWERED = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_LOW_CONFIDENCE)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    wanted = ("vision", "audio", "text", "fusion")
-    with Stack(StackConfig.ephemeral(tmp_path_factory.mktemp("stack"), services=wanted)) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +24,7 @@ import pytest
 from emomesh import cli
 from emomesh import stack as stack_module
 from emomesh.procs import free_port
-from emomesh.stack import ENDPOINTS_FILE, Stack, StackConfig
+from emomesh.stack import ENDPOINTS_FILE, Stack
 from emomesh.startup import StateLock
 from emomesh.triton_repo import RenderOptions, render_repository
 from tests.audio_media import espeak
@@ -132,13 +132,6 @@ def test_up_serves_restarts_what_dies_until_ctrl_c_then_stops_everything(tmp_pat
 
 SPOKEN = "I am so happy to see you again, this is wonderful news."
 SPARKLINE_ROW = re.compile(r"^ +happy +[▁▂▃▄▅▆▇█·]+$", re.MULTILINE)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    wanted = ("vision", "audio", "text", "fusion")
-    with Stack(StackConfig.ephemeral(tmp_path_factory.mktemp("stack"), services=wanted)) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
