@@ -13,6 +13,11 @@ from emotion.common.v1 import common_pb2
 INPUT = "face_gray"
 INPUT_DATATYPE = "FP32"
 OUTPUT = "probabilities"
+# The contrast a model was trained on, from its Triton config's `emomesh_input_contrast` parameter:
+# `raw` (the default: crops as they come) or `equalized` (each crop's histogram equalised, as
+# FER2013's JPEGs are; preprocess.equalize_faces).
+CONTRASTS = ("raw", "equalized")
+CONTRAST_PARAMETER = "emomesh_input_contrast"
 
 
 class ExpressionClassifier(Protocol):
@@ -20,6 +25,9 @@ class ExpressionClassifier(Protocol):
 
     @property
     def input_size(self) -> tuple[int, int]: ...
+
+    @property
+    def equalized_input(self) -> bool: ...
 
     @property
     def info(self) -> common_pb2.ModelInfo: ...
@@ -38,6 +46,12 @@ class ExpressionModel(ServedModel):
                 f"model {self.name} takes {inputs}; the vision service sends one {INPUT_DATATYPE} input "
                 f"{INPUT!r} of shape [1, H, W] (a gray face crop of fixed size)"
             )
+        contrast = spec.parameters.get(CONTRAST_PARAMETER, "raw")
+        if contrast not in CONTRASTS:
+            raise RuntimeError(
+                f"model {self.name} says {CONTRAST_PARAMETER}={contrast!r}; "
+                f"the vision service knows {', '.join(CONTRASTS)}"
+            )
         outputs = {t.name: t.shape for t in spec.outputs}
         if outputs.get(OUTPUT) != (NUM_LABELS,):
             raise RuntimeError(
@@ -49,6 +63,11 @@ class ExpressionModel(ServedModel):
         """(H, W) of the face crops the served model takes (64x64 FER, 48x48 DeepFace)."""
         _, height, width = self.spec.input(INPUT).shape
         return height, width
+
+    @property
+    def equalized_input(self) -> bool:
+        """Whether the model expects histogram-equalised face crops (CONTRASTS)."""
+        return self.spec.parameters.get(CONTRAST_PARAMETER, "raw") == "equalized"
 
     async def classify(self, faces: np.ndarray) -> np.ndarray:
         """faces: float32 [N, 1, H, W] gray 0..255 -> [N, 7] probabilities."""

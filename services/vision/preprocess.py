@@ -37,11 +37,13 @@ class Box:
 
 
 # Where the eyes sit in an aligned crop, as fractions of its side: their midpoint at (0.5, EYE_Y) and
-# their distance EYE_DISTANCE. Measured so that an aligned frontal face is framed as the Haar box with
-# the default 10% margin frames it (the framing the expression models were evaluated with): medians
-# over the JAFFE faces that both detectors find (bench/detector_counts.py --calibrate).
-EYE_DISTANCE = 0.31
-EYE_Y = 0.42
+# their distance EYE_DISTANCE. Measured where they sit in the expression model's training faces, so
+# that an aligned crop from a photo frames the face as the training crops do: medians over 2,726 of
+# 3,000 FER2013 *train* crops in which BlazeFace short range finds the eyes (distance 0.366, IQR
+# 0.33-0.39; midpoint y 0.382, IQR 0.35-0.41; `python -m services.vision.calibrate_alignment`). No
+# evaluation set chose them.
+EYE_DISTANCE = 0.37
+EYE_Y = 0.38
 
 
 @dataclass(frozen=True)
@@ -164,4 +166,15 @@ def crop_faces(
         else:
             crop = box_crop(gray, face.box if isinstance(face, DetectedFace) else face, margin)
         out[i, 0] = _resize(crop, size)
+    return out
+
+
+def equalize_faces(faces: np.ndarray) -> np.ndarray:
+    """Each face of crop_faces' output [N, 1, H, W] with its gray histogram equalised (cv2.equalizeHist),
+    for expression models trained on equalised faces (FER2013's JPEGs are; their Triton config says
+    `emomesh_input_contrast: equalized`). Equalising after the resize, on the model's own input size,
+    is what those faces went through."""
+    out = np.empty_like(faces)
+    for i, face in enumerate(faces):
+        out[i, 0] = cv2.equalizeHist(np.clip(face[0], 0, 255).astype(np.uint8))
     return out

@@ -21,7 +21,7 @@ from services.vision.config import VisionSettings
 from services.vision.faces import FaceDetector
 from services.vision.metrics import FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
 from services.vision.model import ExpressionClassifier
-from services.vision.preprocess import Box, DetectedFace, Point, crop_faces, decode_image, to_gray
+from services.vision.preprocess import Box, DetectedFace, Point, crop_faces, decode_image, equalize_faces, to_gray
 from services.vision.tracking import ClipAggregate, IouTracker
 from services.vision.video import (
     ClipInfo,
@@ -117,10 +117,11 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         self, images: list[np.ndarray], faces: list[list[DetectedFace]], margins: list[float]
     ) -> list[np.ndarray]:
         """CPU-bound (runs in a worker thread): each image's faces as model input."""
-        return [
+        crops = [
             crop_faces(to_gray(image), image_faces, self.model.input_size, margin)
             for image, image_faces, margin in zip(images, faces, margins, strict=True)
         ]
+        return [equalize_faces(crop) for crop in crops] if self.model.equalized_input else crops
 
     async def _prepare(self, requests: list[vision_pb2.AnalyzeImageRequest], numbered: bool) -> list[_Prepared]:
         """Decode (a worker thread), detect (one detector call for every image that needs it), crop."""

@@ -69,3 +69,21 @@ async def test_a_model_the_service_cannot_feed_or_read_fails_the_load(
     model = ExpressionModel(FakeTriton(replace(FER, inputs=inputs, outputs=outputs)), "wrong")
     with pytest.raises(RuntimeError, match=f"model wrong .*{message}"):
         await model.load()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "equalized"),
+    [({}, False), ({"emomesh_input_contrast": "raw"}, False), ({"emomesh_input_contrast": "equalized"}, True)],
+)
+async def test_the_config_says_whether_the_model_wants_equalized_faces(
+    parameters: dict[str, str], equalized: bool
+) -> None:
+    model = ExpressionModel(FakeTriton(replace(FER, parameters=parameters)), "fer")
+    await model.load()
+    assert model.equalized_input is equalized
+
+
+async def test_an_unknown_input_contrast_fails_the_load() -> None:
+    model = ExpressionModel(FakeTriton(replace(FER, parameters={"emomesh_input_contrast": "clahe"})), "odd")
+    with pytest.raises(RuntimeError, match="emomesh_input_contrast='clahe'; the vision service knows raw, equalized"):
+        await model.load()

@@ -13,6 +13,7 @@ from services.vision.preprocess import (
     Point,
     crop_faces,
     decode_image,
+    equalize_faces,
     eye_alignment,
     square_with_margin,
     to_gray,
@@ -139,3 +140,22 @@ def test_decodes_colour_when_asked() -> None:
     rgb = decode_image(encode(image, ".png"), *LIMITS, color=True)
     assert rgb.shape == (30, 40, 3) and tuple(rgb[0, 0]) == (255, 0, 0)
     assert to_gray(rgb).shape == (30, 40)
+
+
+def test_equalize_faces_spreads_a_low_contrast_face_over_the_whole_range() -> None:
+    rng = np.random.default_rng(0)
+    dull = rng.integers(100, 140, (2, 1, 48, 48)).astype(np.float32)
+    equalized = equalize_faces(dull)
+    assert equalized.shape == dull.shape and equalized.dtype == np.float32
+    assert equalized.min() == 0 and equalized.max() == 255
+    # Brightness order is kept: equalisation is a monotonic remapping of each face's gray levels.
+    flat_in, flat_out = dull[0, 0].ravel(), equalized[0, 0].ravel()
+    order = np.argsort(flat_in, kind="stable")
+    assert np.all(np.diff(flat_out[order]) >= 0)
+
+
+def test_equalizing_an_equalized_face_changes_it_little() -> None:
+    # FER2013's JPEGs are already equalised: training equalises them again, a near no-op.
+    rng = np.random.default_rng(1)
+    once = equalize_faces(rng.normal(120, 30, (1, 1, 48, 48)).clip(0, 255).astype(np.float32))
+    assert np.abs(equalize_faces(once) - once).mean() < 3
