@@ -30,6 +30,7 @@ TRAINING_TOOLS = frozenset(
         "services.vision.finetune_fer",
         "services.vision.keras_import",
         "services.vision.tflite_import",
+        "services.vision.train_fer",
     }
 )
 
