@@ -13,9 +13,9 @@ same machine load):
 AnalyzeImage on the photo at concurrency 1, and faces/s of AnalyzeVideo with 8 frames per request
 (a FrameSequence of 8 shifted copies of the photo, every frame sampled: one detector call for all 8
 with BlazeFace, 8 Haar passes in the service's CPU).
-Faces per request are sent as AnalyzeImages of N 64x64 face crops with whole_image_is_face, so the
-figures measure transport, decode and the model rather than the detector; AnalyzeImage uses skimage's
-512x512 astronaut photo (one face, detected)."""
+Faces per request are sent as AnalyzeImages of N face crops (the model's input size) with
+whole_image_is_face, so the figures measure transport, decode and the model rather than the detector;
+AnalyzeImage uses skimage's 512x512 astronaut photo (one face, detected)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import grpc
 import numpy as np
 import onnxruntime as ort
 
-from bench.common import CPU_PROVIDERS, ort_session, write_results
+from bench.common import CPU_PROVIDERS, expression_input, ort_session, write_results
 from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from emomesh.procs import free_port, grpc_healthy, stop_process, wait_until
 from emomesh.server import grpc_options
@@ -42,11 +42,12 @@ from emomesh.stack import SERVICES, Stack, StackConfig
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.blazeface import BlazeFaceDetector, LocalBlazeFace
 from services.vision.config import VisionSettings
-from services.vision.preprocess import crop_faces, decode_image, to_gray
+from services.vision.preprocess import crop_faces, decode_image, equalize_faces, to_gray
 
 # The vision service's defaults (EMOMESH_VISION_* unset): baselines run the same model files.
 SETTINGS = VisionSettings.from_env({})
 MODEL = SETTINGS.model_name
+MODEL_SIZE, MODEL_EQUALIZES = expression_input(MODEL)
 FACES_PER_REQUEST = (1, 8, 32)
 
 
@@ -57,14 +58,16 @@ def astronaut_jpeg() -> bytes:
 
 
 def face_crops(count: int) -> list[bytes]:
-    """Distinct 64x64 gray face crops (the astronaut's face, shifted a pixel or two each)."""
+    """Distinct gray face crops of the model's input size (the astronaut's face, shifted a pixel or two
+    each)."""
     from skimage import data
 
     gray = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
     crops = []
     for i in range(count):
         dx, dy = i % 5, (i // 5) % 5
-        crop = cv2.resize(gray[40 + dy : 200 + dy, 160 + dx : 310 + dx], (64, 64), interpolation=cv2.INTER_AREA)
+        face = gray[40 + dy : 200 + dy, 160 + dx : 310 + dx]
+        crop = cv2.resize(face, (MODEL_SIZE[1], MODEL_SIZE[0]), interpolation=cv2.INTER_AREA)
         crops.append(cv2.imencode(".png", crop)[1].tobytes())
     return crops
 
@@ -75,8 +78,8 @@ def session(providers: Sequence[str] = CPU_PROVIDERS) -> ort.InferenceSession:
 
 class ImagePipeline:
     """AnalyzeImage's work in-process: decode, face detection with the service's default detector
-    (BlazeFace, its ONNX file run by onnxruntime; at most 10 faces), 64x64 aligned crops and the
-    model on all faces in one batch, as services/vision does it."""
+    (BlazeFace, its ONNX file run by onnxruntime; at most 10 faces), aligned crops (equalised when the
+    model wants them so) and the model on all faces in one batch, as services/vision does it."""
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS) -> None:
         self.model = session(providers)
@@ -93,7 +96,8 @@ class ImagePipeline:
     def faces(self, image: bytes) -> np.ndarray:
         rgb = decode_image(image, 20 << 20, 40_000_000, color=True)
         (found,) = asyncio.run(self.detector.detect([rgb]))
-        return crop_faces(to_gray(rgb), found[:10], (64, 64), SETTINGS.face_margin)
+        crops = crop_faces(to_gray(rgb), found[:10], MODEL_SIZE, SETTINGS.face_margin)
+        return equalize_faces(crops) if MODEL_EQUALIZES else crops
 
     def __call__(self, image: bytes) -> np.ndarray:
         faces = self.faces(image)
@@ -101,7 +105,8 @@ class ImagePipeline:
 
 
 def in_process_faces(crops: list[bytes], faces: int, requests: int) -> dict[str, float]:
-    """faces/s of the model alone, and of PNG decode + model, on batches of `faces` crops."""
+    """faces/s of the model alone, and of PNG decode (+ equalisation when the model wants it) + model,
+    on batches of `faces` crops."""
     model = session()
     batch = np.stack([decode_image(c, 1 << 20, 1 << 20) for c in crops[:faces]])[:, None].astype(np.float32)
     model.run(None, {"face_gray": batch})
@@ -112,7 +117,7 @@ def in_process_faces(crops: list[bytes], faces: int, requests: int) -> dict[str,
     start = time.perf_counter()
     for _ in range(requests):
         decoded = np.stack([decode_image(c, 1 << 20, 1 << 20) for c in crops[:faces]])[:, None].astype(np.float32)
-        model.run(["probabilities"], {"face_gray": decoded})
+        model.run(["probabilities"], {"face_gray": equalize_faces(decoded) if MODEL_EQUALIZES else decoded})
     pipeline_s = time.perf_counter() - start
     return {"model_faces_per_s": faces * requests / model_s, "decode_model_faces_per_s": faces * requests / pipeline_s}
 

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from emomesh.paths import model_file
+from emomesh.triton_repo import load_specs
 
 # Execution providers of the in-process baselines; `python -m bench --providers cuda` on a GPU machine.
 CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -118,3 +119,12 @@ def closed_loop_threads(
     for thread in threads:
         thread.join()
     return summary(latencies, time.perf_counter() - start)
+
+
+def expression_input(model: str) -> tuple[tuple[int, int], bool]:
+    """(H, W) of a repository expression model's face crops, and whether it wants them histogram-
+    equalised (its `emomesh_input_contrast` parameter in deploy/triton/models.yaml), so in-process
+    baselines prepare faces as the vision service does."""
+    spec = load_specs()[model]
+    _, height, width = spec["inputs"][0]["dims"]
+    return (int(height), int(width)), spec.get("parameters", {}).get("emomesh_input_contrast") == "equalized"

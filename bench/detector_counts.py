@@ -13,7 +13,8 @@ emomesh.evaluation), BlazeFace both aligned by the eyes (the service) and croppe
 40 frames of 480x320, every 5th faceless), sampled every frame; a path samples that file's frames
 uniformly (32). `--tiling off fallback always` compares BlazeFace's tilings
 (EMOMESH_VISION_DETECT_TILING; blazeface.py). `--calibrate` prints where BlazeFace's eyes sit in
-the Haar box crop with the default margin (the medians that set preprocess.EYE_DISTANCE and EYE_Y)."""
+the Haar box crop with the default margin, to compare with the framing of the training crops that sets
+preprocess.EYE_DISTANCE and EYE_Y (services/vision/calibrate_alignment.py)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.common import ort_session
+from bench.common import expression_input, ort_session
 from emomesh.labels import LABELS
 from emomesh.paths import model_file
 from services.vision.blazeface import BlazeFaceDetector, LocalBlazeFace
 from services.vision.config import TILINGS, VisionSettings
 from services.vision.faces import FaceDetector, HaarFaceDetector
-from services.vision.preprocess import DetectedFace, crop_faces, square_with_margin, to_gray
+from services.vision.preprocess import DetectedFace, crop_faces, equalize_faces, square_with_margin, to_gray
 from services.vision.video import ClipInfo, Sampling, VideoLimits, decode_video
 
 SETTINGS = VisionSettings.from_env({})
@@ -106,11 +107,12 @@ class Counter:
     def __init__(self, tilings: list[str]) -> None:
         self.detectors = detectors(tilings)
         self.classifier = ort_session(SETTINGS.model_name)
-        self.size = tuple(int(d) for d in self.classifier.get_inputs()[0].shape[2:])
+        self.size, self.equalizes = expression_input(SETTINGS.model_name)
         self.eyes: list[tuple[float, float, float]] = []
 
     def top_label(self, gray: np.ndarray, face: DetectedFace, aligned: bool) -> str:
-        crop = crop_faces(gray, [face if aligned else face.box], self.size, SETTINGS.face_margin)  # type: ignore[arg-type]
+        crop = crop_faces(gray, [face if aligned else face.box], self.size, SETTINGS.face_margin)
+        crop = equalize_faces(crop) if self.equalizes else crop
         probs = self.classifier.run(None, {self.classifier.get_inputs()[0].name: crop})[0][0]
         return LABELS[int(np.argmax(probs))]
 
@@ -174,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.calibrate and counter.eyes:
         distance, mid_x, mid_y = np.median(np.asarray(counter.eyes), axis=0)
         print(
-            f"calibration over {len(counter.eyes)} faces: EYE_DISTANCE {distance:.3f}, eye midpoint x {mid_x:.3f}, "
-            f"EYE_Y {mid_y:.3f}"
+            f"eyes in the Haar box crop, {len(counter.eyes)} faces: distance {distance:.3f}, midpoint x {mid_x:.3f}, "
+            f"y {mid_y:.3f}"
         )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
