@@ -160,6 +160,9 @@ def assemble(parts: Sequence[Path], files: Sequence[Path], target: Path, size: i
     _remove_abandoned(target)
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL_MARK}{os.getpid()}.", dir=target.parent))
     try:
+        # mkdtemp makes it private (0700); the model is no secret, and in the service image it is
+        # assembled by root for the service's own user to read.
+        building.chmod(0o755)
         joined_size, joined_sha256 = _join(parts, building / "model.bin")
         if joined_size != size or joined_sha256 != sha256:
             raise ConfigError(

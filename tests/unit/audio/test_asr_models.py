@@ -46,8 +46,10 @@ def test_parts_are_joined_in_order_next_to_the_other_files(
     assert target == tmp_path / "cache" / "whisper-fake"
     assert (target / "model.bin").read_bytes() == PART_1 + PART_2
     assert (target / "tokenizer.json").read_text() == '{"model": "fake"}'
-    # Only the finished directory: no temporary one is left beside it.
+    # Only the finished directory: no temporary one is left beside it, readable by other users (the
+    # service image assembles it as root for an unprivileged service user).
     assert cache_entries(tmp_path / "cache") == ["whisper-fake"]
+    assert target.stat().st_mode & 0o777 == 0o755
 
 
 def test_a_complete_model_is_reused_without_joining_again(
