@@ -184,7 +184,7 @@ def test_analyze_shows_each_face_window_and_the_transcript(
     assert re.search(r"face 2  box \d+x\d+ at \(\d+,\d+\) +happy \(\d+%\)", out), out
     assert re.search(r"\d+\.\d s, speech; \d+ windows?", out), out
     assert re.search(r"^ +0\.0-\d+\.\d s +\w+ \(\d+%\)$", out, re.MULTILINE), out
-    assert re.search(r"transcript \(en\): '.*happy.*'", out, re.IGNORECASE), out
+    assert re.search(r"transcript \(en \d+%, mean log-prob -\d\.\d\d, no speech \d+%\): '.*happy.*'", out, re.I), out
     assert "language en" in out
 
 
