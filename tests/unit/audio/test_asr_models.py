@@ -127,6 +127,26 @@ def test_leftovers_of_a_dead_assembly_are_removed_and_a_live_ones_are_kept(
     assert cache_entries(cache) == [live.name, "whisper-fake"]
 
 
+def test_a_copy_another_process_finished_first_is_used_and_left_alone(
+    wheel_files: tuple[list[Path], list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts, files = wheel_files
+    target = tmp_path / "cache" / "whisper-fake"
+    join = asr_models._join
+
+    def join_while_another_process_finishes(sources: list[Path], out: Path) -> tuple[int, str]:
+        result = join(sources, out)
+        target.mkdir()
+        (target / "model.bin").write_bytes(PART_1 + PART_2)
+        return result
+
+    monkeypatch.setattr(asr_models, "_join", join_while_another_process_finishes)
+    assert assemble(parts, files, target, JOINED_SIZE, JOINED_SHA256) == target
+    # The other process's copy (no tokenizer beside it), not replaced by ours; ours is cleaned up.
+    assert sorted(p.name for p in target.iterdir()) == ["model.bin"]
+    assert cache_entries(target.parent) == ["whisper-fake"]
+
+
 def test_an_incomplete_model_under_the_final_name_is_rebuilt(
     wheel_files: tuple[list[Path], list[Path]], tmp_path: Path
 ) -> None:
