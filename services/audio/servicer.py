@@ -89,8 +89,9 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         if self.transcriber is None:
             raise Unimplemented("transcription is disabled on this server (EMOMESH_AUDIO_ASR_ENABLED=false)")
         if activity.speech_s < self.settings.min_speech_s:
-            # Whisper invents text ("Thank you.") for silence and noise; say nothing instead.
-            return audio_pb2.Transcript(text="", model=self.transcriber.info)
+            # Whisper invents text ("Thank you.") for silence and noise; say nothing instead, and that
+            # there is no speech (no_speech_prob 1), as Whisper would with its own detector.
+            return audio_pb2.Transcript(text="", no_speech_prob=1.0, model=self.transcriber.info)
         return await self.transcriber.transcribe(audio.samples)
 
     async def AnalyzeAudio(

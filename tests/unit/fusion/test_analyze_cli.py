@@ -114,6 +114,13 @@ def test_audio_windows_transcript_and_text_language_are_shown() -> None:
     assert "0.0-2.0 s" in out and "happy (70%)" in out and "1.1-3.1 s" in out and "sad (50%)" in out
     assert "transcript (en): 'I got the job.'" in out
     assert "language de, 9 tokens" in out and "translated: 'Thank you'" in out
+    # With the recogniser's language probability and confidence, when it reports them.
+    audio.transcript.language_probability = 0.95
+    audio.transcript.avg_logprob, audio.transcript.no_speech_prob = -0.35, 0.02
+    audio.transcript.segments.add(start_s=0.0, end_s=3.1, text="I got the job.")
+    response.audio.CopyFrom(audio)
+    out = format_response(response)
+    assert "transcript (en 95%, mean log-prob -0.35, no speech 2%): 'I got the job.'" in out
 
 
 def test_json_is_protobufs_mapping_with_every_field() -> None:

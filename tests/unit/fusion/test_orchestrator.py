@@ -80,6 +80,9 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
     def __init__(self) -> None:
         self.behaviour: Behaviour[audio_pb2.AnalyzeAudioRequest] = Behaviour()
         self.transcript = "I am so angry about this"
+        # The recogniser's confidence (0, 0: not reported, as from an audio service without these fields).
+        self.avg_logprob = 0.0
+        self.no_speech_prob = 0.0
 
     async def AnalyzeAudio(
         self, request: audio_pb2.AnalyzeAudioRequest, context: grpc.aio.ServicerContext
@@ -88,6 +91,8 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
         response = audio_pb2.AnalyzeAudioResponse(distribution=peaked("neutral"), speech_detected=True, reliability=0.9)
         if request.transcribe:
             response.transcript.text = self.transcript
+            response.transcript.avg_logprob = self.avg_logprob
+            response.transcript.no_speech_prob = self.no_speech_prob
         return response
 
 
@@ -96,6 +101,7 @@ class FakeText(text_pb2_grpc.TextServiceServicer):
         self.behaviour: Behaviour[text_pb2.AnalyzeTextRequest] = Behaviour()
         self.probabilities: list[float] | None = None
         self.reliability = 1.0
+        self.note = ""
 
     async def AnalyzeText(
         self, request: text_pb2.AnalyzeTextRequest, context: grpc.aio.ServicerContext
@@ -104,7 +110,9 @@ class FakeText(text_pb2_grpc.TextServiceServicer):
         distribution = peaked("angry")
         if self.probabilities is not None:
             distribution = common_pb2.EmotionDistribution(probabilities=self.probabilities)
-        return text_pb2.AnalyzeTextResponse(distribution=distribution, reliability=self.reliability, language="en")
+        return text_pb2.AnalyzeTextResponse(
+            distribution=distribution, reliability=self.reliability, language="en", note=self.note
+        )
 
 
 @dataclass
@@ -258,6 +266,46 @@ async def test_empty_transcript_leaves_text_missing(orchestrator: Orchestrator, 
     text = by_modality(response)[S.MODALITY_TEXT]
     assert text.status == S.MODALITY_STATUS_MISSING and "no transcript" in text.detail
     assert not fakes.text.behaviour.calls
+
+
+async def test_transcript_text_is_trusted_as_far_as_the_recogniser_was_sure(
+    orchestrator: Orchestrator, fakes: Fakes
+) -> None:
+    fakes.audio.avg_logprob, fakes.audio.no_speech_prob = -0.55, 0.2  # 0.75 x 0.8 = 0.6
+    fakes.text.reliability = 0.8
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_OK
+    assert text.reliability == pytest.approx(0.8 * 0.6)
+    assert {w.modality for w in response.fused.weights} == {S.MODALITY_AUDIO, S.MODALITY_TEXT}
+    # Text the caller sent is not discounted by the transcript it did not come from.
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", text="I am furious"))
+    assert by_modality(response)[S.MODALITY_TEXT].reliability == pytest.approx(0.8)
+
+
+async def test_a_doubtful_transcript_is_low_confidence_and_not_fused(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    # English-sounding words the recogniser barely believed (tiny.en on German speech).
+    fakes.audio.avg_logprob, fakes.audio.no_speech_prob = -0.955, 0.19
+    fakes.text.note = "a caveat of the text service"
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_LOW_CONFIDENCE
+    assert text.detail == (
+        "reliability 0.06 below 0.30 (transcript confidence 0.06: mean log-probability -0.95, "
+        "no-speech probability 0.19; a caveat of the text service)"
+    )
+    assert [w.modality for w in response.fused.weights] == [S.MODALITY_AUDIO]
+    assert response.text_from_transcript
+
+
+async def test_a_transcript_of_no_speech_gives_no_text_modality(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.audio.no_speech_prob = 0.8
+    response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    text = by_modality(response)[S.MODALITY_TEXT]
+    assert text.status == S.MODALITY_STATUS_MISSING
+    assert text.detail == "no text sent; the audio transcript is of no speech (no-speech probability 0.80)"
+    assert not fakes.text.behaviour.calls
+    assert not response.text_from_transcript
 
 
 async def test_text_on_transcript_gets_only_the_time_audio_left(orchestrator: Orchestrator, fakes: Fakes) -> None:

@@ -26,28 +26,38 @@ class AudioWindow(_message.Message):
     def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ...) -> None: ...
 
 class TranscriptSegment(_message.Message):
-    __slots__ = ("start_s", "end_s", "text")
+    __slots__ = ("start_s", "end_s", "text", "avg_logprob", "no_speech_prob")
     START_S_FIELD_NUMBER: _ClassVar[int]
     END_S_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    AVG_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    NO_SPEECH_PROB_FIELD_NUMBER: _ClassVar[int]
     start_s: float
     end_s: float
     text: str
-    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+    avg_logprob: float
+    no_speech_prob: float
+    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., text: _Optional[str] = ..., avg_logprob: _Optional[float] = ..., no_speech_prob: _Optional[float] = ...) -> None: ...
 
 class Transcript(_message.Message):
-    __slots__ = ("text", "language", "segments", "model", "latency_ms")
+    __slots__ = ("text", "language", "segments", "model", "latency_ms", "language_probability", "avg_logprob", "no_speech_prob")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    AVG_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    NO_SPEECH_PROB_FIELD_NUMBER: _ClassVar[int]
     text: str
     language: str
     segments: _containers.RepeatedCompositeFieldContainer[TranscriptSegment]
     model: _common_pb2.ModelInfo
     latency_ms: float
-    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[TranscriptSegment, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    language_probability: float
+    avg_logprob: float
+    no_speech_prob: float
+    def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[TranscriptSegment, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., language_probability: _Optional[float] = ..., avg_logprob: _Optional[float] = ..., no_speech_prob: _Optional[float] = ...) -> None: ...
 
 class AnalyzeAudioResponse(_message.Message):
     __slots__ = ("distribution", "windows", "padded", "duration_s", "speech_detected", "reliability", "transcript", "source_sample_rate", "source_channels", "model", "latency_ms")

