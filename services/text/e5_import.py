@@ -137,9 +137,6 @@ class E5File:
     _tensors: dict[str, tuple[int, int, int]] = field(repr=False)  # name -> (dtype, elements, offset)
     _data: bytes = field(repr=False)
 
-    def tensor_names(self) -> list[str]:
-        return list(self._tensors)
-
     def tensor(self, name: str, columns: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """A float32 tensor; 2-D [elements / columns, columns] when columns is given (a Q4_0 tensor always
         needs it), restricted to `rows` when given."""
