@@ -79,6 +79,7 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,11 @@ class E5File:
     normalization: dict[int, str]
     _tensors: dict[str, tuple[int, int, int]] = field(repr=False)  # name -> (dtype, elements, offset)
     _data: bytes = field(repr=False)
+
+    @cached_property
+    def normalizer_rules(self) -> tuple[str, str, dict[str, str]]:
+        """normalizer_rules of the table, worked out once (a pass over every codepoint, a few seconds)."""
+        return normalizer_rules(self.normalization)
 
     def tensor(self, name: str, columns: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """A float32 tensor; 2-D [elements / columns, columns] when columns is given (a Q4_0 tensor always
@@ -276,12 +282,13 @@ def _character_class(characters: str) -> str:
     return "[" + "".join(f"\\x{{{ord(c):X}}}" for c in characters) + "]"
 
 
-def build_normalizer(table: dict[int, str]) -> Any:
-    """The `tokenizers` normalizer equal to the table on every codepoint (checked by
-    tests/unit/text/test_e5_import.py), followed by e5.c's collapsing of space runs."""
+def build_normalizer(rules: tuple[str, str, dict[str, str]]) -> Any:
+    """The `tokenizers` normalizer that applies normalizer_rules around NFKC, so that it equals the table
+    on every codepoint (checked by tests/unit/text/test_e5_import.py), then collapses runs of spaces as
+    e5.c does."""
     from tokenizers import Regex, normalizers
 
-    dropped, spaces, others = normalizer_rules(table)
+    dropped, spaces, others = rules
     if len(others) > 0xFFFD:
         raise ValueError("too many exceptions to NFKC for the private-use placeholders")
     steps: list[Any] = []
@@ -311,7 +318,7 @@ def build_tokenizer(e5: E5File, kept: np.ndarray | None = None, prefix: str | No
     if missing:
         raise ValueError(f"the kept pieces lack the special token(s) {', '.join(missing)}")
     tokenizer = Tokenizer(models.Unigram(vocabulary, unk_id=new_id[e5.unk_id], byte_fallback=False))
-    tokenizer.normalizer = build_normalizer(e5.normalization)
+    tokenizer.normalizer = build_normalizer(e5.normalizer_rules)
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=WORD_MARKER, prepend_scheme="always", split=True)
     tokenizer.decoder = decoders.Metaspace(replacement=WORD_MARKER, prepend_scheme="always", split=True)
     bos, eos = e5.pieces[e5.bos_id], e5.pieces[e5.eos_id]

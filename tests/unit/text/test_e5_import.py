@@ -168,3 +168,12 @@ def test_the_int8_onnx_export_keeps_the_embeddings(
     (embedding,) = session.run([POOLED_OUTPUT], {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
     cosine = (normalised(np.asarray(embedding)) * reference["embeddings"]).sum(axis=1)
     assert cosine.min() > 0.98
+
+
+def test_a_long_text_keeps_the_prefix_and_the_closing_token(pruned_tokenizer_json: Path) -> None:
+    tokenizer = TextTokenizer(pruned_tokenizer_json, 16)
+    batch = tokenizer.encode(["我今天很高兴 " * 20, "ok"])
+    long_ids, short_ids = batch.input_ids[0].tolist(), batch.input_ids[1, : batch.tokens[1]].tolist()
+    assert batch.truncated == [True, False] and batch.tokens[0] == 16
+    assert long_ids[:4] == short_ids[:4] and long_ids[-1] == short_ids[-1] == 2  # <s> ▁que ry : ... </s>
+    assert batch.input_ids[1, batch.tokens[1] :].tolist() == [1] * (16 - batch.tokens[1])  # <pad>
