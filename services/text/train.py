@@ -53,6 +53,12 @@ def wheel_base_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the hidden states [N, L, H] over the real tokens (attention_mask 1): the sentence vector."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 class EmotionClassifier(nn.Module):
     """Encoder + mean pooling + linear head; forward returns logits, or probabilities with softmax=True."""
 
@@ -65,9 +71,7 @@ class EmotionClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-        logits = self.head(self.dropout(pooled))
+        logits = self.head(self.dropout(mean_pool(hidden, attention_mask)))
         return torch.softmax(logits, dim=-1) if self.softmax else logits
 
 

@@ -9,6 +9,8 @@ with the task it evaluates:
   - `goemotions`: GoEmotions TSV (`text<TAB>label ids<TAB>comment id`), rows whose labels all map to ONE
     of the 7 classes through the dataset's `ekman_mapping.json`
   - `meld`: MELD `<split>_sent_emo.csv` (Utterance, Emotion)
+  - `text-csv`: a plain CSV (or a folder with labels.csv) with `text` and `label`, optional `split` and `id`
+    (SMP2020-EWECT's labels.csv as it is)
 - regression (`valence-arousal`): CSV with `path` or `text`, and `valence` and/or `arousal` (CCC, MAE)
 - sentiment (`mosi`): CMU-MOSI/MOSEI-style CSV with `text` and a sentiment score in [-3, 3] (MAE,
   binary and 7-class accuracy)
@@ -245,6 +247,42 @@ def meld(path: Path, split: str | None = None) -> list[Sample]:
     return samples
 
 
+def _class_name(raw: str) -> str:
+    """A label as written, lower-cased, with Ekman's names (joy, anger, sadness...) mapped to the 7 labels."""
+    name = raw.strip().lower()
+    return EKMAN_TO_LABEL.get(name, name)
+
+
+def text_csv(path: Path, split: str | None = None) -> list[Sample]:
+    """Labelled texts from a CSV with `text` and `label` columns: `path` is the CSV or a folder holding
+    labels.csv. Labels are the 7 names (or Ekman's: joy, anger, sadness...); a `split` column, when there
+    is one, is what --split selects; ids come from an `id` column (prefixed with the split when there is
+    one, so a file holding several splits with their own numbering still has unique ids) or the line."""
+    csv_path = path / "labels.csv" if path.is_dir() else path
+    columns, rows = _read_csv(csv_path)
+    _require_columns(csv_path, columns, {"text", "label"})
+    if split is not None and "split" not in columns:
+        raise ValueError(f"{csv_path} has no split column; leave the split out")
+    samples = []
+    seen: dict[str, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if split is not None and row["split"] != split:
+            continue
+        if not (row["text"] or "").strip():
+            raise ValueError(f"{csv_path}:{line}: the text is empty")
+        label = _label(csv_path, line, _class_name(row["label"] or ""))
+        row_id = row.get("id") or f"line{line}"
+        if "split" in columns:
+            row_id = f"{row['split']}/{row_id}"
+        if row_id in seen:
+            raise ValueError(f"{csv_path}:{line}: id {row_id!r} is already on line {seen[row_id]}")
+        seen[row_id] = line
+        samples.append(Sample(id=row_id, label=label, text=row["text"]))
+    if not samples:
+        raise ValueError(f"{csv_path} has no samples" + (f" for split {split!r}" if split is not None else ""))
+    return samples
+
+
 def _media_or_text(csv_path: Path, row: dict[str, str], line: int) -> tuple[Path | None, str | None]:
     if row.get("text"):
         return None, row["text"]
@@ -351,6 +389,14 @@ register_adapter(
 )
 register_adapter(
     Adapter(
+        "text-csv",
+        "classification",
+        lambda p, o: text_csv(p, o.split),
+        "CSV (or folder with labels.csv) with text,label[,split,id]: SMP2020-EWECT labels.csv; --split",
+    )
+)
+register_adapter(
+    Adapter(
         "valence-arousal",
         "regression",
         lambda p, o: valence_arousal(p, o.split, o.value_range),
@@ -379,13 +425,25 @@ def detect_adapter(path: Path) -> str:
             columns, rows = _read_csv(labels)
             if {"valence", "arousal"} & set(columns):
                 return "valence-arousal"
+            if {"text", "label"} <= set(columns) and "path" not in columns:
+                return "text-csv"
             first = next((r["path"] for r in rows if r.get("path")), "")
             return "audio-folder" if Path(first).suffix.lower() in AUDIO_SUFFIXES else "image-folder"
     elif path.suffix == ".tsv":
         return "goemotions"
     elif path.name.endswith("_sent_emo.csv"):
         return "meld"
+    elif path.suffix == ".csv" and path.is_file() and _is_labelled_text(path):
+        return "text-csv"
     raise ValueError(f"cannot tell which adapter reads {path}; pass --adapter ({', '.join(sorted(ADAPTERS))})")
+
+
+def _is_labelled_text(path: Path) -> bool:
+    """A CSV with text and label columns whose first label names a class (MOSI's label is a score)."""
+    columns, rows = _read_csv(path)
+    if not {"text", "label"} <= set(columns) or "path" in columns or not rows:
+        return False
+    return _class_name(rows[0]["label"] or "") in LABELS
 
 
 def subsample(samples: list[Sample], max_samples: int | None, seed: int = 0) -> list[Sample]:

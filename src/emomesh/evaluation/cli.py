@@ -3,6 +3,7 @@
     emomesh eval /data/fer2013 --split val --max-samples 1000            # vision at 127.0.0.1:50051
     emomesh eval /data/ravdess --speakers 17-20 --address 127.0.0.1:50952   # or --audio, --stack DIR
     emomesh eval /data/goemotions --split dev --start-stack               # own ephemeral stack, then stop
+    emomesh eval /data/smp2020_ewect/labels.csv --split train --text 127.0.0.1:50053   # text,label CSV
     emomesh eval --summarize runs/eval --summary-out docs/table.md        # one table over many runs
     emomesh eval --list-adapters
 
@@ -66,7 +67,7 @@ def _value_range(text: str) -> tuple[float, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", type=Path, nargs="?", help="dataset folder or file")
     parser.add_argument("--adapter", choices=sorted(ADAPTERS), help="dataset reader (default: from the layout)")
-    parser.add_argument("--split", help="split to evaluate (labels.csv split column; goemotions/meld: dev)")
+    parser.add_argument("--split", help="split to evaluate (a CSV's split column; goemotions/meld: dev)")
     parser.add_argument("--speakers", help="speaker filter: ids, numbers or ranges, e.g. 17-20 or emodb_13,emodb_14")
     parser.add_argument("--value-range", type=_value_range, default=(-1.0, 1.0), help="regression targets' LOW,HIGH")
     parser.add_argument("--max-samples", type=int, help="evaluate a fixed-seed random subset of this size")
@@ -87,6 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _default_out(args: argparse.Namespace) -> Path:
     name = args.dataset.stem if args.dataset.is_file() else args.dataset.name
+    if args.dataset.name == "labels.csv":  # a dataset's labels.csv is named after its folder
+        name = args.dataset.resolve().parent.name
     suffix = "".join(f"-{part}" for part in (args.split, args.speakers) if part)
     return Path("runs") / "eval" / (name + suffix.replace(",", "_"))
 

@@ -22,6 +22,7 @@ TRAINING_TOOLS = frozenset(
     {
         "services.audio.model_def",
         "services.audio.train",
+        "services.text.e5_import",
         "services.text.export",
         "services.text.train",
         "services.vision.export_blazeface",

@@ -1,5 +1,5 @@
-"""Dataset adapters on tiny synthetic files: audio folder with a speaker filter, GoEmotions, MELD,
-valence/arousal and MOSI CSVs, layout detection and the registry."""
+"""Dataset adapters on tiny synthetic files: audio folder with a speaker filter, GoEmotions, MELD, a plain
+text CSV, valence/arousal and MOSI CSVs, layout detection and the registry."""
 
 import json
 from pathlib import Path
@@ -19,6 +19,7 @@ from emomesh.evaluation.adapters import (
     mosi,
     register_adapter,
     speaker_filter,
+    text_csv,
     valence_arousal,
 )
 
@@ -113,6 +114,60 @@ def test_meld_maps_emotions_and_normalises_apostrophes(tmp_path: Path) -> None:
         meld(csv_path)
 
 
+def smp_like(path: Path) -> Path:
+    """The layout of SMP2020-EWECT's labels.csv: split,id,text,label,orig_label,source; commas, quotes and
+    a line break inside texts."""
+    rows = [
+        "split,id,text,label,orig_label,source",
+        "train,1,天使,happy,happy,SMP",
+        'train,2,"致敬[心]大家出门记得戴口罩,//@Mr_凡先生:好",happy,happy,SMP',
+        "train,3,气死我了,angry,angry,SMP",
+        'eval,1,"好害怕\n明天怎么办",fear,fear,SMP',
+        "eval,2,  天哪  ,Surprise,surprise,SMP",
+    ]
+    return write(path, "\n".join(rows) + "\n")
+
+
+def test_text_csv_reads_texts_labels_and_splits(tmp_path: Path) -> None:
+    csv_path = smp_like(tmp_path / "smp" / "labels.csv")
+    train = text_csv(csv_path, "train")
+    assert [(s.id, s.label, s.text) for s in train] == [
+        ("train/1", "happy", "天使"),
+        ("train/2", "happy", "致敬[心]大家出门记得戴口罩,//@Mr_凡先生:好"),
+        ("train/3", "angry", "气死我了"),
+    ]
+    assert all(s.modality == "text" for s in train)
+    # Every split when none is asked for; ids stay unique across splits that number their rows alike.
+    everything = text_csv(csv_path.parent)
+    assert [s.id for s in everything] == ["train/1", "train/2", "train/3", "eval/1", "eval/2"]
+    assert everything[3].text == "好害怕\n明天怎么办" and everything[4].label == "surprise"
+    with pytest.raises(ValueError, match="no samples for split 'test'"):
+        text_csv(csv_path, "test")
+
+
+def test_text_csv_without_split_or_id_columns_takes_ekman_names(tmp_path: Path) -> None:
+    csv_path = write(tmp_path / "plain.csv", "label,text\njoy,what a day\nanger,not again\nneutral,ok\n")
+    samples = text_csv(csv_path)
+    assert [(s.id, s.label) for s in samples] == [("line2", "happy"), ("line3", "angry"), ("line4", "neutral")]
+    with pytest.raises(ValueError, match="no split column; leave the split out"):
+        text_csv(csv_path, "train")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text\nhello\n", "lacks the column"),
+        ("text,label\nhello,bored\n", r"plain\.csv:2: label 'bored' is not one of"),
+        ("text,label\nhello,happy\n  ,sad\n", r"plain\.csv:3: the text is empty"),
+        ("id,text,label\n7,a,happy\n7,b,sad\n", r"plain\.csv:3: id '7' is already on line 2"),
+        ("text,label\n", "has no samples"),
+    ],
+)
+def test_text_csv_refuses_what_it_cannot_score(tmp_path: Path, content: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        text_csv(write(tmp_path / "plain.csv", content))
+
+
 def test_valence_arousal_rescales_and_checks_the_range(tmp_path: Path) -> None:
     csv_path = write(tmp_path / "va.csv", "id,text,valence,arousal\na,great day,9,5\nb,awful,1,1\n")
     samples = valence_arousal(csv_path, value_range=(1, 9))
@@ -150,12 +205,18 @@ def test_detect_adapter_from_the_layout(tmp_path: Path) -> None:
     assert detect_adapter(tmp_path / "goemotions" / "dev.tsv") == "goemotions"
     assert detect_adapter(write(tmp_path / "meld" / "dev_sent_emo.csv", "x\n").parent) == "meld"
     assert detect_adapter(write(tmp_path / "va" / "labels.csv", "text,valence\nx,0\n").parent) == "valence-arousal"
+    assert detect_adapter(smp_like(tmp_path / "smp" / "labels.csv")) == "text-csv"
+    assert detect_adapter(tmp_path / "smp") == "text-csv"
     with pytest.raises(ValueError, match="pass --adapter"):
         detect_adapter(tmp_path / "nothing.csv")
+    # A MOSI export has text and label columns too, but its labels are scores.
+    with pytest.raises(ValueError, match="pass --adapter"):
+        detect_adapter(write(tmp_path / "mosi.csv", "text,label\ngreat,2.0\n"))
 
 
 def test_registry_is_extensible_and_refuses_duplicates() -> None:
-    assert {"image-folder", "audio-folder", "goemotions", "meld", "valence-arousal", "mosi"} <= set(ADAPTERS)
+    registered = {"image-folder", "audio-folder", "goemotions", "meld", "text-csv", "valence-arousal", "mosi"}
+    assert registered <= set(ADAPTERS)
     assert get_adapter("mosi").task == "sentiment" and get_adapter("valence-arousal").task == "regression"
     with pytest.raises(ValueError, match="unknown adapter 'nope'"):
         get_adapter("nope")

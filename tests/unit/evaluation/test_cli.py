@@ -14,7 +14,7 @@ from emomesh.evaluation.report import write_report
 def test_list_adapters(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["eval", "--list-adapters"]) == 0
     out = capsys.readouterr().out
-    for name in ("image-folder", "audio-folder", "goemotions", "meld", "valence-arousal", "mosi"):
+    for name in ("image-folder", "audio-folder", "goemotions", "meld", "text-csv", "valence-arousal", "mosi"):
         assert name in out
 
 
@@ -36,6 +36,9 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "ds" / "labels.csv").write_text("path,label\na.png,happy\n")
     assert cli.main(["eval", str(tmp_path / "ds"), "--split", "val", "--out", str(tmp_path / "o")]) == 2
     assert "no split column" in capsys.readouterr().err
+    (tmp_path / "texts.csv").write_text("text,label\nhello,happy\n")
+    assert cli.main(["eval", str(tmp_path / "texts.csv"), "--split", "train", "--out", str(tmp_path / "o")]) == 2
+    assert "texts.csv has no split column" in capsys.readouterr().err
 
 
 def test_progress_bar_prints_every_tenth_when_not_a_terminal() -> None:

@@ -131,6 +131,24 @@ class KeywordTextPredictor:
         return None
 
 
+def test_run_eval_scores_one_split_of_a_text_csv(tmp_path: Path) -> None:
+    csv_path = tmp_path / "smp" / "labels.csv"
+    csv_path.parent.mkdir()
+    csv_path.write_text(
+        "split,id,text,label\ntrain,1,great news,happy\ntrain,2,awful,sad\ntrain,3,ok then,angry\n"
+        "train,4,see you later,fear\neval,1,great,happy\n"
+    )
+    result = run_eval(csv_path, tmp_path / "out", split="train", predictor=KeywordTextPredictor())
+    assert isinstance(result.metrics, ClassificationMetrics)
+    # 1 and 2 right, 3 (angry) predicted neutral, 4 failed: not scored; eval/1 is not in the split.
+    assert result.failed == 1 and result.metrics.total == 3
+    assert result.metrics.accuracy == pytest.approx(2 / 3)
+    records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == ["train/1", "train/2", "train/3", "train/4"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["adapter"] == "text-csv" and metrics["modality"] == "text"
+
+
 def test_run_eval_scores_mosi_sentiment(tmp_path: Path) -> None:
     csv_path = tmp_path / "mosi.csv"
     csv_path.write_text("text,label\ngreat film,2.0\nawful plot,-2.0\nfine,0.4\nsee you later,1.0\n")
