@@ -86,6 +86,16 @@ def load_classifier(directory: Path, softmax: bool = False) -> EmotionClassifier
     return model.eval()
 
 
+def load_classifier_base(base: Path) -> EmotionClassifier:
+    """A classifier with a new head on the encoder of an HF checkpoint folder (the start of training)."""
+    from transformers import AutoModel
+
+    # BERT checkpoints carry a pooler for [CLS]; mean pooling does not use it.
+    extra = {"add_pooling_layer": False} if _is_bert(base) else {}
+    encoder = AutoModel.from_pretrained(base, **extra)
+    return EmotionClassifier(encoder, encoder.config.hidden_size)
+
+
 def cap(examples: list[Example], label: str, limit: int, rng: random.Random) -> list[Example]:
     index = LABELS.index(label)
     chosen = [e for e in examples if e.label == index]
@@ -178,15 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     rng = random.Random(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    from transformers import AutoModel
-
     base = args.base or wheel_base_dir()
     tokenizer_json = base / "tokenizer.json"
     tokenizer = TextTokenizer(tokenizer_json, args.max_length)
-    # BERT checkpoints carry a pooler for [CLS]; mean pooling does not use it.
-    extra = {"add_pooling_layer": False} if _is_bert(base) else {}
-    encoder = AutoModel.from_pretrained(base, **extra)
-    model = EmotionClassifier(encoder, encoder.config.hidden_size).to(device)
+    model = load_classifier_base(base).to(device)
 
     train = load_goemotions(args.goemotions, "train")
     train = cap(cap(train, "happy", args.cap_happy, rng), "neutral", args.cap_neutral, rng)
