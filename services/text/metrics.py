@@ -4,8 +4,9 @@ from prometheus_client import Counter, Histogram
 
 TEXTS_BY_ROUTE = Counter(
     "emomesh_text_texts_total",
-    "Texts analysed, by how the model read them: native (English), translated, untranslated "
-    "(another language and no translation), unreadable (no letters at all).",
+    "Texts analysed, by how they were read: native (English), multilingual (another language, read by "
+    "the multilingual model), translated, untranslated (another language, read by the English model "
+    "without translation), unreadable (no letters at all).",
     ["route"],
 )
 TOKENS_PER_TEXT = Histogram(

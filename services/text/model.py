@@ -1,10 +1,18 @@
 """The text emotion model as the service sees it: token ids in, 7 probabilities out.
 
 `TritonTextModel` is what the service uses; `OnnxTextModel` runs the same model.onnx in-process
-(evaluation, benchmarks). Both take a TokenBatch and return float32 [N, 7] in LABELS order."""
+(evaluation, benchmarks). Both take a TokenBatch and return float32 [N, 7] in LABELS order.
+
+How far a model's answers can be trusted per language is a fact about the model (it comes from its
+cross-validation), so it travels with the model: the Triton config parameter
+`emomesh_language_reliability` (deploy/triton/models.yaml), e.g. "zh=0.9,de=0.6,*=0.5", read when the
+service starts. The service reports it as the `reliability` of texts the multilingual model read."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -19,12 +27,72 @@ INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 OUTPUT = "probabilities"
 
+RELIABILITY_PARAMETER = "emomesh_language_reliability"
+# The reliability of a language the parameter does not list (no `*`), and of every language when a
+# model has no such parameter: between an untranslated guess (0.2) and a translation (0.8).
+DEFAULT_LANGUAGE_RELIABILITY = 0.5
+OTHER_LANGUAGES = "*"
+_LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
+
+
+@dataclass(frozen=True)
+class LanguageReliability:
+    """Reliability per language (ISO 639 code), `other` for the languages not listed."""
+
+    by_language: dict[str, float] = field(default_factory=dict)
+    other: float = DEFAULT_LANGUAGE_RELIABILITY
+
+    def __call__(self, language: str) -> float:
+        return self.by_language.get(language, self.other)
+
+    @classmethod
+    def parse(cls, value: str) -> LanguageReliability:
+        """Parses "zh=0.9,de=0.6,*=0.5" (`*`: every other language); raises ValueError saying what is
+        wrong (an item without `=`, a code that is not ISO 639-1/2, a value outside [0, 1], a language
+        twice, nothing at all)."""
+        by_language: dict[str, float] = {}
+        other: float | None = None
+        for item in value.split(","):
+            language, equals, number = (part.strip() for part in item.partition("="))
+            if not equals:
+                raise ValueError(f"{item.strip()!r} is not LANGUAGE=RELIABILITY")
+            if language != OTHER_LANGUAGES and not _LANGUAGE_CODE.fullmatch(language):
+                raise ValueError(f"{language!r} is not a lowercase ISO 639 code (such as 'zh') or '*'")
+            try:
+                reliability = float(number)
+            except ValueError:
+                raise ValueError(f"{language}={number!r}: the reliability is not a number") from None
+            if not 0.0 <= reliability <= 1.0:  # NaN too
+                raise ValueError(f"{language}={number}: the reliability must be between 0 and 1")
+            if language in by_language or (language == OTHER_LANGUAGES and other is not None):
+                raise ValueError(f"{language!r} is given twice")
+            if language == OTHER_LANGUAGES:
+                other = reliability
+            else:
+                by_language[language] = reliability
+        return cls(by_language, DEFAULT_LANGUAGE_RELIABILITY if other is None else other)
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> LanguageReliability:
+        """The model's `emomesh_language_reliability` parameter, or the default for every language;
+        raises RuntimeError naming the model and the parameter when it is malformed."""
+        value = spec.parameters.get(RELIABILITY_PARAMETER)
+        if value is None:
+            return cls()
+        try:
+            return cls.parse(value)
+        except ValueError as exc:
+            raise RuntimeError(f"model {spec.name} says {RELIABILITY_PARAMETER}={value!r}: {exc}") from exc
+
 
 class TextClassifier(Protocol):
     """What the text servicer needs from its model: TritonTextModel, or a fake in unit tests."""
 
     @property
     def info(self) -> common_pb2.ModelInfo: ...
+
+    @property
+    def language_reliability(self) -> LanguageReliability: ...
 
     async def classify(self, batch: TokenBatch) -> np.ndarray: ...
 
@@ -34,6 +102,12 @@ class TritonTextModel(ServedModel):
         names = {t.name for t in spec.inputs}
         if names != {INPUT_IDS, ATTENTION_MASK}:
             raise RuntimeError(f"model {self.name} takes {sorted(names)}, expected {INPUT_IDS} and {ATTENTION_MASK}")
+        LanguageReliability.of(spec)
+
+    @cached_property
+    def language_reliability(self) -> LanguageReliability:
+        """From the model's Triton config (checked when the model was loaded)."""
+        return LanguageReliability.of(self.spec)
 
     async def classify(self, batch: TokenBatch) -> np.ndarray:
         def inputs_for(rows: slice) -> dict[str, np.ndarray]:

