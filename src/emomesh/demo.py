@@ -16,10 +16,12 @@ from pathlib import Path
 import grpc
 
 from emomesh.analyze_cli import DETAIL, analyze, build_request, format_response, text_lines
+from emomesh.labels import status_name
 from emomesh.paths import SAMPLES_DIR
 from emomesh.render import top_text
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
+from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from emotion.fusion.v1 import fusion_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
@@ -68,9 +70,13 @@ def analyze_mandarin(config: StackConfig, speech: Path) -> fusion_pb2.AnalyzeRes
     print(format_response(response), flush=True)
     transcript = response.audio.transcript
     if not transcript.text.strip():
+        audio = next((r for r in response.modalities if r.modality == common_pb2.MODALITY_AUDIO), None)
+        outcome = "no audio result" if audio is None else f"audio {status_name(audio.status)}"
+        if audio is not None and audio.detail:
+            outcome += f": {audio.detail}"
         raise DemoFailed(
-            f"the Mandarin clip {speech} came back without a transcript: speech recognition is not working "
-            f"(see {config.state_dir / 'logs' / 'audio.log'})"
+            f"the Mandarin clip {speech} came back without a transcript ({outcome}): speech recognition is "
+            f"not working (see {config.state_dir / 'logs' / 'audio.log'})"
         )
     if transcript.language != "zh":
         # Not an error: an English-only recogniser (EMOMESH_AUDIO_ASR_MODEL=tiny.en) hears English.

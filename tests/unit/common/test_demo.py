@@ -42,5 +42,5 @@ def test_no_transcript_at_all_fails_the_demo_in_one_line(
     monkeypatch.setattr(demo, "run_demo", run_demo)
     assert cli.main(["demo", "--state-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("emomesh demo: DemoFailed: the Mandarin clip") and "without a transcript" in err
+    assert err.startswith("emomesh demo: DemoFailed: the Mandarin clip") and "without a transcript (audio ok)" in err
     assert err.count("\n") == 1
