@@ -187,6 +187,11 @@ async def measure_text(triton_url: str, rounds: int) -> dict[str, Any]:
         await client.close()
 
 
+def shown(value: float | None) -> str:
+    """A ratio in the table; a dash where a side had no completed call."""
+    return "–" if value is None else str(value)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The two tables of docs/benchmarks.md ("Languages: what they cost")."""
     analyze = results["analyze"]
@@ -201,7 +206,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{row['transcript']!r} ({row['language'] or '?'}) |"
         )
     lines.append(
-        f"| **base / tiny.en** | **{analyze['base_over_tiny_en_p50']}** | **{analyze['base_over_tiny_en_p90']}** | | |"
+        f"| **base / tiny.en** | **{shown(analyze['base_over_tiny_en_p50'])}** | "
+        f"**{shown(analyze['base_over_tiny_en_p90'])}** | | |"
     )
     lines += [
         "",
@@ -213,7 +219,7 @@ def markdown(results: dict[str, Any]) -> str:
         rows = results["text"][f"batch {batch}"]
         lines.append(
             f"| batch {batch} | {rows['minilm_en']['p50_ms']:.1f} | {rows['e5_en']['p50_ms']:.1f} | "
-            f"**{rows['e5_over_minilm_p50']}** | {rows['e5_zh']['p50_ms']:.1f} | "
+            f"**{shown(rows['e5_over_minilm_p50'])}** | {rows['e5_zh']['p50_ms']:.1f} | "
             f"{rows['minilm_en']['mean_tokens']} / {rows['e5_en']['mean_tokens']} / {rows['e5_zh']['mean_tokens']} |"
         )
     return "\n".join(lines) + "\n"
