@@ -1,7 +1,12 @@
 """`emomesh demo`: the whole product in one run on the embedded stack — a face and a voice analysed
-and fused through FusionService.Analyze (the voice's transcript becomes the text), then an
-empathetic reply streamed by DialogService.Chat with that emotion (an offline fallback, clearly
-marked, when no LLM endpoint is configured)."""
+and fused through FusionService.Analyze (the voice's transcript becomes the text), an empathetic
+reply streamed by DialogService.Chat with that emotion (an offline fallback, clearly marked, when no
+LLM endpoint is configured); then a Mandarin voice through Analyze the same way (its transcript,
+detected language, the text model that read it, the fused result) and two Chinese sentences through
+TextService.AnalyzeText.
+
+The demo prints what the models answer and asserts no emotion; it fails (DemoFailed) only when the
+Mandarin clip comes back without any transcript, since then speech recognition is not working."""
 
 from __future__ import annotations
 
@@ -10,15 +15,32 @@ from pathlib import Path
 
 import grpc
 
-from emomesh.analyze_cli import analyze, build_request, format_response
+from emomesh.analyze_cli import DETAIL, analyze, build_request, format_response, text_lines
+from emomesh.labels import status_name
 from emomesh.paths import SAMPLES_DIR
+from emomesh.render import top_text
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
+from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from emotion.fusion.v1 import fusion_pb2
+from emotion.text.v1 import text_pb2, text_pb2_grpc
 
 SAMPLE_IMAGE = SAMPLES_DIR / "astronaut.jpg"
 SAMPLE_SPEECH = SAMPLES_DIR / "speech.wav"
+# "我们明天一起去北京吧。" (let's go to Beijing together tomorrow) by espeak-ng's Mandarin voice
+# (samples/README.md): one of the few espeak-ng Mandarin sentences Whisper base identifies as `zh`.
+SAMPLE_SPEECH_ZH = SAMPLES_DIR / "speech_zh.wav"
+# Weibo-style posts written for the demo, one plainly happy, one plainly sad (bench.bench_languages
+# times the multilingual text model on them too).
+CHINESE_TEXTS = (
+    "终于拿到录取通知书了，开心得睡不着！",
+    "一个人在外地过年，好想家，心里空落落的。",
+)
+
+
+class DemoFailed(RuntimeError):
+    """Something the demo exists to show did not work at all (not: a model answered differently)."""
 
 
 def chat(address: str, message: str, analysis: fusion_pb2.AnalyzeResponse, timeout_s: float = 60.0) -> str:
@@ -41,7 +63,48 @@ def chat(address: str, message: str, analysis: fusion_pb2.AnalyzeResponse, timeo
     return f"user: {message}\nreply [{source}, {info.latency_ms:.0f} ms]: {''.join(parts).strip()}"
 
 
-def run_demo(state_dir: Path, image: Path = SAMPLE_IMAGE, speech: Path = SAMPLE_SPEECH) -> str:
+def analyze_mandarin(config: StackConfig, speech: Path) -> fusion_pb2.AnalyzeResponse:
+    """The Mandarin clip through Analyze, its transcript as the text; DemoFailed when nothing was transcribed."""
+    print(f"\n== FusionService.Analyze: {speech.name} (Mandarin, its transcript as the text)", flush=True)
+    response = analyze(config.address("fusion"), build_request(audio=speech))
+    print(format_response(response), flush=True)
+    transcript = response.audio.transcript
+    if not transcript.text.strip():
+        audio = next((r for r in response.modalities if r.modality == common_pb2.MODALITY_AUDIO), None)
+        outcome = "no audio result" if audio is None else f"audio {status_name(audio.status)}"
+        if audio is not None and audio.detail:
+            outcome += f": {audio.detail}"
+        raise DemoFailed(
+            f"the Mandarin clip {speech} came back without a transcript ({outcome}): speech recognition is "
+            f"not working (see {config.state_dir / 'logs' / 'audio.log'})"
+        )
+    if transcript.language != "zh":
+        # Not an error: an English-only recogniser (EMOMESH_AUDIO_ASR_MODEL=tiny.en) hears English.
+        print(f"  (the recogniser heard {transcript.language or 'no language'!r}, not 'zh')", flush=True)
+    return response
+
+
+def analyze_chinese_texts(address: str, texts: tuple[str, ...] = CHINESE_TEXTS) -> list[text_pb2.AnalyzeTextResponse]:
+    """Each text through TextService.AnalyzeText: emotion, reliability, language and the model that read it."""
+    print("\n== TextService.AnalyzeText: Chinese text", flush=True)
+    responses = []
+    with grpc.insecure_channel(address, options=grpc_options(16 * 1024 * 1024)) as channel:
+        stub = text_pb2_grpc.TextServiceStub(channel)
+        for text in texts:
+            response: text_pb2.AnalyzeTextResponse = stub.AnalyzeText(
+                text_pb2.AnalyzeTextRequest(text=text), timeout=60
+            )
+            print(text, flush=True)
+            print(f"{DETAIL}{top_text(response.distribution)}, reliability {response.reliability:.2f}", flush=True)
+            for line in text_lines(response):
+                print(DETAIL + line, flush=True)
+            responses.append(response)
+    return responses
+
+
+def run_demo(
+    state_dir: Path, image: Path = SAMPLE_IMAGE, speech: Path = SAMPLE_SPEECH, speech_zh: Path = SAMPLE_SPEECH_ZH
+) -> str:
     """Starts the stack on free ports, runs the samples through it, stops it; returns the report."""
     config = StackConfig.ephemeral(state_dir)
     with Stack(config) as stack:
@@ -53,4 +116,6 @@ def run_demo(state_dir: Path, image: Path = SAMPLE_IMAGE, speech: Path = SAMPLE_
         print("\n== DialogService.Chat with the fused emotion", flush=True)
         reply = chat(config.address("dialog"), message, response)
         print(reply, flush=True)
+        analyze_mandarin(config, speech_zh)
+        analyze_chinese_texts(config.address("text"))
     return reply

@@ -52,6 +52,12 @@ def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> 
     assert re.search(r"text came from the audio transcript: [\"']I just got the job", out), out
     # Without an LLM endpoint the reply is still there, marked as the offline fallback.
     assert "reply [offline fallback" in out
+    # The Mandarin clip: Whisper base (the default) transcribes it as Mandarin and its transcript is read
+    # as Chinese text; which model reads it and what it answers is printed, not asserted.
+    assert "== FusionService.Analyze: speech_zh.wav" in out
+    assert re.search(r"transcript \(zh \d+%.*\): '.+'", out), out
+    assert "== TextService.AnalyzeText: Chinese text" in out
+    assert out.count("language zh") >= 3, out  # the transcript's text and the two sentences
     assert "stack stopped." in out
 
 

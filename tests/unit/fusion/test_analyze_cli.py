@@ -106,6 +106,7 @@ def test_audio_windows_transcript_and_text_language_are_shown() -> None:
     audio.windows.add(start_s=1.1, end_s=3.1, distribution=_dist(SAD, 0.5))
     audio.transcript.text, audio.transcript.language = " I got the job. ", "en"
     text = text_pb2.AnalyzeTextResponse(language="de", tokens=9, translated=True, translated_text="Thank you")
+    text.model.name = "text_minilm_emotion"
     response = fusion_pb2.AnalyzeResponse(audio=audio, text=text)
     response.modalities.add(modality=common_pb2.MODALITY_AUDIO, status=common_pb2.MODALITY_STATUS_OK)
     response.modalities.add(modality=common_pb2.MODALITY_TEXT, status=common_pb2.MODALITY_STATUS_OK)
@@ -113,7 +114,7 @@ def test_audio_windows_transcript_and_text_language_are_shown() -> None:
     assert "3.1 s, speech; 2 windows" in out
     assert "0.0-2.0 s" in out and "happy (70%)" in out and "1.1-3.1 s" in out and "sad (50%)" in out
     assert "transcript (en): 'I got the job.'" in out
-    assert "language de, 9 tokens" in out and "translated: 'Thank you'" in out
+    assert "language de, 9 tokens, model text_minilm_emotion" in out and "translated: 'Thank you'" in out
     # With the recogniser's language probability and confidence, when it reports them.
     audio.transcript.language_probability = 0.95
     audio.transcript.avg_logprob, audio.transcript.no_speech_prob = -0.35, 0.02
