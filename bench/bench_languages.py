@@ -49,16 +49,16 @@ from emomesh.triton import TritonClient
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from services.audio.asr_models import WHISPER_BASE, WHISPER_TINY_EN
 from services.text.config import DEFAULT_MODEL as ENGLISH_MODEL
+from services.text.config import DEFAULT_MULTILINGUAL_MAX_TOKENS
+from services.text.config import DEFAULT_MULTILINGUAL_MODEL as MULTILINGUAL_MODEL
+from services.text.config import DEFAULT_MULTILINGUAL_TOKENIZER as MULTILINGUAL_TOKENIZER
 from services.text.config import DEFAULT_TOKENIZER as ENGLISH_TOKENIZER
 from services.text.model import TritonTextModel
 from services.text.tokenize import TextTokenizer
 
 CALL_TIMEOUT_S = 120.0
-# The multilingual model as services.text.export writes it for the text service's non-English route.
-MULTILINGUAL_MODEL = "text_e5_emotion"
-MULTILINGUAL_TOKENIZER = PROJECT_ROOT / "services" / "text" / "assets" / "e5_tokenizer.json"
-# Tokens each model was trained with (services.text.train, services.text.train_e5).
-MAX_TOKENS = {ENGLISH_MODEL: 64, MULTILINGUAL_MODEL: 128}
+# Tokens each model reads in the text service (its defaults).
+MAX_TOKENS = {ENGLISH_MODEL: 64, MULTILINGUAL_MODEL: DEFAULT_MULTILINGUAL_MAX_TOKENS}
 ASR_MODELS = (WHISPER_BASE, WHISPER_TINY_EN)
 # (series name, model, sentences): e5/MiniLM on English is the like-for-like ratio.
 TEXT_SERIES = (
