@@ -177,7 +177,9 @@ def leave_one_set_out(
     margin: float,
     min_reliability: float,
 ) -> list[HeldOut]:
-    results = []
+    results: list[HeldOut] = []
+    if len(pairs_by_set) < 2:
+        return results  # nothing to choose on
     for name, held in pairs_by_set.items():
         others = {n: p for n, p in pairs_by_set.items() if n != name}
         choice = choose(others, grid, synthetic_f1, margin, min_reliability)
@@ -249,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     final_scores = {n: set_scores(p, final.candidate, args.min_reliability) for n, p in pairs_by_set.items()}
     table = markdown_table(held_out, final_scores)
     print(f"{sum(len(p) for p in pairs_by_set.values())} clips in {len(pairs_by_set)} sets; {len(grid)} candidates")
-    print(table, end="")
+    print(table if held_out else "one set only: no held-out validation (give --pairs of several sets)\n", end="")
     weights = final.candidate.weights(final.vision) if synthetic is not None else final.candidate.pair_weights()
     print(
         f"final (all sets{', admissible' if final.admissible else ', NONE admissible'}): weights {weights}, "
