@@ -3,12 +3,15 @@ readings side by side, the report and the weight-search cache, on fake Analyze r
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from emomesh.evaluation.adapters import Sample
+from emomesh.evaluation.metrics import ClassificationMetrics
 from emomesh.evaluation.pairs import PAIRS_CACHE_FILE, pair_fields, pair_metrics, prediction_of
 from emomesh.evaluation.predictors import Prediction
 from emomesh.evaluation.report import summarize
@@ -30,7 +33,7 @@ def analyze_response(
     audio: str,
     text: str | None,
     text_reliability: float = 0.9,
-    text_status: "S.ModalityStatus.ValueType" = S.MODALITY_STATUS_OK,
+    text_status: S.ModalityStatus = S.MODALITY_STATUS_OK,
     language: str = "en",
 ) -> fusion_pb2.AnalyzeResponse:
     """What Analyze answers for a speech clip: audio's and (maybe) the transcript text's results, fused
@@ -111,7 +114,7 @@ def record(label: str, audio: str, text: str | None, fused: str, reliability: fl
 
 
 def test_pair_metrics_score_audio_fused_and_text_from_the_same_answers() -> None:
-    records = [
+    records: list[Mapping[str, Any]] = [
         record("angry", "angry", "neutral", "neutral", 0.8),  # the neutral words pulled fusion off
         record("happy", "happy", "happy", "happy", 0.6),
         record("sad", "neutral", None, "neutral"),
@@ -166,6 +169,7 @@ def test_speech_transcript_run_reports_the_readings_side_by_side_and_writes_the_
     assert result.pairs is not None
     # Audio is always right; neutral words at equal weight drag every fused answer to neutral.
     assert result.pairs.audio.accuracy == 1.0 and result.pairs.fused.accuracy == 0.25
+    assert isinstance(result.metrics, ClassificationMetrics)
     assert result.metrics.accuracy == 0.25  # the run's headline is the fused answer a client gets
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["mode"] == "speech-transcript" and metrics["pairs"]["fused_minus_audio"]["accuracy"] == -0.75
