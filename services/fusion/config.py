@@ -9,7 +9,7 @@ from pathlib import Path
 from emomesh.config import ConfigError, Env, MiB, ServerSettings
 from emomesh.ports import service_port
 from emomesh.security import ClientSecurity, read_token
-from services.fusion.fuse import FusionConfig, load_weights_file
+from services.fusion.fuse import FusionConfig, load_fusion_file
 
 DEFAULT_PORT = service_port("fusion")
 DEFAULT_WEIGHTS_FILE = Path(__file__).resolve().parent / "weights.json"
@@ -44,7 +44,7 @@ class FusionSettings:
         env = Env("EMOMESH_FUSION_", environ)
         weights_file = Path(env.get_str("WEIGHTS_FILE", str(DEFAULT_WEIGHTS_FILE)))
         try:
-            weights = load_weights_file(weights_file)
+            loaded = load_fusion_file(weights_file)
         except (OSError, ValueError) as exc:
             raise ConfigError(f"EMOMESH_FUSION_WEIGHTS_FILE={weights_file}: {exc}") from exc
         # One TLS setting and token for all modality services (EMOMESH_FUSION_OUTBOUND_*); a
@@ -58,7 +58,9 @@ class FusionSettings:
         return cls(
             server=server,
             fusion=FusionConfig(
-                weights=weights,
+                weights=loaded.weights,
+                neutral_discount=loaded.neutral_discount,
+                entropy_discount=loaded.entropy_discount,
                 min_reliability=env.get_float("MIN_RELIABILITY", 0.3, minimum=0.0),
                 conflict_polarity_mass=env.get_float("CONFLICT_POLARITY_MASS", 0.6, minimum=0.0),
                 conflict_js=env.get_float("CONFLICT_JS", 0.6, minimum=0.0),

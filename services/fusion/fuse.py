@@ -12,6 +12,13 @@ Rules (documented in docs/fusion.md):
   a small positive reliability.
 - fused = sum_m w_m * p_m / sum_m w_m over the participants: the configured weights renormalised
   over whoever took part. If every participant has weight 0, they are weighted equally.
+- A reading that says nothing gives up weight (`kept_weight`): with a neutral discount d_m and an
+  entropy discount e_m for a modality (weights file's "neutral_discount" / "entropy_discount",
+  default 0), its weight is w_m * (1 - d_m * p_m(neutral)) * (1 - e_m * H(p_m) / log 7) before
+  renormalising (H: entropy, so H / log 7 is 0 for a certain reading and 1 for a uniform one).
+  Neutral is the absence of a signal, and so is a flat distribution: text that reads a fixed,
+  emotionless sentence ("Kids are talking by the door", spoken angrily) then hardly moves the voice's
+  answer, while words that do carry an emotion, confidently, keep their weight.
 - Polarity: emomesh.labels.polarity_of on the fused distribution (happy -> positive; neutral and
   surprise -> neutral; angry, disgust, fear, sad -> negative; the class with most mass wins).
 - Conflict between two participants (see `pair_conflict`), both with a top probability of at least
@@ -60,6 +67,9 @@ EQUAL_WEIGHTS: dict[str, float] = dict.fromkeys(MODALITY_NAMES.values(), 1.0 / l
 @dataclass(frozen=True)
 class FusionConfig:
     weights: Mapping[str, float] = field(default_factory=lambda: dict(EQUAL_WEIGHTS))
+    # Per modality, in [0, 1]: how much of its weight a neutral / a flat reading gives up (module docstring).
+    neutral_discount: Mapping[str, float] = field(default_factory=dict)
+    entropy_discount: Mapping[str, float] = field(default_factory=dict)
     min_reliability: float = 0.3
     conflict_polarity_mass: float = 0.6
     conflict_js: float = 0.6
@@ -84,12 +94,61 @@ def validate_weights(raw: Mapping[str, Any]) -> dict[str, float]:
     return weights
 
 
-def load_weights_file(path: Path) -> dict[str, float]:
-    """Reads {"weights": {"vision": .., "audio": .., "text": ..}, ...}; other keys (provenance) are ignored."""
+DISCOUNTS = ("neutral_discount", "entropy_discount")
+
+
+def validate_discount(raw: Mapping[str, Any], kind: str = "neutral_discount") -> dict[str, float]:
+    """Discounts (neutral or entropy) of known modalities, each a number in [0, 1]; absent ones get none."""
+    unknown = set(raw) - set(MODALITY_BY_NAME)
+    if unknown:
+        raise ValueError(f"unknown modalities in {kind}: {sorted(unknown)}")
+    discounts: dict[str, float] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{kind} of {name} must be a number in [0, 1], got {value!r}")
+        discounts[name] = float(value)
+    return discounts
+
+
+def _weights_document(path: Path) -> dict[str, Any]:
     document = json.loads(path.read_text())
     if not isinstance(document, dict) or not isinstance(document.get("weights"), dict):
         raise ValueError('expected a JSON object with a "weights" object')
-    return validate_weights(document["weights"])
+    for kind in DISCOUNTS:
+        if not isinstance(document.get(kind, {}), dict):
+            raise ValueError(f'"{kind}" must be an object of modality: number')
+    return document
+
+
+def load_weights_file(path: Path) -> dict[str, float]:
+    """Reads {"weights": {"vision": .., "audio": .., "text": ..}, ...}; other keys (provenance) are ignored."""
+    return validate_weights(_weights_document(path)["weights"])
+
+
+@dataclass(frozen=True)
+class FusionFile:
+    weights: dict[str, float]
+    neutral_discount: dict[str, float]
+    entropy_discount: dict[str, float]
+
+
+def load_fusion_file(path: Path) -> FusionFile:
+    """The weights and the optional discounts ({"neutral_discount": {"text": 1.0}, "entropy_discount":
+    {...}}) of a weights file."""
+    document = _weights_document(path)
+    return FusionFile(
+        validate_weights(document["weights"]),
+        validate_discount(document.get("neutral_discount", {}), "neutral_discount"),
+        validate_discount(document.get("entropy_discount", {}), "entropy_discount"),
+    )
+
+
+def kept_weight(probs: np.ndarray, neutral_discount: float, entropy_discount: float) -> np.ndarray:
+    """The share of its weight a reading keeps, over the last axis of probs (module docstring):
+    (1 - d * p(neutral)) * (1 - e * H(p) / log 7)."""
+    p = np.clip(probs, 0.0, 1.0)
+    entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1) / math.log(NUM_LABELS)
+    return (1.0 - neutral_discount * p[..., NEUTRAL]) * (1.0 - entropy_discount * np.clip(entropy, 0.0, 1.0))
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
@@ -186,11 +245,14 @@ def participants(results: Sequence[common_pb2.ModalityResult], config: FusionCon
     return chosen
 
 
-def renormalised_weights(
-    modalities: Sequence[common_pb2.Modality], config: FusionConfig
-) -> dict[common_pb2.Modality, float]:
-    """The configured weights of these modalities scaled to sum to 1 (equal if all are 0)."""
-    raw = {m: float(config.weights.get(MODALITY_NAMES[m], 0.0)) for m in modalities}
+def renormalised_weights(chosen: Sequence[Participant], config: FusionConfig) -> dict[common_pb2.Modality, float]:
+    """The participants' weights (configured, less their neutral discount) scaled to sum to 1 (equal if all are 0)."""
+    raw = {}
+    for p in chosen:
+        name = MODALITY_NAMES[p.modality]
+        kept = kept_weight(p.probs, config.neutral_discount.get(name, 0.0), config.entropy_discount.get(name, 0.0))
+        raw[p.modality] = float(config.weights.get(name, 0.0)) * float(kept)
+    modalities = [p.modality for p in chosen]
     total = sum(raw.values())
     if total <= 0:
         return {m: 1.0 / len(modalities) for m in modalities}
@@ -206,7 +268,7 @@ def fuse(results: Sequence[common_pb2.ModalityResult], config: FusionConfig) -> 
     fused = common_pb2.FusedEmotion(missing=[m for m in configured if m not in taking_part])
     if not chosen:
         return fused
-    weights = renormalised_weights([p.modality for p in chosen], config)
+    weights = renormalised_weights(chosen, config)
     probs = sum((weights[p.modality] * p.probs for p in chosen), np.zeros(NUM_LABELS))
     fused.distribution.CopyFrom(distribution_from_probs(probs))
     fused.weights.extend(common_pb2.ModalityWeight(modality=m, weight=w) for m, w in weights.items())
@@ -231,14 +293,25 @@ def _describe(p: Participant) -> str:
     return f"{MODALITY_NAMES[p.modality]} {LABELS[top]} {p.probs[top]:.2f} ({polarity_name(polarity_of(p.probs))})"
 
 
-def fuse_matrix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+def fuse_matrix(
+    probs: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    neutral_discount: Mapping[str, float] | None = None,
+    entropy_discount: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """Vectorised fusion for many samples (the weight search): probs[name] is [N, 7] with NaN rows
-    where that modality is missing. Same renormalisation as `fuse`; rows with no modality at all,
-    or whose participants all have weight 0, are averaged equally over the participants."""
+    where that modality is missing (or does not take part). Same weights as `fuse` (discounts,
+    renormalisation); rows with no modality at all, or whose participants all have weight 0, are
+    averaged equally over the participants."""
     names = list(probs)
+    neutral, entropy = neutral_discount or {}, entropy_discount or {}
     stacked = np.stack([probs[n] for n in names])  # [M, N, 7]
     present = ~np.isnan(stacked).any(axis=2)  # [M, N]
-    w = np.asarray([weights.get(n, 0.0) for n in names], dtype=np.float64)[:, None] * present  # [M, N]
+    configured = np.asarray([weights.get(n, 0.0) for n in names], dtype=np.float64)[:, None]  # [M, 1]
+    kept = np.stack(
+        [kept_weight(np.nan_to_num(stacked[i]), neutral.get(n, 0.0), entropy.get(n, 0.0)) for i, n in enumerate(names)]
+    )
+    w = configured * kept * present  # [M, N]
     totals = w.sum(axis=0)
     equal = present / np.maximum(present.sum(axis=0), 1)
     w = np.where(totals > 0, w / np.where(totals > 0, totals, 1), equal)

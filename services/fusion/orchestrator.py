@@ -411,6 +411,7 @@ class Orchestrator:
         modality = common_pb2.MODALITY_TEXT
         from_transcript = False
         transcript: audio_pb2.Transcript | None = None
+        language_hint = ""
         if not text.strip() and audio_task is not None:
             audio = await audio_task
             if audio.response is None:
@@ -422,6 +423,10 @@ class Orchestrator:
             if why is not None or transcript is None:
                 return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, f"no text sent; {why}")), False
             text, from_transcript = transcript.text.strip(), True
+            # The recogniser heard the language (Whisper's language id on the whole clip): a better
+            # guess than the text service can make from a short, possibly misheard sentence, and
+            # the one that routes the words to the right text model.
+            language_hint = transcript.language
         if not text.strip():
             return _Outcome(_result(modality, common_pb2.MODALITY_STATUS_MISSING, "no text sent")), False
         if self.clients.text is None:
@@ -430,7 +435,7 @@ class Orchestrator:
         response, ms = await _call(
             modality,
             self.clients.text.AnalyzeText,
-            text_pb2.AnalyzeTextRequest(text=text),
+            text_pb2.AnalyzeTextRequest(text=text, language_hint=language_hint),
             deadline,
             self.limits.min_call_budget_s,
         )

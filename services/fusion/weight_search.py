@@ -9,7 +9,11 @@ own arithmetic (fuse.fuse_matrix: missing modalities drop out and the weights ar
 
 Cache formats (any labelled set, any subset of modalities per sample):
 - JSONL: one object per sample, {"label": "happy", "vision": [7 probs] | null, "audio": ..., "text": ...}
-  (probabilities in emomesh.labels.LABELS order; extra keys such as sources are ignored);
+  (probabilities in emomesh.labels.LABELS order); optional "reliability": {"text": 0.62, ...}, each
+  modality's reliability as the service fused it (absent: 1), so that a modality under the service's
+  EMOMESH_FUSION_MIN_RELIABILITY drops out here too; optional "set": the group a sample belongs to
+  (`emomesh eval --mode speech-transcript` writes both, services/fusion/pair_search.py holds sets out);
+  other keys (sources, transcripts) are ignored;
 - NPZ: `labels` [N] int (LABELS index) and one [N, 7] float array per modality, NaN rows where missing.
 """
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,22 +30,55 @@ import numpy as np
 
 from emomesh.evaluation.metrics import confusion_matrix, weighted_f1
 from emomesh.labels import LABELS, MODALITY_BY_NAME, NUM_LABELS, label_index
-from services.fusion.fuse import fuse_matrix
+from services.fusion.fuse import FusionConfig, fuse_matrix
 
 # Order of the weight vectors in the grid and in the ternary plot's corners.
 GRID_MODALITIES: tuple[str, str, str] = ("audio", "text", "vision")
+
+
+# The service's default: a modality whose reliability is under it does not take part.
+DEFAULT_MIN_RELIABILITY = FusionConfig().min_reliability
 
 
 @dataclass(frozen=True)
 class PredictionCache:
     labels: np.ndarray  # [N] int
     probs: dict[str, np.ndarray]  # modality -> [N, 7], NaN rows where missing
+    # modality -> [N] reliability as fused (1 where the cache does not say); one entry per modality in probs.
+    reliability: dict[str, np.ndarray] = field(default_factory=dict)
+    # [N] group of each sample (the "set" key: the dataset a real pair came from); "" when not given.
+    groups: np.ndarray = field(default_factory=lambda: np.asarray([], dtype=str))
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def participating(self, min_reliability: float = DEFAULT_MIN_RELIABILITY) -> dict[str, np.ndarray]:
+        """probs with NaN rows where a modality's reliability is under min_reliability: those the
+        service leaves out of the fusion (fuse.participants)."""
+        out = {}
+        for m, arr in self.probs.items():
+            reliability = self.reliability.get(m)
+            out[m] = arr if reliability is None else np.where((reliability < min_reliability)[:, None], np.nan, arr)
+        return out
+
+    def subset(self, mask: np.ndarray) -> PredictionCache:
+        return PredictionCache(
+            self.labels[mask],
+            {m: a[mask] for m, a in self.probs.items()},
+            {m: r[mask] for m, r in self.reliability.items()},
+            self.groups[mask] if len(self.groups) else self.groups,
+        )
+
+
+def _reliability_of(row: dict, modality: str) -> float:
+    value = (row.get("reliability") or {}).get(modality)
+    # 0 is "not reported" and counts as 1, as in fuse.participants.
+    return float(value) if value else 1.0
+
 
 def load_cache(path: Path) -> PredictionCache:
+    reliability: dict[str, np.ndarray] = {}
+    groups = np.asarray([], dtype=str)
     if path.suffix == ".npz":
         with np.load(path) as data:
             labels = np.asarray(data["labels"], dtype=np.int64)
@@ -56,6 +93,10 @@ def load_cache(path: Path) -> PredictionCache:
             probs[m] = np.asarray(
                 [row[m] if row.get(m) is not None else [np.nan] * NUM_LABELS for row in rows], dtype=np.float64
             )
+            if any(row.get("reliability") for row in rows):
+                reliability[m] = np.asarray([_reliability_of(row, m) for row in rows], dtype=np.float64)
+        if any("set" in row for row in rows):
+            groups = np.asarray([str(row.get("set", "")) for row in rows])
     if not len(labels):
         raise ValueError(f"{path}: no samples")
     for m, arr in probs.items():
@@ -63,7 +104,33 @@ def load_cache(path: Path) -> PredictionCache:
             raise ValueError(f"{path}: {m} has shape {arr.shape}, expected ({len(labels)}, {NUM_LABELS})")
     if not probs:
         raise ValueError(f"{path}: no modality predictions")
-    return PredictionCache(labels, probs)
+    return PredictionCache(labels, probs, reliability, groups)
+
+
+def load_caches(paths: list[Path]) -> PredictionCache:
+    """Several caches as one (a modality missing from a cache is NaN there); a sample's group is its
+    "set", else its cache's file name (its parent folder's, for emomesh eval's pairs.jsonl)."""
+    caches = [load_cache(p) for p in paths]
+    if len(caches) == 1 and len(caches[0].groups):
+        return caches[0]
+    modalities = [m for m in MODALITY_BY_NAME if any(m in c.probs for c in caches)]
+    groups = []
+    for path, cache in zip(paths, caches, strict=True):
+        name = path.parent.name if path.name == "pairs.jsonl" else path.stem
+        groups.append(cache.groups if len(cache.groups) else np.full(len(cache), name))
+    return PredictionCache(
+        np.concatenate([c.labels for c in caches]),
+        {
+            m: np.concatenate([c.probs.get(m, np.full((len(c), NUM_LABELS), np.nan)) for c in caches])
+            for m in modalities
+        },
+        {
+            m: np.concatenate([c.reliability.get(m, np.ones(len(c))) for c in caches])
+            for m in modalities
+            if any(m in c.reliability for c in caches)
+        },
+        np.concatenate(groups),
+    )
 
 
 def save_cache_npz(cache: PredictionCache, path: Path) -> None:
@@ -89,8 +156,14 @@ class SearchResult:
     equal_weights_score: float
 
 
-def score(cache: PredictionCache, weights: Mapping[str, float]) -> float:
-    fused = fuse_matrix(cache.probs, weights)
+def score(
+    cache: PredictionCache,
+    weights: Mapping[str, float],
+    neutral_discount: Mapping[str, float] | None = None,
+    min_reliability: float = DEFAULT_MIN_RELIABILITY,
+    entropy_discount: Mapping[str, float] | None = None,
+) -> float:
+    fused = fuse_matrix(cache.participating(min_reliability), weights, neutral_discount, entropy_discount)
     return weighted_f1(confusion_matrix(cache.labels, fused.argmax(axis=1)))
 
 

@@ -4,12 +4,14 @@
     emomesh eval /data/ravdess --speakers 17-20 --address 127.0.0.1:50952   # or --audio, --stack DIR
     emomesh eval /data/goemotions --split dev --start-stack               # own ephemeral stack, then stop
     emomesh eval /data/smp2020_ewect/labels.csv --split train --text 127.0.0.1:50053   # text,label CSV
+    emomesh eval /data/ravdess --speakers 17-20 --mode speech-transcript --start-stack   # Analyze: voice + own words
     emomesh eval --summarize runs/eval --summary-out docs/table.md        # one table over many runs
     emomesh eval --list-adapters
 
 Results go to --out (default runs/eval/<dataset>[-<split>]): results.jsonl (one line per sample,
 appended as answers come in; a rerun resumes and retries only failed calls unless --fresh),
-metrics.json, report.md and confusion.png."""
+metrics.json, report.md and confusion.png; in --mode speech-transcript also pairs.jsonl, the real
+speech + transcript prediction cache that services.fusion.weight_search reads."""
 
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from typing import TextIO
 from emomesh.addresses import Addresses, add_address_arguments
 from emomesh.evaluation.adapters import ADAPTERS, AdapterOptions, detect_adapter, get_adapter
 from emomesh.evaluation.metrics import ClassificationMetrics, RegressionMetrics
+from emomesh.evaluation.pairs import MODALITY_MODE, MODES, SPEECH_TRANSCRIPT_MODE
 from emomesh.evaluation.predictors import SERVICE_OF_MODALITY
 from emomesh.evaluation.report import summarize
-from emomesh.evaluation.runner import EvalResult, run_eval
+from emomesh.evaluation.runner import EvalResult, run_eval, service_for
 
 
 class ProgressBar:
@@ -70,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split to evaluate (a CSV's split column; goemotions/meld: dev)")
     parser.add_argument("--speakers", help="speaker filter: ids, numbers or ranges, e.g. 17-20 or emodb_13,emodb_14")
     parser.add_argument("--value-range", type=_value_range, default=(-1.0, 1.0), help="regression targets' LOW,HIGH")
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=MODALITY_MODE,
+        help="modality: each sample to its modality's service; speech-transcript: each speech clip to the "
+        "fusion service's Analyze with its own transcript as text, scoring audio, fused and text side by side",
+    )
     parser.add_argument("--max-samples", type=int, help="evaluate a fixed-seed random subset of this size")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     parser.add_argument(
@@ -83,14 +93,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summarize", type=Path, nargs="+", metavar="DIR", help="summary table of finished runs")
     parser.add_argument("--summary-out", type=Path, help="write the --summarize table here too")
     parser.add_argument("--list-adapters", action="store_true", help="list the dataset adapters and exit")
-    add_address_arguments(parser, tuple(SERVICE_OF_MODALITY.values()), one="the service of the dataset's modality")
+    add_address_arguments(
+        parser,
+        (*SERVICE_OF_MODALITY.values(), "fusion"),
+        one="the service of the dataset's modality (fusion in --mode speech-transcript)",
+    )
 
 
 def _default_out(args: argparse.Namespace) -> Path:
     name = args.dataset.stem if args.dataset.is_file() else args.dataset.name
     if args.dataset.name == "labels.csv":  # a dataset's labels.csv is named after its folder
         name = args.dataset.resolve().parent.name
-    suffix = "".join(f"-{part}" for part in (args.split, args.speakers) if part)
+    mode = args.mode if args.mode != MODALITY_MODE else None
+    suffix = "".join(f"-{part}" for part in (args.split, args.speakers, mode) if part)
     return Path("runs") / "eval" / (name + suffix.replace(",", "_"))
 
 
@@ -107,6 +122,17 @@ def _print_result(result: EvalResult) -> None:
         print(f"{head}; {dims}")
     else:
         print(f"{head}; MAE {metrics.mae:.4f}, Acc-2 {metrics.acc2:.4f}, Acc-7 {metrics.acc7:.4f}")
+    if result.pairs is not None:
+        pairs = result.pairs
+        reliability = "-" if pairs.mean_text_reliability is None else f"{pairs.mean_text_reliability:.3f}"
+        for name, m in (("audio", pairs.audio), ("fused", pairs.fused), ("text", pairs.text)):
+            print(f"  {name:<5} accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}")
+        print(
+            f"  fused - audio: accuracy {pairs.fused_minus_audio_accuracy:+.4f}, macro-F1 "
+            f"{pairs.fused_minus_audio_macro_f1:+.4f}; text present in {pairs.text_present}/{pairs.clips} clips "
+            f"(fused in {pairs.text_fused}), mean reliability {reliability}; transcript languages "
+            + ", ".join(f"{lang} {n}" for lang, n in pairs.transcript_languages.items())
+        )
     print(f"report: {result.report} ({result.seconds:.1f} s)")
 
 
@@ -144,18 +170,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 face_crops={"auto": None, "yes": True, "no": False}[args.face_crops],
                 timeout_s=args.timeout_s,
                 resume=not args.fresh,
+                mode=args.mode,
                 progress=progress,
             )
 
         # Which service the dataset needs, from its first sample (loading the list is cheap).
         options = AdapterOptions(split=args.split, speakers=args.speakers, value_range=args.value_range)
-        service = SERVICE_OF_MODALITY[get_adapter(adapter).load(args.dataset, options)[0].modality]
+        service = service_for(get_adapter(adapter).load(args.dataset, options)[0].modality, args.mode)
         if not args.start_stack:
             result = evaluate(Addresses.from_args(args, bare_address=True).address(service))
         else:
             from emomesh.stack import Stack, StackConfig
 
-            with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), (service,))) as stack:
+            # Analyze on speech needs the audio service (voice, transcript) and the text service.
+            services = ("audio", "text", "fusion") if args.mode == SPEECH_TRANSCRIPT_MODE else (service,)
+            with tempfile.TemporaryDirectory() as work, Stack(StackConfig.ephemeral(Path(work), services)) as stack:
                 print(f"started the {service} service at {stack.config.address(service)}", file=sys.stderr)
                 result = evaluate(stack.config.address(service))
     except (FileNotFoundError, ValueError) as exc:  # AddressError is a ValueError

@@ -6,8 +6,9 @@ modality: AnalyzeImage (vision), AnalyzeAudio without transcription (audio), Ana
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 
@@ -26,6 +27,8 @@ SERVICE_OF_MODALITY = {"image": "vision", "audio": "audio", "text": "text"}
 class Prediction:
     probabilities: list[float] | None
     model: str = ""
+    # More fields for the sample's record (the speech-transcript mode's per-modality results).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Predictor(Protocol):

@@ -114,7 +114,9 @@ def write_report(
     title: str,
     metrics: ClassificationMetrics | RegressionMetrics | SentimentMetrics,
     meta: dict[str, Any],
+    preface: str = "",
 ) -> Path:
+    """metrics.json (meta and metrics), report.md (`preface` first) and, for classification, confusion.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({**meta, **metrics.as_dict()}, indent=2) + "\n")
     if isinstance(metrics, RegressionMetrics):
@@ -126,7 +128,7 @@ def write_report(
         if confusion_png(out_dir / "confusion.png", title, metrics):
             text += "\n![confusion matrix](confusion.png)\n"
     report = out_dir / "report.md"
-    report.write_text(text)
+    report.write_text(preface + text)
     return report
 
 
@@ -158,6 +160,25 @@ def summary_markdown(runs: list[dict[str, Any]]) -> str:
         for r in classification:
             cells = [_fmt(r["recall"][label], 3) if r["support"].get(label) else "-" for label in LABELS]
             out.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
+    paired = [r for r in runs if r.get("pairs")]
+    if paired:
+        out += ["", "Speech + own transcript through Analyze (`--mode speech-transcript`):", ""]
+        out += [
+            "| dataset | clips | audio acc | fused acc | fused − audio acc | audio macro-F1 | fused macro-F1 | "
+            "fused − audio macro-F1 | text acc | text present | text fused | mean text reliability | "
+            "transcript languages | text model(s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        ]
+        for r in paired:
+            p = r["pairs"]
+            languages = ", ".join(f"{lang} {n}" for lang, n in p["transcript_languages"].items())
+            out.append(
+                f"| {r['dataset']} | {p['clips']} | {_fmt(p['audio']['accuracy'])} | {_fmt(p['fused']['accuracy'])} | "
+                f"{p['fused_minus_audio']['accuracy']:+.4f} | {_fmt(p['audio']['macro_f1'])} | "
+                f"{_fmt(p['fused']['macro_f1'])} | {p['fused_minus_audio']['macro_f1']:+.4f} | "
+                f"{_fmt(p['text']['accuracy'])} | {p['text_present_share']:.1%} | {p['text_fused_share']:.1%} | "
+                f"{_fmt(p['mean_text_reliability'], 3)} | {languages} | {', '.join(p['text_models']) or '-'} |"
+            )
     regression = [r for r in runs if r.get("task") == "regression"]
     if regression:
         out += ["", "| dataset | dimension | n | CCC | MAE | Pearson |", "|---|---|---:|---:|---:|---:|"]

@@ -32,6 +32,17 @@ from emomesh.evaluation.metrics import (
     sentiment_of,
     valence_arousal_of,
 )
+from emomesh.evaluation.pairs import (
+    MODALITY_MODE,
+    MODES,
+    PAIRS_CACHE_FILE,
+    SPEECH_TRANSCRIPT_MODE,
+    PairMetrics,
+    SpeechTranscriptPredictor,
+    pair_metrics,
+    pairs_markdown,
+    write_pairs_cache,
+)
 from emomesh.evaluation.predictors import SERVICE_OF_MODALITY, Predictor, predictor_for
 from emomesh.evaluation.report import write_report
 from emomesh.labels import LABELS
@@ -54,6 +65,8 @@ class EvalResult:
     out_dir: Path
     report: Path
     seconds: float
+    # The speech-transcript mode's audio / fused / text readings (metrics is the fused one).
+    pairs: PairMetrics | None = None
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -117,6 +130,7 @@ async def predict_all(
                         probabilities=probs,
                         model=prediction.model,
                     )
+                    record.update(prediction.extra)
                 # One line per sample, flushed: the file is the resume point.
                 out.write(json.dumps(record) + "\n")
                 out.flush()
@@ -138,9 +152,20 @@ def looks_like_face_crops(samples: list[Sample]) -> bool:
         return max(image.size) <= FACE_CROP_MAX_SIDE
 
 
-def default_address(modality: str) -> str:
-    """The documented address of the service answering a modality (`emomesh up` without --ephemeral-ports)."""
-    return local_address(SERVICE_OF_MODALITY[modality])
+def service_for(modality: str, mode: str = MODALITY_MODE) -> str:
+    """The stack service a run talks to: the modality's own, or fusion for speech + transcript pairs."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode == SPEECH_TRANSCRIPT_MODE:
+        if modality != "audio":
+            raise ValueError(f"--mode {SPEECH_TRANSCRIPT_MODE} needs a speech dataset, this one is {modality}")
+        return "fusion"
+    return SERVICE_OF_MODALITY[modality]
+
+
+def default_address(modality: str, mode: str = MODALITY_MODE) -> str:
+    """The documented address of the service a run talks to (`emomesh up` without --ephemeral-ports)."""
+    return local_address(service_for(modality, mode))
 
 
 def score(
@@ -174,6 +199,7 @@ def run_eval(
     face_crops: bool | None = None,
     timeout_s: float = 30.0,
     resume: bool = True,
+    mode: str = MODALITY_MODE,
     predictor: Predictor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
@@ -183,22 +209,28 @@ def run_eval(
     `adapter=None` picks the adapter from the dataset's layout (see adapters.detect_adapter);
     `address=None` is the documented port of the modality's service. For images, `face_crops=None`
     decides from the first image's size whether to ask the vision service to skip detection.
-    `resume=False` starts the results afresh."""
+    `resume=False` starts the results afresh. `mode="speech-transcript"` sends each clip of a speech
+    dataset to the fusion service's Analyze (audio only, its transcript as text) and scores the audio,
+    fused and text readings of each answer side by side, and writes pairs.jsonl for the fusion weight
+    search (emomesh.evaluation.pairs)."""
     chosen = get_adapter(adapter or detect_adapter(dataset))
     options = AdapterOptions(split=split, speakers=speakers, value_range=value_range)
     samples = subsample(chosen.load(dataset, options), max_samples)
     modality = samples[0].modality
     if modality == "image" and face_crops is None:
         face_crops = looks_like_face_crops(samples)
-    address = address or default_address(modality)
+    address = address or default_address(modality, mode)
+    pairs = mode == SPEECH_TRANSCRIPT_MODE
     results_path = out_dir / RESULTS_FILE
     if not resume and results_path.exists():
         results_path.unlink()
     start = time.perf_counter()
 
     async def run() -> dict[str, dict[str, Any]]:
-        active = predictor or predictor_for(
-            modality, address, whole_image_is_face=bool(face_crops), timeout_s=timeout_s
+        active = predictor or (
+            SpeechTranscriptPredictor(address, timeout_s=timeout_s)
+            if pairs
+            else predictor_for(modality, address, whole_image_is_face=bool(face_crops), timeout_s=timeout_s)
         )
         try:
             return await predict_all(samples, active, results_path, concurrency, progress or _log_progress)
@@ -217,7 +249,8 @@ def run_eval(
         )
     model = ", ".join(models) or "unknown"
     name = dataset.name + (f" ({split})" if split else "") + (f" speakers {speakers}" if speakers else "")
-    meta = {
+    paired = pair_metrics(scored) if pairs else None
+    meta: dict[str, Any] = {
         "dataset": name,
         "dataset_path": str(dataset),
         "adapter": chosen.name,
@@ -232,9 +265,16 @@ def run_eval(
         "failed": failed,
         "max_samples": max_samples,
         "seconds": round(seconds, 1),
+        "mode": mode,
     }
-    report = write_report(out_dir, name, metrics, meta)
-    return EvalResult(name, model, chosen.task, metrics, failed, out_dir, report, seconds)
+    preface = ""
+    if paired is not None:
+        meta["pairs"] = paired.as_dict()
+        meta["pairs_cache"] = PAIRS_CACHE_FILE
+        write_pairs_cache(scored, out_dir / PAIRS_CACHE_FILE, dataset.name)
+        preface = pairs_markdown(name, paired, meta) + "\n## The fused reading in detail\n\n"
+    report = write_report(out_dir, name, metrics, meta, preface=preface)
+    return EvalResult(name, model, chosen.task, metrics, failed, out_dir, report, seconds, paired)
 
 
 def _log_progress(done: int, total: int) -> None:

@@ -39,6 +39,8 @@ def test_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixt
     (tmp_path / "texts.csv").write_text("text,label\nhello,happy\n")
     assert cli.main(["eval", str(tmp_path / "texts.csv"), "--split", "train", "--out", str(tmp_path / "o")]) == 2
     assert "texts.csv has no split column" in capsys.readouterr().err
+    assert cli.main(["eval", str(tmp_path / "texts.csv"), "--mode", "speech-transcript"]) == 2
+    assert "--mode speech-transcript needs a speech dataset, this one is text" in capsys.readouterr().err
 
 
 def test_progress_bar_prints_every_tenth_when_not_a_terminal() -> None:

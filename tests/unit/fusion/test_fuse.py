@@ -18,6 +18,7 @@ from services.fusion.fuse import (
     fuse,
     fuse_matrix,
     js_divergence,
+    load_fusion_file,
     load_weights_file,
     validate_weights,
 )
@@ -296,3 +297,60 @@ def test_settings_load_the_weights_file_and_fail_fast_on_a_bad_one(tmp_path: Pat
     bad.write_text("{}")
     with pytest.raises(ValueError, match="EMOMESH_FUSION_WEIGHTS_FILE"):
         FusionSettings.from_env({"EMOMESH_FUSION_WEIGHTS_FILE": str(bad)})
+
+
+def test_a_neutral_discount_lets_neutral_text_give_up_its_weight() -> None:
+    config = FusionConfig(weights={"audio": 0.5, "text": 0.5}, neutral_discount={"text": 1.0})
+    neutral_words, angry_voice = peaked("neutral", 0.9), peaked("angry", 0.5)
+    fused = fuse([result(A, angry_voice), result(T, neutral_words)], config)
+    # Text keeps 1 - 0.9 of its weight: 0.05 against audio's 0.5.
+    assert weights_of(fused) == pytest.approx({A: 0.5 / 0.55, T: 0.05 / 0.55})
+    assert fused.distribution.top == common_pb2.EMOTION_ANGRY
+    # Words that carry an emotion keep (nearly) all of theirs: 1 - 0.1 / 6.
+    fused = fuse([result(A, angry_voice), result(T, peaked("happy", 0.9))], config)
+    assert weights_of(fused)[T] == pytest.approx((0.5 * (1 - 0.1 / 6)) / (0.5 + 0.5 * (1 - 0.1 / 6)))
+    # Without a discount (the default) neutral text weighs as configured.
+    plain = fuse([result(A, angry_voice), result(T, neutral_words)], FusionConfig(weights={"audio": 0.5, "text": 0.5}))
+    assert weights_of(plain) == pytest.approx({A: 0.5, T: 0.5})
+
+
+def test_fuse_matrix_applies_the_neutral_discount_as_fuse_does() -> None:
+    rng = np.random.default_rng(3)
+    probs = {name: rng.dirichlet(np.ones(7) * 0.5, size=6) for name in ("vision", "audio", "text")}
+    probs["text"][1] = np.nan
+    discount, entropy = {"text": 0.75, "audio": 0.25}, {"text": 0.5, "vision": 1.0}
+    config = FusionConfig(weights=CONFIG.weights, neutral_discount=discount, entropy_discount=entropy)
+    fused = fuse_matrix(probs, CONFIG.weights, discount, entropy)
+    for row in range(6):
+        results = [
+            result(m, probs[name][row])
+            for m, name in ((V, "vision"), (A, "audio"), (T, "text"))
+            if not np.isnan(probs[name][row]).any()
+        ]
+        np.testing.assert_allclose(fused[row], fuse(results, config).distribution.probabilities, rtol=1e-5)
+
+
+def test_weights_files_may_carry_neutral_discounts(tmp_path: Path) -> None:
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({"weights": {"audio": 0.6, "text": 0.4}, "neutral_discount": {"text": 1}}))
+    loaded = load_fusion_file(path)
+    assert loaded.weights == {"vision": 0.0, "audio": 0.6, "text": 0.4}
+    assert (loaded.neutral_discount, loaded.entropy_discount) == ({"text": 1.0}, {})
+    settings = FusionSettings.from_env({"EMOMESH_FUSION_WEIGHTS_FILE": str(path)})
+    assert settings.fusion.neutral_discount == {"text": 1.0} and settings.fusion.entropy_discount == {}
+    assert load_fusion_file(DEFAULT_WEIGHTS_FILE).weights == load_weights_file(DEFAULT_WEIGHTS_FILE)
+    for kind in ("neutral_discount", "entropy_discount"):
+        for bad in ({"text": 1.5}, {"smell": 0.5}, {"text": True}):
+            path.write_text(json.dumps({"weights": {"audio": 1}, kind: bad}))
+            with pytest.raises(ValueError, match=kind):
+                load_fusion_file(path)
+
+
+def test_an_entropy_discount_lets_a_flat_reading_give_up_its_weight() -> None:
+    config = FusionConfig(weights={"audio": 0.5, "text": 0.5}, entropy_discount={"text": 1.0})
+    uniform = np.full(len(LABELS), 1 / len(LABELS))
+    fused = fuse([result(A, peaked("sad", 0.4)), result(T, uniform)], config)
+    assert weights_of(fused) == pytest.approx({A: 1.0, T: 0.0}, abs=1e-9)
+    certain = np.eye(len(LABELS))[label_index("happy")]
+    fused = fuse([result(A, peaked("sad", 0.4)), result(T, certain)], config)
+    assert weights_of(fused) == pytest.approx({A: 0.5, T: 0.5})

@@ -83,6 +83,7 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
         # The recogniser's confidence (0, 0: not reported, as from an audio service without these fields).
         self.avg_logprob = 0.0
         self.no_speech_prob = 0.0
+        self.language = "en"
 
     async def AnalyzeAudio(
         self, request: audio_pb2.AnalyzeAudioRequest, context: grpc.aio.ServicerContext
@@ -93,6 +94,7 @@ class FakeAudio(audio_pb2_grpc.AudioServiceServicer):
             response.transcript.text = self.transcript
             response.transcript.avg_logprob = self.avg_logprob
             response.transcript.no_speech_prob = self.no_speech_prob
+            response.transcript.language = self.language
         return response
 
 
@@ -251,6 +253,15 @@ async def test_transcript_is_forwarded_to_text_when_no_text(orchestrator: Orches
     results = by_modality(response)
     assert results[S.MODALITY_TEXT].status == S.MODALITY_STATUS_OK
     assert results[S.MODALITY_VISION].status == S.MODALITY_STATUS_MISSING
+
+
+async def test_the_transcript_language_is_the_text_language_hint(orchestrator: Orchestrator, fakes: Fakes) -> None:
+    fakes.audio.transcript, fakes.audio.language = "Der Lappen liegt auf dem Eisschrank", "de"
+    await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav"))
+    assert fakes.text.behaviour.calls[0].language_hint == "de"
+    # Text the caller sent is the caller's: no hint from a recogniser that did not read it.
+    await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", text="Guten Morgen"))
+    assert fakes.text.behaviour.calls[1].language_hint == ""
 
 
 async def test_transcript_forwarding_can_be_switched_off(orchestrator: Orchestrator, fakes: Fakes) -> None:

@@ -13,8 +13,10 @@ from services.fusion.fuse import load_weights_file
 from services.fusion.weight_search import (
     PredictionCache,
     load_cache,
+    load_caches,
     main,
     save_cache_npz,
+    score,
     search,
     simplex_grid,
 )
@@ -100,3 +102,34 @@ def test_bad_cache_is_rejected(tmp_path: Path) -> None:
     path.write_text(json.dumps({"label": "happy", "text": [0.5, 0.5]}) + "\n")
     with pytest.raises(ValueError, match="shape"):
         load_cache(path)
+
+
+def test_a_cache_with_reliabilities_drops_what_the_service_would_drop(tmp_path: Path) -> None:
+    rows = [
+        {"label": "angry", "audio": one_hot(np.array([0]))[0].tolist(), "text": one_hot(np.array([6]))[0].tolist()},
+        {"label": "sad", "audio": one_hot(np.array([4]))[0].tolist(), "text": one_hot(np.array([6]))[0].tolist()},
+    ]
+    rows[0]["reliability"] = {"audio": 1.0, "text": 0.9}
+    rows[1]["reliability"] = {"audio": 0, "text": 0.1}  # 0: not reported, read as 1
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = load_cache(path)
+    assert cache.reliability["text"].tolist() == [0.9, 0.1] and cache.reliability["audio"].tolist() == [1.0, 1.0]
+    text_heavy = {"audio": 0.2, "text": 0.8}
+    # Row 1's doubtful text is out (0.1 < 0.3): audio answers sad there; row 0's neutral text wins.
+    participating = cache.participating()
+    assert np.isnan(participating["text"][1]).all() and not np.isnan(participating["text"][0]).any()
+    assert score(cache, text_heavy) == pytest.approx(0.5)
+    assert score(cache, text_heavy, min_reliability=0.0) == 0.0
+    # A neutral discount of 1 takes the neutral text's weight away: audio is right on both.
+    assert score(cache, text_heavy, {"text": 1.0}, min_reliability=0.0) == 1.0
+
+
+def test_caches_load_together_grouped_by_set_or_file(tmp_path: Path) -> None:
+    audio = one_hot(np.array([0]))[0].tolist()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "pairs.jsonl").write_text(json.dumps({"label": "angry", "audio": audio, "set": "ravdess"}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"label": "angry", "audio": audio, "text": audio}) + "\n")
+    cache = load_caches([tmp_path / "a" / "pairs.jsonl", tmp_path / "b.jsonl"])
+    assert cache.groups.tolist() == ["ravdess", "b"]
+    assert np.isnan(cache.probs["text"][0]).all() and not np.isnan(cache.probs["text"][1]).any()
