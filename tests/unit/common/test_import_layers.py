@@ -25,6 +25,7 @@ TRAINING_TOOLS = frozenset(
         "services.text.e5_import",
         "services.text.export",
         "services.text.train",
+        "services.text.train_e5",
         "services.vision.export_blazeface",
         "services.vision.export_deepface",
         "services.vision.export_fer",
