@@ -32,7 +32,9 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +46,7 @@ from services.text.data import Example, load_goemotions, load_meld
 from services.text.tokenize import TextTokenizer
 
 log = logging.getLogger("train")
+T = TypeVar("T")
 
 
 def wheel_base_dir() -> Path:
@@ -103,18 +106,29 @@ def cap(examples: list[Example], label: str, limit: int, rng: random.Random) -> 
     return [e for e in examples if e.label != index] + chosen[:limit]
 
 
-def length_bucketed_batches(examples: list[Example], batch_size: int, rng: random.Random) -> list[list[Example]]:
-    """Batches of similar lengths, in random order: a batch is padded to its longest text, so mixing a
+def length_bucketed_batches(
+    items: Sequence[T], batch_size: int, rng: random.Random, length: Callable[[T], int]
+) -> list[list[T]]:
+    """Batches of similar `length`, in random order: a batch is padded to its longest text, so mixing a
     5-word comment with a 60-word one wastes most of the compute on padding (the CPU budget is tight)."""
-    shuffled = examples[:]
+    shuffled = list(items)
     rng.shuffle(shuffled)
-    batches: list[list[Example]] = []
+    batches: list[list[T]] = []
     pool = batch_size * 50
     for start in range(0, len(shuffled), pool):
-        chunk = sorted(shuffled[start : start + pool], key=lambda e: len(e.text))
+        chunk = sorted(shuffled[start : start + pool], key=length)
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def inverse_sqrt_class_weights(counts: Counter[int]) -> torch.Tensor:
+    """Loss weight per class, (largest class count / class count) ** 0.5: macro-F1 counts a rare class
+    as much as a common one. A class without rows gets 0."""
+    largest = max(counts.values())
+    return torch.tensor(
+        [(largest / counts[c]) ** 0.5 if counts[c] else 0.0 for c in range(NUM_LABELS)], dtype=torch.float
+    )
 
 
 def predict(model: EmotionClassifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int = 128) -> np.ndarray:
@@ -206,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     rng.shuffle(train)
     counts = Counter(e.label for e in train)
     log.info("train %d examples: %s", len(train), {LABELS[k]: v for k, v in sorted(counts.items())})
-    weights = torch.tensor([(max(counts.values()) / counts[i]) ** 0.5 for i in range(NUM_LABELS)], dtype=torch.float)
+    weights = inverse_sqrt_class_weights(counts)
     log.info("class weights %s", [round(w, 2) for w in weights.tolist()])
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
     optimizer = torch.optim.AdamW(
@@ -218,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     base_lrs = [args.lr, args.head_lr]
 
-    batches = length_bucketed_batches(train, args.batch_size, rng)
+    batches = length_bucketed_batches(train, args.batch_size, rng, length=lambda e: len(e.text))
     steps_per_epoch = len(batches)
     planned_steps = total_steps = math.ceil(steps_per_epoch * args.epochs)
     warmup, probe = 30, 25

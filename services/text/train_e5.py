@@ -53,7 +53,13 @@ from emomesh.evaluation.metrics import confusion_matrix, f1_per_class, macro_f1
 from emomesh.labels import LABELS, NUM_LABELS, label_index
 from services.text.data import Example, load_goemotions, load_meld
 from services.text.tokenize import TextTokenizer
-from services.text.train import EmotionClassifier, load_classifier_base, save
+from services.text.train import (
+    EmotionClassifier,
+    inverse_sqrt_class_weights,
+    length_bucketed_batches,
+    load_classifier_base,
+    save,
+)
 
 log = logging.getLogger("train_e5")
 
@@ -207,21 +213,6 @@ def classify_cached(
     return head(dropout(mean_pool(split.top(hidden, mask), mask)))
 
 
-def length_batches(
-    lengths: Sequence[int], indices: Sequence[int], batch_size: int, rng: random.Random
-) -> list[list[int]]:
-    """Batches of similar lengths in random order (padding is wasted compute)."""
-    shuffled = list(indices)
-    rng.shuffle(shuffled)
-    batches: list[list[int]] = []
-    pool = batch_size * 50
-    for start in range(0, len(shuffled), pool):
-        chunk = sorted(shuffled[start : start + pool], key=lambda i: lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
 @dataclass(frozen=True)
 class Recipe:
     epochs: float
@@ -245,10 +236,7 @@ def train_top(
     rng = random.Random(recipe.seed)
     torch.manual_seed(recipe.seed)
     counts = Counter(labels[i] for i in train_indices)
-    weights = torch.tensor(
-        [(max(counts.values()) / counts[c]) ** 0.5 if counts[c] else 0.0 for c in range(NUM_LABELS)],
-        dtype=torch.float,
-    )
+    weights = inverse_sqrt_class_weights(counts)
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=recipe.label_smoothing)
     for parameter in split.frozen_parameters():
         parameter.requires_grad_(False)
@@ -268,7 +256,7 @@ def train_top(
     started = time.perf_counter()
     step = 0
     while step < total:
-        for batch in length_batches(lengths, train_indices, recipe.batch_size, rng):
+        for batch in length_bucketed_batches(train_indices, recipe.batch_size, rng, length=lengths.__getitem__):
             if step >= total:
                 break
             scale = min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / max(1, total - warmup))
