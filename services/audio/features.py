@@ -29,6 +29,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import av
 import numpy as np
@@ -74,7 +75,7 @@ class DecodedAudio:
 class Windows:
     """Fixed-length analysis windows of one clip."""
 
-    log_mel: np.ndarray  # float32 [N, 1, N_MELS, N_FRAMES]
+    log_mel: np.ndarray  # float32, one model input per window: [N, *FEATURE_SHAPES[kind]]
     starts_s: np.ndarray  # float64 [N]
     ends_s: np.ndarray  # float64 [N]; the end of the audio, not of the padding
     padded: bool
@@ -203,6 +204,40 @@ def log_mel(segment: np.ndarray) -> np.ndarray:
     return np.maximum(db, db.max() - TOP_DB).astype(np.float32)
 
 
+# Whisper's own log-Mel (80 bands, 25 ms frames every 10 ms, log10 floored 8 decades below the window's
+# maximum, scaled to about [-1, 1]), as faster-whisper computes it for the ASR. One analysis window
+# (WINDOW_SAMPLES, plus the 160-sample tail padding faster-whisper adds) gives 310 frames.
+WHISPER_N_MELS = 80
+WHISPER_HOP = 160
+WHISPER_FRAMES = (WINDOW_SAMPLES + WHISPER_HOP) // WHISPER_HOP
+
+
+@lru_cache(maxsize=1)
+def _whisper_feature_extractor() -> Any:
+    # Imported here: faster-whisper pulls in CTranslate2, which the ACRNN features do not need.
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    return FeatureExtractor(feature_size=WHISPER_N_MELS, hop_length=WHISPER_HOP)
+
+
+def whisper_log_mel(segment: np.ndarray) -> np.ndarray:
+    """Exactly WINDOW_SAMPLES mono samples -> float32 [80, 310] Whisper log-Mel (the encoder's input)."""
+    if segment.shape != (WINDOW_SAMPLES,):
+        raise ValueError(f"expected {WINDOW_SAMPLES} samples, got {segment.shape}")
+    features = _whisper_feature_extractor()(segment.astype(np.float32), padding=WHISPER_HOP)
+    return np.asarray(features, dtype=np.float32)
+
+
+# The input each speech-emotion model reads per window, by the name its Triton config gives
+# (`emomesh_audio_features`; models without it read the ACRNN's log-Mel).
+FEATURE_SHAPES: dict[str, tuple[int, ...]] = {
+    "log_mel_128x130": (1, N_MELS, N_FRAMES),
+    "whisper_80x310": (WHISPER_N_MELS, WHISPER_FRAMES),
+}
+_FEATURE_FUNCTIONS = {"log_mel_128x130": log_mel, "whisper_80x310": whisper_log_mel}
+DEFAULT_FEATURES = "log_mel_128x130"
+
+
 def window_starts(n_samples: int) -> list[int]:
     """Start sample of each analysis window: every WINDOW_STRIDE, the last one flush with the end."""
     if n_samples <= WINDOW_SAMPLES:
@@ -213,15 +248,20 @@ def window_starts(n_samples: int) -> list[int]:
     return starts
 
 
-def analysis_windows(samples: np.ndarray) -> Windows:
-    """Mono 16 kHz samples -> the model's inputs, one per overlapping window (padded if short)."""
+def analysis_windows(samples: np.ndarray, features: str = DEFAULT_FEATURES) -> Windows:
+    """Mono 16 kHz samples -> the model's inputs, one per overlapping window (padded if short).
+
+    `features` names the model's input (FEATURE_SHAPES); training and serving both come through here."""
+    if features not in FEATURE_SHAPES:
+        raise ValueError(f"unknown audio features {features!r}; expected one of {sorted(FEATURE_SHAPES)}")
+    transform = _FEATURE_FUNCTIONS[features]
     n = len(samples)
     padded = n < WINDOW_SAMPLES
     audio = np.pad(samples, (0, WINDOW_SAMPLES - n)) if padded else samples
     starts = window_starts(len(audio))
-    out = np.empty((len(starts), 1, N_MELS, N_FRAMES), dtype=np.float32)
+    out = np.empty((len(starts), *FEATURE_SHAPES[features]), dtype=np.float32)
     for i, start in enumerate(starts):
-        out[i, 0] = log_mel(audio[start : start + WINDOW_SAMPLES])
+        out[i] = transform(audio[start : start + WINDOW_SAMPLES]).reshape(FEATURE_SHAPES[features])
     starts_s = np.asarray(starts, dtype=np.float64) / SAMPLE_RATE
     ends_s = np.minimum(starts_s + WINDOW_SECONDS, n / SAMPLE_RATE)
     return Windows(out, starts_s, ends_s, padded)

@@ -1,4 +1,4 @@
-"""The speech-emotion model as the audio service sees it: log-Mel windows in, probabilities out, via Triton."""
+"""The speech-emotion model as the audio service sees it: feature windows in, probabilities out, via Triton."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 
 from emomesh.triton import ModelSpec, ServedModel
 from emotion.common.v1 import common_pb2
-from services.audio.features import N_FRAMES, N_MELS
+from services.audio.features import DEFAULT_FEATURES, FEATURE_SHAPES
 
-INPUT_SHAPE = (1, N_MELS, N_FRAMES)
+# Which features a model reads, from its Triton config's `emomesh_audio_features` parameter
+# (features.FEATURE_SHAPES: `log_mel_128x130`, the ACRNN's and the default; `whisper_80x310`, Whisper's
+# own log-Mel for models built on its encoder). The service computes what the model says it was
+# trained on, with the function training used.
+FEATURES_PARAMETER = "emomesh_audio_features"
 
 
 class SpeechEmotionClassifier(Protocol):
@@ -19,17 +23,35 @@ class SpeechEmotionClassifier(Protocol):
     @property
     def info(self) -> common_pb2.ModelInfo: ...
 
-    async def classify(self, log_mel: np.ndarray) -> np.ndarray: ...
+    @property
+    def features(self) -> str: ...
+
+    async def classify(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+def model_features(spec: ModelSpec) -> str:
+    features = spec.parameters.get(FEATURES_PARAMETER, DEFAULT_FEATURES)
+    if features not in FEATURE_SHAPES:
+        raise RuntimeError(
+            f"model {spec.name} says {FEATURES_PARAMETER}={features!r}; the audio service computes "
+            f"{' or '.join(sorted(FEATURE_SHAPES))}"
+        )
+    return features
 
 
 class SpeechEmotionModel(ServedModel):
     def check(self, spec: ModelSpec) -> None:
-        """The served model must take exactly the features this service computes."""
-        if not spec.inputs or tuple(spec.inputs[0].shape) != INPUT_SHAPE:
+        """The served model must take exactly the features this service computes for it."""
+        expected = FEATURE_SHAPES[model_features(spec)]
+        if not spec.inputs or tuple(spec.inputs[0].shape) != expected:
             shape = spec.inputs[0].shape if spec.inputs else None
-            raise RuntimeError(f"model {self.name} takes {shape}; the audio features are {INPUT_SHAPE}")
+            raise RuntimeError(f"model {self.name} takes {shape}; its features ({model_features(spec)}) are {expected}")
 
-    async def classify(self, log_mel: np.ndarray) -> np.ndarray:
-        """log_mel: float32 [N, 1, 128, 130] -> [N, 7] probabilities."""
+    @property
+    def features(self) -> str:
+        return model_features(self.spec)
+
+    async def classify(self, windows: np.ndarray) -> np.ndarray:
+        """windows: float32 [N, *FEATURE_SHAPES[features]] -> [N, 7] probabilities."""
         name = self.spec.inputs[0].name
-        return await self.infer_in_chunks(len(log_mel), lambda rows: {name: log_mel[rows]})
+        return await self.infer_in_chunks(len(windows), lambda rows: {name: windows[rows]})

@@ -27,8 +27,6 @@ from services.audio.features import (
 from services.audio.metrics import AUDIO_DURATION_SECONDS, AUDIO_STAGE_SECONDS, SPEECH_RESULTS
 from services.audio.model import SpeechEmotionClassifier
 
-UNIFORM = np.full(NUM_LABELS, 1.0 / NUM_LABELS, dtype=np.float32)
-
 
 @dataclass
 class _Prepared:
@@ -73,7 +71,7 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
         """CPU-bound part (decode, voice activity, log-Mel); runs in a worker thread."""
         audio, activity = self._decode(data)
         start = time.perf_counter()
-        windows = analysis_windows(audio.samples)
+        windows = analysis_windows(audio.samples, self.model.features)
         AUDIO_STAGE_SECONDS.labels("features").observe(time.perf_counter() - start)
         speech_detected = activity.speech_s >= self.settings.min_speech_s
         scored = np.array(
@@ -109,28 +107,38 @@ class AudioServicer(audio_pb2_grpc.AudioServiceServicer):
             )
         else:
             scored_probs, transcript = await classify, None
-        window_probs = np.tile(UNIFORM, (len(prepared.scored), 1))
-        window_probs[prepared.scored] = scored_probs
         speech_detected = bool(prepared.scored.any())
         SPEECH_RESULTS.labels("yes" if speech_detected else "no").inc()
-        overall = scored_probs.mean(axis=0) if speech_detected else UNIFORM
         windows = prepared.windows
+        # No speech, no label: a window or clip without speech carries no distribution at all (a uniform
+        # one would still have a "top" emotion that a client could read as a prediction).
+        window_results = [
+            audio_pb2.AudioWindow(start_s=float(s), end_s=float(e), speech_detected=bool(scored))
+            for s, e, scored in zip(windows.starts_s, windows.ends_s, prepared.scored, strict=True)
+        ]
+        for window, probs in zip((w for w in window_results if w.speech_detected), scored_probs, strict=True):
+            window.distribution.CopyFrom(distribution_from_probs(probs))
         response = audio_pb2.AnalyzeAudioResponse(
-            distribution=distribution_from_probs(overall),
-            windows=[
-                audio_pb2.AudioWindow(start_s=float(s), end_s=float(e), distribution=distribution_from_probs(p))
-                for s, e, p in zip(windows.starts_s, windows.ends_s, window_probs, strict=True)
-            ],
+            windows=window_results,
             padded=windows.padded,
             duration_s=prepared.audio.duration_s,
             speech_detected=speech_detected,
-            reliability=reliability(
-                overall, prepared.activity.speech_s if speech_detected else 0.0, self.settings.full_reliability_speech_s
-            ),
             source_sample_rate=prepared.audio.source_sample_rate,
             source_channels=prepared.audio.source_channels,
             model=self.model.info,
         )
+        if speech_detected:
+            overall = scored_probs.mean(axis=0)
+            response.distribution.CopyFrom(distribution_from_probs(overall))
+            response.reliability = reliability(
+                overall, prepared.activity.speech_s, self.settings.full_reliability_speech_s
+            )
+        else:
+            response.no_speech_reason = (
+                f"no speech detected: {prepared.activity.speech_s:.2f} s of speech in "
+                f"{prepared.audio.duration_s:.2f} s of audio (at least {self.settings.min_speech_s:.2f} s "
+                f"is needed, {self.settings.min_window_speech_s:.2f} s within one window)"
+            )
         if transcript is not None:
             response.transcript.CopyFrom(transcript)
         response.latency_ms = (time.perf_counter() - start) * 1000

@@ -145,13 +145,14 @@ def video_lines(video: vision_pb2.AnalyzeVideoResponse) -> list[str]:
 def audio_lines(audio: audio_pb2.AnalyzeAudioResponse) -> list[str]:
     """Duration, whether there was speech, each window's time range and emotion, the transcript with its
     language and confidence."""
-    speech = "speech" if audio.speech_detected else "no speech detected"
+    speech = "speech" if audio.speech_detected else (audio.no_speech_reason or "no speech detected")
     padded = ", shorter than one window (padded)" if audio.padded else ""
     count = len(audio.windows)
     lines = [f"{audio.duration_s:.1f} s, {speech}{padded}; {count} window{'' if count == 1 else 's'}"]
     for window in audio.windows:
         span = f"{window.start_s:.1f}-{window.end_s:.1f} s"
-        lines.append(f"  {span:<13} {top_text(window.distribution)}")
+        emotion = top_text(window.distribution) if window.HasField("distribution") else "no speech"
+        lines.append(f"  {span:<13} {emotion}")
     if audio.HasField("transcript"):
         transcript = audio.transcript
         facts = [transcript.language or "language unknown"]

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from emomesh.labels import NUM_LABELS
 from emomesh.tritonserver import TritonServer
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
+from emotion.common.v1 import common_pb2
 from services.audio.config import AudioSettings
 from services.audio.server import build_server
 from tests.audio_media import decode_wav, encode, espeak, noise, silence, tone, transcode
@@ -138,8 +139,10 @@ async def test_no_speech_is_said_instead_of_an_emotion(
     response = await analyze(audio, encode(samples), transcribe=True)
     assert not response.speech_detected
     assert response.reliability == 0.0
-    assert np.allclose(response.distribution.probabilities, 1 / NUM_LABELS, atol=1e-6)
-    assert response.distribution.confidence < 0.2
+    # No top label a client could mistake for a prediction, and the reason in words.
+    assert not response.HasField("distribution")
+    assert response.distribution.top == common_pb2.EMOTION_UNSPECIFIED
+    assert response.no_speech_reason.startswith("no speech detected")
     assert response.transcript.text == ""
     # Whisper is not run on it; the transcript says there is no speech.
     assert response.transcript.no_speech_prob == 1.0

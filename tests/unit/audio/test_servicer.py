@@ -20,6 +20,8 @@ from tests.audio_media import decode_wav, encode, espeak, silence, tone
 class FakeModel:
     """Says "happy" for every window and remembers what it was asked."""
 
+    features = "log_mel_128x130"
+
     def __init__(self) -> None:
         self.calls: list[np.ndarray] = []
 
@@ -58,8 +60,9 @@ async def test_speech_windows_are_scored_and_silent_windows_are_not() -> None:
     scored = sum(len(call) for call in model.calls)
     assert 1 <= scored < len(response.windows), "only windows with speech go to the model"
     assert response.windows[0].distribution.top == common_pb2.EMOTION_HAPPY
-    last = np.array(response.windows[-1].distribution.probabilities)
-    assert np.allclose(last, 1 / NUM_LABELS), "a silent window is uniform"
+    assert response.windows[0].speech_detected
+    last = response.windows[-1]
+    assert not last.speech_detected and not last.HasField("distribution"), "a silent window has no emotion"
     assert response.distribution.top == common_pb2.EMOTION_HAPPY
     assert sum(response.distribution.probabilities) == pytest.approx(1.0, abs=1e-5)
     assert 0.0 < response.reliability <= 1.0
@@ -74,7 +77,11 @@ async def test_silence_is_not_scored_and_says_no_speech() -> None:
     assert response.reliability == 0.0
     assert response.padded
     assert model.calls == [] or all(len(c) == 0 for c in model.calls)
-    assert np.allclose(response.distribution.probabilities, 1 / NUM_LABELS)
+    # No speech, no label: no distribution (so no top emotion a client could read), and the reason.
+    assert not response.HasField("distribution")
+    assert response.distribution.top == common_pb2.EMOTION_UNSPECIFIED
+    assert response.no_speech_reason.startswith("no speech detected: 0.00 s of speech in 2.00 s")
+    assert not any(window.HasField("distribution") for window in response.windows)
 
 
 async def test_tone_longer_than_a_window_is_not_speech() -> None:
@@ -83,6 +90,7 @@ async def test_tone_longer_than_a_window_is_not_speech() -> None:
     response = await servicer(model).AnalyzeAudio(audio_pb2.AnalyzeAudioRequest(audio=data), cast(Any, None))
     assert not response.speech_detected
     assert len(response.windows) == 3
+    assert not response.HasField("distribution") and response.no_speech_reason
 
 
 async def test_transcription_disabled_is_unimplemented() -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emotion.common.v1 import common_pb2 as emotion_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65motion/audio/v1/audio.proto\x12\x10\x65motion.audio.v1\x1a\x1e\x65motion/common/v1/common.proto\"8\n\x13\x41nalyzeAudioRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x12\n\ntranscribe\x18\x02 \x01(\x08\"k\n\x0b\x41udioWindow\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\"n\n\x11TranscriptSegment\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0b\x61vg_logprob\x18\x04 \x01(\x02\x12\x16\n\x0eno_speech_prob\x18\x05 \x01(\x02\"\xef\x01\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x35\n\x08segments\x18\x03 \x03(\x0b\x32#.emotion.audio.v1.TranscriptSegment\x12+\n\x05model\x18\x04 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x1c\n\x14language_probability\x18\x06 \x01(\x02\x12\x13\n\x0b\x61vg_logprob\x18\x07 \x01(\x02\x12\x16\n\x0eno_speech_prob\x18\x08 \x01(\x02\"\xfe\x02\n\x14\x41nalyzeAudioResponse\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12.\n\x07windows\x18\x02 \x03(\x0b\x32\x1d.emotion.audio.v1.AudioWindow\x12\x0e\n\x06padded\x18\x03 \x01(\x08\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x17\n\x0fspeech_detected\x18\x05 \x01(\x08\x12\x13\n\x0breliability\x18\x06 \x01(\x02\x12\x30\n\ntranscript\x18\x07 \x01(\x0b\x32\x1c.emotion.audio.v1.Transcript\x12\x1a\n\x12source_sample_rate\x18\x08 \x01(\x05\x12\x17\n\x0fsource_channels\x18\t \x01(\x05\x12+\n\x05model\x18\n \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\"\"\n\x11TranscribeRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\"F\n\x12TranscribeResponse\x12\x30\n\ntranscript\x18\x01 \x01(\x0b\x32\x1c.emotion.audio.v1.Transcript2\xc6\x01\n\x0c\x41udioService\x12]\n\x0c\x41nalyzeAudio\x12%.emotion.audio.v1.AnalyzeAudioRequest\x1a&.emotion.audio.v1.AnalyzeAudioResponse\x12W\n\nTranscribe\x12#.emotion.audio.v1.TranscribeRequest\x1a$.emotion.audio.v1.TranscribeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65motion/audio/v1/audio.proto\x12\x10\x65motion.audio.v1\x1a\x1e\x65motion/common/v1/common.proto\"8\n\x13\x41nalyzeAudioRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x12\n\ntranscribe\x18\x02 \x01(\x08\"\x84\x01\n\x0b\x41udioWindow\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x17\n\x0fspeech_detected\x18\x04 \x01(\x08\"n\n\x11TranscriptSegment\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x13\n\x0b\x61vg_logprob\x18\x04 \x01(\x02\x12\x16\n\x0eno_speech_prob\x18\x05 \x01(\x02\"\xef\x01\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x35\n\x08segments\x18\x03 \x03(\x0b\x32#.emotion.audio.v1.TranscriptSegment\x12+\n\x05model\x18\x04 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x1c\n\x14language_probability\x18\x06 \x01(\x02\x12\x13\n\x0b\x61vg_logprob\x18\x07 \x01(\x02\x12\x16\n\x0eno_speech_prob\x18\x08 \x01(\x02\"\x98\x03\n\x14\x41nalyzeAudioResponse\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12.\n\x07windows\x18\x02 \x03(\x0b\x32\x1d.emotion.audio.v1.AudioWindow\x12\x0e\n\x06padded\x18\x03 \x01(\x08\x12\x12\n\nduration_s\x18\x04 \x01(\x01\x12\x17\n\x0fspeech_detected\x18\x05 \x01(\x08\x12\x13\n\x0breliability\x18\x06 \x01(\x02\x12\x30\n\ntranscript\x18\x07 \x01(\x0b\x32\x1c.emotion.audio.v1.Transcript\x12\x1a\n\x12source_sample_rate\x18\x08 \x01(\x05\x12\x17\n\x0fsource_channels\x18\t \x01(\x05\x12+\n\x05model\x18\n \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x0b \x01(\x01\x12\x18\n\x10no_speech_reason\x18\x0c \x01(\t\"\"\n\x11TranscribeRequest\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\"F\n\x12TranscribeResponse\x12\x30\n\ntranscript\x18\x01 \x01(\x0b\x32\x1c.emotion.audio.v1.Transcript2\xc6\x01\n\x0c\x41udioService\x12]\n\x0c\x41nalyzeAudio\x12%.emotion.audio.v1.AnalyzeAudioRequest\x1a&.emotion.audio.v1.AnalyzeAudioResponse\x12W\n\nTranscribe\x12#.emotion.audio.v1.TranscribeRequest\x1a$.emotion.audio.v1.TranscribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANALYZEAUDIOREQUEST']._serialized_start=82
   _globals['_ANALYZEAUDIOREQUEST']._serialized_end=138
-  _globals['_AUDIOWINDOW']._serialized_start=140
-  _globals['_AUDIOWINDOW']._serialized_end=247
-  _globals['_TRANSCRIPTSEGMENT']._serialized_start=249
-  _globals['_TRANSCRIPTSEGMENT']._serialized_end=359
-  _globals['_TRANSCRIPT']._serialized_start=362
-  _globals['_TRANSCRIPT']._serialized_end=601
-  _globals['_ANALYZEAUDIORESPONSE']._serialized_start=604
-  _globals['_ANALYZEAUDIORESPONSE']._serialized_end=986
-  _globals['_TRANSCRIBEREQUEST']._serialized_start=988
-  _globals['_TRANSCRIBEREQUEST']._serialized_end=1022
-  _globals['_TRANSCRIBERESPONSE']._serialized_start=1024
-  _globals['_TRANSCRIBERESPONSE']._serialized_end=1094
-  _globals['_AUDIOSERVICE']._serialized_start=1097
-  _globals['_AUDIOSERVICE']._serialized_end=1295
+  _globals['_AUDIOWINDOW']._serialized_start=141
+  _globals['_AUDIOWINDOW']._serialized_end=273
+  _globals['_TRANSCRIPTSEGMENT']._serialized_start=275
+  _globals['_TRANSCRIPTSEGMENT']._serialized_end=385
+  _globals['_TRANSCRIPT']._serialized_start=388
+  _globals['_TRANSCRIPT']._serialized_end=627
+  _globals['_ANALYZEAUDIORESPONSE']._serialized_start=630
+  _globals['_ANALYZEAUDIORESPONSE']._serialized_end=1038
+  _globals['_TRANSCRIBEREQUEST']._serialized_start=1040
+  _globals['_TRANSCRIBEREQUEST']._serialized_end=1074
+  _globals['_TRANSCRIBERESPONSE']._serialized_start=1076
+  _globals['_TRANSCRIBERESPONSE']._serialized_end=1146
+  _globals['_AUDIOSERVICE']._serialized_start=1149
+  _globals['_AUDIOSERVICE']._serialized_end=1347
 # @@protoc_insertion_point(module_scope)

@@ -16,14 +16,16 @@ class AnalyzeAudioRequest(_message.Message):
     def __init__(self, audio: _Optional[bytes] = ..., transcribe: _Optional[bool] = ...) -> None: ...
 
 class AudioWindow(_message.Message):
-    __slots__ = ("start_s", "end_s", "distribution")
+    __slots__ = ("start_s", "end_s", "distribution", "speech_detected")
     START_S_FIELD_NUMBER: _ClassVar[int]
     END_S_FIELD_NUMBER: _ClassVar[int]
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    SPEECH_DETECTED_FIELD_NUMBER: _ClassVar[int]
     start_s: float
     end_s: float
     distribution: _common_pb2.EmotionDistribution
-    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ...) -> None: ...
+    speech_detected: bool
+    def __init__(self, start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., speech_detected: _Optional[bool] = ...) -> None: ...
 
 class TranscriptSegment(_message.Message):
     __slots__ = ("start_s", "end_s", "text", "avg_logprob", "no_speech_prob")
@@ -60,7 +62,7 @@ class Transcript(_message.Message):
     def __init__(self, text: _Optional[str] = ..., language: _Optional[str] = ..., segments: _Optional[_Iterable[_Union[TranscriptSegment, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., language_probability: _Optional[float] = ..., avg_logprob: _Optional[float] = ..., no_speech_prob: _Optional[float] = ...) -> None: ...
 
 class AnalyzeAudioResponse(_message.Message):
-    __slots__ = ("distribution", "windows", "padded", "duration_s", "speech_detected", "reliability", "transcript", "source_sample_rate", "source_channels", "model", "latency_ms")
+    __slots__ = ("distribution", "windows", "padded", "duration_s", "speech_detected", "reliability", "transcript", "source_sample_rate", "source_channels", "model", "latency_ms", "no_speech_reason")
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     PADDED_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +74,7 @@ class AnalyzeAudioResponse(_message.Message):
     SOURCE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    NO_SPEECH_REASON_FIELD_NUMBER: _ClassVar[int]
     distribution: _common_pb2.EmotionDistribution
     windows: _containers.RepeatedCompositeFieldContainer[AudioWindow]
     padded: bool
@@ -83,7 +86,8 @@ class AnalyzeAudioResponse(_message.Message):
     source_channels: int
     model: _common_pb2.ModelInfo
     latency_ms: float
-    def __init__(self, distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., windows: _Optional[_Iterable[_Union[AudioWindow, _Mapping]]] = ..., padded: _Optional[bool] = ..., duration_s: _Optional[float] = ..., speech_detected: _Optional[bool] = ..., reliability: _Optional[float] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., source_sample_rate: _Optional[int] = ..., source_channels: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    no_speech_reason: str
+    def __init__(self, distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., windows: _Optional[_Iterable[_Union[AudioWindow, _Mapping]]] = ..., padded: _Optional[bool] = ..., duration_s: _Optional[float] = ..., speech_detected: _Optional[bool] = ..., reliability: _Optional[float] = ..., transcript: _Optional[_Union[Transcript, _Mapping]] = ..., source_sample_rate: _Optional[int] = ..., source_channels: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., no_speech_reason: _Optional[str] = ...) -> None: ...
 
 class TranscribeRequest(_message.Message):
     __slots__ = ("audio",)
