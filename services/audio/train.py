@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from emomesh.labels import NUM_LABELS
 from emomesh.onnx_export import export_onnx
-from services.audio.config import DEFAULT_MODEL_FILE
+from services.audio.config import ACRNN_MODEL_FILE
 from services.audio.dataset import Features, load_features
 from services.audio.evaluate import clip_probabilities, format_confusion, scores
 from services.audio.features import N_FRAMES, N_MELS
@@ -86,7 +86,12 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     features = load_features(args.data, args.cache_dir)
     val_speakers = set(args.val_speakers.split(","))
     is_val = np.isin(features.speakers, sorted(val_speakers))
-    train_clips = np.flatnonzero(~is_val)
+    # Held out entirely (a cross-validation fold's test speakers): neither trained on nor validated on.
+    excluded = sorted(filter(None, args.exclude_speakers.split(",")))
+    is_excluded = np.isin(features.speakers, excluded)
+    if (is_val & is_excluded).any():
+        raise ValueError("a speaker is both in --val-speakers and in --exclude-speakers")
+    train_clips = np.flatnonzero(~is_val & ~is_excluded)
     labels = features.labels
     windows_of: dict[int, np.ndarray] = {}
     for clip in train_clips:
@@ -156,12 +161,15 @@ def train(args: argparse.Namespace) -> dict[str, object]:
     return report
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, action="append", required=True, help="corpus folder with labels.csv")
     parser.add_argument("--val-speakers", default=DEFAULT_VAL_SPEAKERS)
+    parser.add_argument(
+        "--exclude-speakers", default="", help="comma-separated speakers left out of training and validation"
+    )
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/emomesh-audio-cache"))
-    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_FILE)
+    parser.add_argument("--out", type=Path, default=ACRNN_MODEL_FILE)
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/emomesh-audio-cache/acrnn.pt"))
     parser.add_argument("--report", type=Path, default=Path("/tmp/emomesh-audio-cache/report.json"))
     parser.add_argument("--width", type=float, default=0.125)
@@ -174,7 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     report = train(args)
     args.report.write_text(json.dumps(report, indent=2))
