@@ -19,18 +19,13 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from emomesh.labels import LABELS
 from services.audio.evaluate import format_confusion, scores
-from services.audio.folds import N_FOLDS, inner_validation_speakers, speaker_fold
-
-# fit_predict(speakers, test_fold, inner validation speakers) -> [n_clips, 7] probabilities; only the
-# rows of the test fold's clips are read.
-FitPredict = Callable[[np.ndarray, int, list[str]], np.ndarray]
+from services.audio.folds import N_FOLDS, FitPredict, inner_validation_speakers, speaker_fold
 
 
 def acrnn_fit_predict(args: argparse.Namespace) -> tuple[list[str], FitPredict]:
@@ -156,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         speakers=speakers,
         corpora=corpora,
     )
-    for corpus, result in report["corpora"].items():  # type: ignore[union-attr]
+    for corpus, result in report["corpora"].items():
         print(
             f"{corpus}: accuracy {result['accuracy_mean']:.3f} ± {result['accuracy_sd']:.3f}, "
             f"macro-F1 {result['macro_f1_mean']:.3f} ± {result['macro_f1_sd']:.3f}, "

@@ -12,9 +12,17 @@ speakers (`inner_validation_speakers`), so the held-out fold scores a model that
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+import numpy as np
 
 N_FOLDS = 4
+
+# What a model option gives the cross-validation (services/audio/cross_validate.py):
+# fit_predict(speakers of all clips, test fold, inner validation speakers) trains on every speaker
+# outside the test fold and the validation set, and returns [n_clips, 7] probabilities, of which only
+# the test fold's rows are read.
+FitPredict = Callable[[np.ndarray, int, list[str]], np.ndarray]
 
 _EMODB_FOLD = {"03": 0, "08": 0, "10": 1, "09": 1, "11": 2, "13": 2, "12": 3, "14": 3}
 _CASIA_FOLD = {"ZhaoZuoxiang": 0, "liuchanhg": 1}
