@@ -114,8 +114,10 @@ class InProcessModels:
         if modality == "image":
             return {"face_gray": rng.uniform(0, 255, (max(1, len(response.image.faces)), 1, 64, 64)).astype(np.float32)}
         if modality == "audio":
+            # The served audio model's own input and feature shape (log-Mel 128x130, or Whisper's 80x310).
             windows = max(1, len(response.audio.windows))
-            return {"log_mel": rng.normal(-40, 10, (windows, 1, 128, 130)).astype(np.float32)}
+            tensor = self.sessions["audio"].get_inputs()[0]
+            return {tensor.name: rng.normal(0, 1, (windows, *tensor.shape[1:])).astype(np.float32)}
         tokens = max(2, response.text.tokens)
         return {
             "input_ids": rng.integers(1000, 2000, (1, tokens)).astype(np.int64),

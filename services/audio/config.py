@@ -13,10 +13,14 @@ from services.audio.asr_models import BUNDLED_MODELS, WHISPER_BASE, default_cach
 from services.audio.features import DecodeLimits
 
 DEFAULT_PORT = service_port("audio")
-# The Triton model the service calls by default, and its ONNX file (written by services.audio.train,
-# run in-process by services.audio.evaluate and the benches).
-DEFAULT_MODEL = "audio_acrnn"
-DEFAULT_MODEL_FILE = model_file(DEFAULT_MODEL)
+# The speech-emotion models (Triton names): the ACRNN (trained from scratch by services.audio.train,
+# run in-process by services.audio.evaluate) and Whisper base's encoder with an emotion head
+# (services.audio.train_whisper_head; assembled at setup by services.audio.whisper_model). The service
+# calls DEFAULT_MODEL unless EMOMESH_AUDIO_MODEL says otherwise; docs/audio.md compares the two.
+ACRNN_MODEL = "audio_acrnn"
+ACRNN_MODEL_FILE = model_file(ACRNN_MODEL)
+WHISPER_EMOTION_MODEL = "audio_whisper_emotion"
+DEFAULT_MODEL = WHISPER_EMOTION_MODEL
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from emomesh.evaluation.metrics import confusion_matrix, macro_f1
 from emomesh.labels import LABELS, NUM_LABELS
-from services.audio.config import DEFAULT_MODEL_FILE
+from services.audio.config import ACRNN_MODEL_FILE
 
 
 def clip_probabilities(
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, action="append", required=True, help="corpus folder with labels.csv")
     parser.add_argument("--speakers", required=True, help="comma-separated speaker ids to evaluate on")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FILE)
+    parser.add_argument("--model", type=Path, default=ACRNN_MODEL_FILE)
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/emomesh-audio-cache"))
     parser.add_argument("--json", type=Path, default=None, help="also write the scores here")
     args = parser.parse_args(argv)

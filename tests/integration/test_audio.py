@@ -15,7 +15,7 @@ from emomesh.labels import NUM_LABELS
 from emomesh.tritonserver import TritonServer
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from emotion.common.v1 import common_pb2
-from services.audio.config import AudioSettings
+from services.audio.config import ACRNN_MODEL, DEFAULT_MODEL, AudioSettings
 from services.audio.server import build_server
 from tests.audio_media import decode_wav, encode, espeak, noise, silence, tone, transcode
 from tests.conftest import service_env, serving
@@ -61,9 +61,13 @@ async def test_speech_gives_a_distribution_and_a_transcript(
     assert response.source_sample_rate == 22050 and response.source_channels == 1
     assert response.duration_s > 3.0
     assert len(response.windows) >= 2 and not response.padded
+    assert response.windows[0].speech_detected
     for window in response.windows:
-        assert sum(window.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
-    assert response.model.name == "audio_acrnn"
+        if window.speech_detected:
+            assert sum(window.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
+        else:
+            assert not window.HasField("distribution")
+    assert response.model.name == DEFAULT_MODEL == "audio_whisper_emotion"
     text = response.transcript.text.lower()
     found = [word for word in KEY_WORDS if word in text]
     assert len(found) >= 4, f"transcript {text!r} misses key words"
@@ -120,6 +124,18 @@ async def test_transcribe_alone(audio: audio_pb2_grpc.AudioServiceStub, speech_w
     text = response.transcript.text.lower()
     assert len([word for word in KEY_WORDS if word in text]) >= 2, text
     assert response.transcript.language == "en"
+
+
+async def test_the_acrnn_stays_selectable_and_reads_its_own_features(
+    triton_server: TritonServer, speech_wav: bytes
+) -> None:
+    """EMOMESH_AUDIO_MODEL=audio_acrnn: the service computes the log-Mel 128x130 its config names."""
+    settings = AudioSettings.from_env(service_env("audio", triton_server, EMOMESH_AUDIO_MODEL=ACRNN_MODEL))
+    async with serving(await build_server(settings)) as channel:
+        response = await analyze(audio_pb2_grpc.AudioServiceStub(channel), speech_wav)
+    assert response.model.name == ACRNN_MODEL
+    assert response.speech_detected
+    assert sum(response.distribution.probabilities) == pytest.approx(1.0, abs=1e-4)
 
 
 async def test_eight_channel_96k_speech_is_analysed(audio: audio_pb2_grpc.AudioServiceStub, speech_wav: bytes) -> None:
@@ -179,6 +195,7 @@ async def test_bad_audio_gets_a_clear_status_and_the_service_keeps_serving(
     audio: audio_pb2_grpc.AudioServiceStub,
     channel: grpc.aio.Channel,
     case: str,
+    speech_wav: bytes,
 ) -> None:
     make, code, message = BAD_AUDIO[case]
     data = make()
@@ -189,8 +206,8 @@ async def test_bad_audio_gets_a_clear_status_and_the_service_keeps_serving(
     assert "Traceback" not in (error.value.details() or "")
     health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING
-    still = await analyze(audio, encode(tone(1.0)))
-    assert len(still.distribution.probabilities) == NUM_LABELS
+    still = await analyze(audio, speech_wav)
+    assert still.speech_detected and len(still.distribution.probabilities) == NUM_LABELS
 
 
 async def test_over_long_stream_without_header_duration_is_refused(audio: audio_pb2_grpc.AudioServiceStub) -> None:

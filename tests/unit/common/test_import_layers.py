@@ -20,8 +20,13 @@ LIBRARY = PROJECT_ROOT / "src" / "emomesh"
 # serves or benchmarks imports them.
 TRAINING_TOOLS = frozenset(
     {
+        "services.audio.cross_validate",
         "services.audio.model_def",
         "services.audio.train",
+        "services.audio.train_whisper_head",
+        # Setup-time assembly of the Whisper-encoder model (onnx; the images build it in the Triton image).
+        "services.audio.whisper_encoder",
+        "services.audio.whisper_model",
         "services.text.e5_import",
         "services.text.export",
         "services.text.train",
