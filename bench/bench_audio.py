@@ -116,6 +116,7 @@ def in_process(clips: list[bytes], model: str = DEFAULT_MODEL) -> dict[str, floa
     return {
         "clips_per_s": len(clips) / total,
         "p50_ms": float(np.percentile(per_clip, 50) * 1000),
+        "mean_ms": float(np.mean(per_clip) * 1000),
         "model_only_clips_per_s": len(clips) / model_s,
         "model_ms_per_window": model_s / windows * 1000,
         "model_ms_per_clip": model_s / len(clips) * 1000,
@@ -176,24 +177,6 @@ def triton_direct(url: str, model: str, clips: list[bytes]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(latencies[1:], 50) * 1000)}
 
 
-async def transport_floor(address: str, size: int, calls: int = 40) -> float:
-    """p50 ms of an AnalyzeAudio that fails at once (`size` bytes that are not audio): the gRPC round
-    trip of a message that large, with the service's interceptors and error path but no audio work."""
-    async with grpc.aio.insecure_channel(address, options=grpc_options(64 * 1024 * 1024)) as channel:
-        stub = audio_pb2_grpc.AudioServiceStub(channel)
-        request = audio_pb2.AnalyzeAudioRequest(audio=b"\x01" * size)
-        latencies = []
-        for _ in range(calls + 1):
-            t = time.perf_counter()
-            try:
-                await stub.AnalyzeAudio(request, timeout=30)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                    raise
-            latencies.append(time.perf_counter() - t)
-    return float(np.percentile(latencies[1:], 50) * 1000)
-
-
 async def through_grpc(
     address: str, clips: list[bytes], concurrency: int, transcribe: bool = False
 ) -> dict[str, float]:
@@ -221,7 +204,9 @@ async def through_grpc(
         "clips_per_s": len(clips) / total,
         "p50_ms": float(np.percentile(latencies, 50) * 1000),
         "p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "mean_ms": float(np.mean(latencies) * 1000),
         "service_p50_ms": float(np.percentile(service_ms, 50)),
+        "service_mean_ms": float(np.mean(service_ms)),
     }
 
 
@@ -246,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             results[model] = row
             row["in_process"] = local = in_process(clips, model)
             print(
-                f"{model} in-process (decode+VAD+features+onnxruntime, 1 thread): p50 {local['p50_ms']:.1f} ms "
-                f"per clip, model {local['model_ms_per_clip']:.1f} ms ({local['model_ms_per_window']:.2f} ms/window)",
+                f"{model} in-process (decode+VAD+features+onnxruntime, 1 thread): p50 {local['p50_ms']:.1f} ms, "
+                f"mean {local['mean_ms']:.1f} ms per clip, model {local['model_ms_per_clip']:.1f} ms "
+                f"({local['model_ms_per_window']:.2f} ms/window)",
                 flush=True,
             )
             config = replace(
@@ -258,19 +244,23 @@ def main(argv: list[str] | None = None) -> int:
                 address = stack.config.address("audio")
                 row["triton_direct"] = direct = triton_direct(stack.triton.grpc_url, model, clips)
                 print(f"{model} Triton direct (windows only): p50 {direct['p50_ms']:.1f} ms per clip", flush=True)
-                sizes = sorted({1024, int(np.mean([len(c) for c in clips]))})
-                row["transport_floor_p50_ms"] = floor = {
-                    str(n): asyncio.run(transport_floor(address, n)) for n in sizes
-                }
-                print(f"{model} gRPC round trip of a rejected request, by size in bytes: {floor}", flush=True)
                 metrics_url = f"http://127.0.0.1:{stack.config.metrics_port('audio')}/metrics"
                 for concurrency in sorted({1, args.concurrency}):
                     before = stage_sums(metrics_url)
                     served = asyncio.run(through_grpc(address, clips, concurrency))
                     if concurrency == 1:
                         # Inside the service, per clip: decode, voice activity, features, the Triton call.
-                        served["service_stages_ms"] = stage_means_ms(before, stage_sums(metrics_url))  # type: ignore[assignment]
-                        print(f"{model} service stages (mean ms per clip, c=1): {served['service_stages_ms']}")
+                        stages = stage_means_ms(before, stage_sums(metrics_url))
+                        served["service_stages_ms"] = stages  # type: ignore[assignment]
+                        triton_ms = sum(v for k, v in stages.items() if k.startswith("triton"))
+                        print(
+                            f"{model} where the served time goes (means, c=1): served {served['mean_ms']:.1f} - "
+                            f"in-process {local['mean_ms']:.1f} = {served['mean_ms'] - local['mean_ms']:+.1f} ms; "
+                            f"gRPC hop (client - service) {served['mean_ms'] - served['service_mean_ms']:.1f} ms, "
+                            f"Triton call - model in-process {triton_ms - local['model_ms_per_clip']:+.1f} ms; "
+                            f"stages { ({k: round(v, 1) for k, v in stages.items()}) }",
+                            flush=True,
+                        )
                     row[f"grpc_triton_c{concurrency}"] = served
                     print(
                         f"{model} gRPC + Triton, {concurrency} concurrent: {served['clips_per_s']:.1f} clips/s "
