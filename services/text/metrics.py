@@ -19,3 +19,8 @@ TRANSLATION_SECONDS = Histogram(
     ["outcome"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+BATCH_ITEM_ERRORS = Counter(
+    "emomesh_text_batch_item_errors_total",
+    "AnalyzeTexts items answered with an error of their own (the rest of the batch was analysed), by status.",
+    ["code"],
+)

@@ -33,10 +33,17 @@ import numpy as np
 
 from emomesh.errors import InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
+from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import TextSettings
 from services.text.language import UNDETERMINED, Detection, detect_language, letter_scripts, normalize_hint
-from services.text.metrics import TEXTS_BY_ROUTE, TOKENS_PER_TEXT, TRANSLATION_SECONDS, TRUNCATED_TEXTS
+from services.text.metrics import (
+    BATCH_ITEM_ERRORS,
+    TEXTS_BY_ROUTE,
+    TOKENS_PER_TEXT,
+    TRANSLATION_SECONDS,
+    TRUNCATED_TEXTS,
+)
 from services.text.model import TextClassifier
 from services.text.tokenize import TextTokenizer, TokenBatch
 from services.text.translate import TranslationError, Translator
@@ -191,15 +198,29 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         )
 
     async def _analyze(self, requests: list[text_pb2.AnalyzeTextRequest]) -> list[text_pb2.AnalyzeTextResponse]:
+        """One response per request, in order. A bad text alone (AnalyzeText) raises its status; in a
+        batch it gets a result with only `error` set and the other texts go on."""
         start = time.perf_counter()
         readings: list[_Reading] = []
+        errors: dict[int, text_pb2.AnalyzeTextResponse] = {}
         for index, request in enumerate(requests):
             try:
                 readings.append(await asyncio.to_thread(self._read, request))
             except (InvalidInput, TooLarge) as exc:
                 if len(requests) == 1:
                     raise
-                raise type(exc)(f"texts[{index}]: {exc.message}") from exc
+                BATCH_ITEM_ERRORS.labels(exc.code.name).inc()
+                errors[index] = text_pb2.AnalyzeTextResponse(
+                    error=common_pb2.ItemError(code=exc.code.value[0], message=f"texts[{index}]: {exc.message}")
+                )
+        if errors:
+            ok = [i for i in range(len(requests)) if i not in errors]
+            analysed = await self._analyze_readings(readings, start) if readings else []
+            merged = {**errors, **dict(zip(ok, analysed, strict=True))}
+            return [merged[i] for i in range(len(requests))]
+        return await self._analyze_readings(readings, start)
+
+    async def _analyze_readings(self, readings: list[_Reading], start: float) -> list[text_pb2.AnalyzeTextResponse]:
         # Translations go out concurrently; each has its own timeout inside the translator.
         await asyncio.gather(*(self._route_not_english(r) for r in readings))
         # Each model reads its texts in one call (split by max_batch_size on the way), both at once.

@@ -95,6 +95,25 @@ async def test_batch_gives_the_same_answers_as_single_calls(text: text_pb2_grpc.
         assert result.tokens == single.tokens
 
 
+async def test_a_bad_text_in_a_batch_gets_its_own_error_and_the_rest_are_analysed(
+    text: text_pb2_grpc.TextServiceStub,
+) -> None:
+    request = text_pb2.AnalyzeTextsRequest(
+        texts=[
+            text_pb2.AnalyzeTextRequest(text="I am so happy for you!"),
+            text_pb2.AnalyzeTextRequest(utf8=b"\xff\xfe broken"),
+            text_pb2.AnalyzeTextRequest(text="   "),
+            text_pb2.AnalyzeTextRequest(text="This is terrifying."),
+        ]
+    )
+    batch = await text.AnalyzeTexts(request, timeout=60)
+    assert [r.HasField("error") for r in batch.results] == [False, True, True, False]
+    assert {r.error.code for r in batch.results if r.HasField("error")} == {grpc.StatusCode.INVALID_ARGUMENT.value[0]}
+    assert batch.results[1].error.message.startswith("texts[1]: ")
+    assert batch.results[0].distribution.top == common_pb2.EMOTION_HAPPY
+    assert batch.results[3].HasField("distribution")
+
+
 async def test_empty_text_is_invalid_argument(text: text_pb2_grpc.TextServiceStub) -> None:
     for fields in ({"text": ""}, {"text": "  \n\t "}, {"utf8": b""}, {}):
         with pytest.raises(grpc.aio.AioRpcError) as caught:

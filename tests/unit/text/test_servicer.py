@@ -203,9 +203,32 @@ async def test_batch_is_classified_in_one_model_call_and_errors_name_the_item(se
     response = await servicer.AnalyzeTexts(request, NO_CONTEXT)
     assert len(response.results) == 2 and len(model.batches) == 1
     assert model.batches[0].input_ids.shape[0] == 2
-    bad = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="fine"), text_pb2.AnalyzeTextRequest()])
-    with pytest.raises(InvalidInput, match=r"texts\[1\]: set `text` or `utf8`"):
-        await servicer.AnalyzeTexts(bad, NO_CONTEXT)
+    # A bad text gets an error of its own; the others are analysed (one model call for the good ones).
+    bad = text_pb2.AnalyzeTextsRequest(
+        texts=[
+            text_pb2.AnalyzeTextRequest(text="fine"),
+            text_pb2.AnalyzeTextRequest(),
+            text_pb2.AnalyzeTextRequest(utf8=b"caf\xc3"),
+        ]
+    )
+    model.batches.clear()
+    mixed = await servicer.AnalyzeTexts(bad, NO_CONTEXT)
+    assert [r.HasField("error") for r in mixed.results] == [False, True, True]
+    assert mixed.results[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] == 3
+    assert mixed.results[1].error.message.startswith("texts[1]: set `text` or `utf8`")
+    assert mixed.results[2].error.message.startswith("texts[2]: ") and "UTF-8" in mixed.results[2].error.message
+    assert not mixed.results[1].HasField("distribution") and not mixed.results[1].language
+    assert mixed.results[0].HasField("distribution")
+    assert len(model.batches) == 1 and model.batches[0].input_ids.shape[0] == 1
+    # All bad: every result is an error, and no model call.
+    model.batches.clear()
+    all_bad = await servicer.AnalyzeTexts(
+        text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest()] * 2), NO_CONTEXT
+    )
+    assert all(r.HasField("error") for r in all_bad.results) and model.batches == []
+    # One text alone keeps its own status.
+    with pytest.raises(InvalidInput, match=r"set `text` or `utf8`"):
+        await servicer.AnalyzeText(text_pb2.AnalyzeTextRequest(), NO_CONTEXT)
     with pytest.raises(InvalidInput, match="texts is empty"):
         await servicer.AnalyzeTexts(text_pb2.AnalyzeTextsRequest(), NO_CONTEXT)
     many = text_pb2.AnalyzeTextsRequest(texts=[text_pb2.AnalyzeTextRequest(text="x")] * 4)

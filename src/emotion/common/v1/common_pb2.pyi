@@ -126,3 +126,11 @@ class FusedEmotion(_message.Message):
     conflicting: _containers.RepeatedScalarFieldContainer[Modality]
     conflict_detail: str
     def __init__(self, distribution: _Optional[_Union[EmotionDistribution, _Mapping]] = ..., weights: _Optional[_Iterable[_Union[ModalityWeight, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[Modality, str]]] = ..., polarity: _Optional[_Union[Polarity, str]] = ..., conflict: _Optional[bool] = ..., conflicting: _Optional[_Iterable[_Union[Modality, str]]] = ..., conflict_detail: _Optional[str] = ...) -> None: ...
+
+class ItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
