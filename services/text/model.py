@@ -26,6 +26,15 @@ from services.text.tokenize import TokenBatch
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
 OUTPUT = "probabilities"
+# Optional second output: valence and arousal in [-1, 1] (services/text/train_valence_arousal.py).
+DIMENSIONS_OUTPUT = "valence_arousal"
+
+
+@dataclass(frozen=True)
+class TextScores:
+    probabilities: np.ndarray  # float32 [N, 7] in LABELS order
+    dimensions: np.ndarray | None  # float32 [N, 2] (valence, arousal), when the model has them
+
 
 RELIABILITY_PARAMETER = "emomesh_language_reliability"
 # The reliability of a language the parameter does not list (no `*`), and of every language when a
@@ -96,6 +105,8 @@ class TextClassifier(Protocol):
 
     async def classify(self, batch: TokenBatch) -> np.ndarray: ...
 
+    async def score(self, batch: TokenBatch) -> TextScores: ...
+
 
 class TritonTextModel(ServedModel):
     def check(self, spec: ModelSpec) -> None:
@@ -116,6 +127,29 @@ class TritonTextModel(ServedModel):
             return {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]}
 
         return await self.infer_in_chunks(len(batch.input_ids), inputs_for, OUTPUT)
+
+    @property
+    def has_dimensions(self) -> bool:
+        return any(t.name == DIMENSIONS_OUTPUT for t in self.spec.outputs)
+
+    async def score(self, batch: TokenBatch) -> TextScores:
+        """Probabilities, and valence/arousal from the same call when the model has them."""
+        if not self.has_dimensions:
+            return TextScores(await self.classify(batch), None)
+        count = len(batch.input_ids)
+        step = self.spec.max_batch_size or max(count, 1)
+        probabilities, dimensions = [np.zeros((0, NUM_LABELS), np.float32)], [np.zeros((0, 2), np.float32)]
+        for start in range(0, count, step):
+            rows = slice(start, start + step)
+            width = int(batch.attention_mask[rows].sum(axis=1).max())
+            result = await self.client.infer(
+                self.name,
+                {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]},
+                [OUTPUT, DIMENSIONS_OUTPUT],
+            )
+            probabilities.append(result[OUTPUT].astype(np.float32))
+            dimensions.append(result[DIMENSIONS_OUTPUT].astype(np.float32))
+        return TextScores(np.concatenate(probabilities), np.concatenate(dimensions))
 
 
 class OnnxTextModel:

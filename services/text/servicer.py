@@ -44,7 +44,7 @@ from services.text.metrics import (
     TRANSLATION_SECONDS,
     TRUNCATED_TEXTS,
 )
-from services.text.model import TextClassifier
+from services.text.model import TextClassifier, TextScores
 from services.text.tokenize import TextTokenizer, TokenBatch
 from services.text.translate import TranslationError, Translator
 
@@ -66,9 +66,9 @@ class TextReader:
     model: TextClassifier
     tokenizer: TextTokenizer
 
-    async def read(self, texts: list[str]) -> tuple[TokenBatch, np.ndarray]:
+    async def read(self, texts: list[str]) -> tuple[TokenBatch, TextScores]:
         batch = await asyncio.to_thread(self.tokenizer.encode, texts)
-        return batch, await self.model.classify(batch)
+        return batch, await self.model.score(batch)
 
 
 @dataclass
@@ -232,11 +232,19 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         )
         latency_ms = (time.perf_counter() - start) * 1000
         responses: dict[int, text_pb2.AnalyzeTextResponse] = {}
-        for (reader, indices), (batch, probs) in zip(groups, results, strict=True):
+        for (reader, indices), (batch, scores) in zip(groups, results, strict=True):
             for row, index in enumerate(indices):
                 responses[index] = self._response(
-                    readings[index], reader, probs[row], batch.tokens[row], batch.truncated[row], latency_ms
+                    readings[index],
+                    reader,
+                    scores.probabilities[row],
+                    batch.tokens[row],
+                    batch.truncated[row],
+                    latency_ms,
                 )
+                if scores.dimensions is not None:
+                    valence, arousal = (float(v) for v in scores.dimensions[row])
+                    responses[index].dimensions.CopyFrom(common_pb2.Dimensions(valence=valence, arousal=arousal))
         return [responses[index] for index in range(len(readings))]
 
     def _reader(self, reading: _Reading) -> TextReader:

@@ -77,6 +77,14 @@ async def test_obviously_happy_and_obviously_angry_sentences(text: text_pb2_grpc
         assert response.language == "en" and response.reliability == 1.0 and not response.truncated
         assert response.model.name == "text_minilm_emotion" and response.model.version.startswith("minilm-l6")
         assert response.tokens > 5
+    # Valence and arousal from the English model itself: both excited, one pleasant, one not.
+    assert happy.HasField("dimensions") and angry.HasField("dimensions")
+    assert happy.dimensions.valence > 0.3 > -0.3 > angry.dimensions.valence
+    assert happy.dimensions.arousal > 0 and angry.dimensions.arousal > 0
+    calm = await analyze(text, text="The meeting has been moved to Tuesday afternoon.")
+    assert abs(calm.dimensions.valence) < 0.3 and calm.dimensions.arousal < min(
+        happy.dimensions.arousal, angry.dimensions.arousal
+    )
 
 
 async def test_batch_gives_the_same_answers_as_single_calls(text: text_pb2_grpc.TextServiceStub) -> None:
@@ -164,6 +172,7 @@ async def test_chinese_and_german_are_read_by_the_multilingual_model(text: text_
         response = await analyze(text, text=sentence)
         assert response.language == language and not response.translated and response.translated_text == ""
         assert response.model.name == "text_e5_emotion" and response.model.version.startswith("e5-small")
+        assert not response.HasField("dimensions")  # the multilingual model has no valence/arousal
         assert response.reliability == pytest.approx(MULTILINGUAL_RELIABILITY(language))
         assert response.note == "read by the multilingual model (text_e5_emotion)"
         probs = np.array(response.distribution.probabilities)

@@ -308,9 +308,11 @@ def valence_arousal(
     relative to the CSV) or `text`, and `valence` and/or `arousal` in `value_range` (rescaled to [-1, 1])."""
     csv_path = path / "labels.csv" if path.is_dir() else path
     columns, rows = _read_csv(csv_path)
-    dimensions = [d for d in ("valence", "arousal") if d in columns]
+    # EmoBank's own column names (V, A) are read as they are.
+    column_of = {d: d if d in columns else alias for d, alias in (("valence", "V"), ("arousal", "A"))}
+    dimensions = [d for d in ("valence", "arousal") if column_of[d] in columns]
     if not dimensions:
-        raise ValueError(f"{csv_path} needs a valence and/or an arousal column")
+        raise ValueError(f"{csv_path} needs a valence and/or an arousal column (or EmoBank's V and A)")
     if not {"path", "text"} & set(columns):
         raise ValueError(f"{csv_path} needs a path or a text column")
     low, high = value_range
@@ -321,7 +323,7 @@ def valence_arousal(
         media, text = _media_or_text(csv_path, row, line)
         targets: dict[str, float] = {}
         for dimension in dimensions:
-            value = float(row[dimension])
+            value = float(row[column_of[dimension]])
             if not low <= value <= high:
                 raise ValueError(f"{csv_path}:{line}: {dimension} {value} is outside {low}..{high}")
             targets[dimension] = 2 * (value - low) / (high - low) - 1

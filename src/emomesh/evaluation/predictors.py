@@ -89,7 +89,7 @@ class AudioPredictor:
 
 
 class TextPredictor:
-    """AnalyzeText: the text's distribution."""
+    """AnalyzeText: the text's distribution, and its valence/arousal when the model gives them."""
 
     def __init__(self, address: str, timeout_s: float = 30.0) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=grpc_options(4 << 20))
@@ -103,7 +103,10 @@ class TextPredictor:
         model = f"{response.model.name}:{response.model.version}"
         if not response.HasField("distribution"):
             return Prediction(None, model)
-        return Prediction(probs_from_distribution(response.distribution).tolist(), model)
+        extra: dict[str, Any] = {}
+        if response.HasField("dimensions"):
+            extra["dimensions"] = {"valence": response.dimensions.valence, "arousal": response.dimensions.arousal}
+        return Prediction(probs_from_distribution(response.distribution).tolist(), model, extra)
 
     async def close(self) -> None:
         await self.channel.close()

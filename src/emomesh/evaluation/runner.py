@@ -177,8 +177,14 @@ def score(
         return classification_metrics([r["label"] for r in scored], [r.get("predicted") for r in scored]), scored
     probabilities = [r.get("probabilities") for r in scored]
     if task == "regression":
+        # The model's own valence/arousal when the service gave them; else the circumplex projection
+        # of the distribution (metrics.CIRCUMPLEX).
         return regression_metrics(
-            [r["targets"] for r in scored], [None if p is None else valence_arousal_of(p) for p in probabilities]
+            [r["targets"] for r in scored],
+            [
+                r["dimensions"] if r.get("dimensions") else None if p is None else valence_arousal_of(p)
+                for r, p in zip(scored, probabilities, strict=True)
+            ],
         ), scored
     return sentiment_metrics(
         [r["targets"]["sentiment"] for r in scored], [None if p is None else sentiment_of(p) for p in probabilities]

@@ -31,6 +31,7 @@ TRAINING_TOOLS = frozenset(
         "services.text.export",
         "services.text.train",
         "services.text.train_e5",
+        "services.text.train_valence_arousal",
         "services.vision.export_blazeface",
         "services.vision.export_deepface",
         "services.vision.export_fer",

@@ -178,6 +178,34 @@ def test_run_eval_scores_valence_arousal_with_ccc(tmp_path: Path) -> None:
     assert "| valence | 3 |" in (tmp_path / "out" / "report.md").read_text()
 
 
+class DimensionalTextPredictor(KeywordTextPredictor):
+    """As KeywordTextPredictor, plus the model's own valence/arousal (a constant here)."""
+
+    async def predict(self, sample: Sample) -> Prediction:
+        prediction = await super().predict(sample)
+        return Prediction(prediction.probabilities, "dims:1", {"dimensions": {"valence": 0.25, "arousal": -0.5}})
+
+
+def test_valence_arousal_uses_the_models_own_dimensions_and_reads_emobank_as_it_is(tmp_path: Path) -> None:
+    # EmoBank's own file: columns id, split, V, A, D, text; 1-5 ratings.
+    csv_path = tmp_path / "emobank.csv"
+    csv_path.write_text("id,split,V,A,D,text\na,dev,4,2,3,great\nb,dev,2,2,3,awful\nc,train,3,3,3,plain\n")
+    result = run_eval(
+        csv_path,
+        tmp_path / "out",
+        adapter="valence-arousal",
+        split="dev",
+        value_range=(1, 5),
+        predictor=DimensionalTextPredictor(),
+    )
+    assert isinstance(result.metrics, RegressionMetrics)
+    valence, arousal = result.metrics.dimensions["valence"], result.metrics.dimensions["arousal"]
+    assert valence["n"] == arousal["n"] == 2
+    # Truths (x - 3) / 2: valence 0.5 and -0.5, arousal -0.5 twice; predictions the constant 0.25 / -0.5.
+    assert valence["mae"] == pytest.approx((0.25 + 0.75) / 2)
+    assert arousal["mae"] == pytest.approx(0.0)
+
+
 def test_run_eval_on_an_audio_folder_with_held_out_speakers(tmp_path: Path) -> None:
     root = tmp_path / "ravdess"
     root.mkdir()

@@ -34,7 +34,9 @@ class FakeTriton:
         self, model: str, inputs: dict[str, np.ndarray], outputs: list[str], timeout_s: float | None = None
     ) -> dict[str, np.ndarray]:
         rows = len(next(iter(inputs.values())))
-        return {name: np.full((rows, 7), 1 / 7, np.float32) for name in outputs}
+        self.calls = getattr(self, "calls", 0) + 1
+        width = {"probabilities": 7, "valence_arousal": 2}
+        return {name: np.full((rows, width[name]), 1 / width[name], np.float32) for name in outputs}
 
 
 def test_reliability_per_language_with_a_default_for_the_others() -> None:
@@ -78,6 +80,21 @@ async def test_the_model_reads_its_reliability_from_its_triton_config() -> None:
     ids = np.ones((2, 3), np.int64)
     probs = await model.classify(TokenBatch(ids, ids, [3, 3], [False, False]))
     assert probs.shape == (2, 7)
+
+
+async def test_valence_and_arousal_come_from_the_same_call_when_the_model_has_them() -> None:
+    with_dimensions = replace(E5, outputs=(*E5.outputs, TensorSpec("valence_arousal", "FP32", (2,))), max_batch_size=2)
+    triton = FakeTriton(with_dimensions)
+    model = TritonTextModel(triton, "text_minilm_emotion")
+    await model.load()
+    ids = np.ones((3, 4), np.int64)
+    scores = await model.score(TokenBatch(ids, ids, [4, 4, 4], [False] * 3))
+    assert scores.probabilities.shape == (3, 7)
+    assert scores.dimensions is not None and scores.dimensions.shape == (3, 2)
+    assert triton.calls == 2  # max batch 2: two chunks, each asking for both outputs
+    plain = TritonTextModel(FakeTriton(E5), "text_e5_emotion")
+    await plain.load()
+    assert (await plain.score(TokenBatch(ids, ids, [4, 4, 4], [False] * 3))).dimensions is None
 
 
 async def test_a_model_without_the_parameter_gets_the_default_for_every_language() -> None:

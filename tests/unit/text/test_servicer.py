@@ -16,7 +16,7 @@ from emomesh.labels import LABELS, NUM_LABELS
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2
 from services.text.config import DEFAULT_TOKENIZER, TextSettings
-from services.text.model import LanguageReliability
+from services.text.model import LanguageReliability, TextScores
 from services.text.servicer import TextReader, TextServicer
 from services.text.tokenize import TextTokenizer, TokenBatch
 from services.text.translate import NoTranslator, TranslationError, Translator
@@ -36,6 +36,12 @@ class FakeModel:
         probs = np.full((len(batch.input_ids), NUM_LABELS), 0.05, dtype=np.float32)
         probs[:, LABELS.index(self.label)] = 0.7
         return probs
+
+    async def score(self, batch: TokenBatch) -> TextScores:
+        # Valence/arousal only from a model named "english" (as only the English model has them).
+        probs = await self.classify(batch)
+        dims = np.tile(np.array([[0.6, 0.3]], np.float32), (len(probs), 1)) if self.info.name == "english" else None
+        return TextScores(probs, dims)
 
 
 class FakeTranslator:
@@ -275,6 +281,10 @@ async def test_a_mixed_batch_reads_each_model_once_and_keeps_the_order(multiling
     assert [r.distribution.top for r in response.results] == [
         common_pb2.EMOTION_SAD if name == "multilingual" else common_pb2.EMOTION_HAPPY for name in names
     ]
+    # Valence and arousal where the reading model has them (here the English one), unset elsewhere.
+    assert [r.HasField("dimensions") for r in response.results] == [name == "english" for name in names]
+    assert response.results[0].dimensions.valence == pytest.approx(0.6)
+    assert response.results[0].dimensions.arousal == pytest.approx(0.3)
     # One call per model, with its texts in request order.
     assert [b.input_ids.shape[0] for b in models.english.batches] == [3]
     assert [b.input_ids.shape[0] for b in models.multilingual.batches] == [2]

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/common/v1/common.proto\x12\x11\x65motion.common.v1\"i\n\x13\x45motionDistribution\x12\x15\n\rprobabilities\x18\x01 \x03(\x02\x12\'\n\x03top\x18\x02 \x01(\x0e\x32\x1a.emotion.common.v1.Emotion\x12\x12\n\nconfidence\x18\x03 \x01(\x02\"*\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x96\x02\n\x0eModalityResult\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.emotion.common.v1.ModalityStatus\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0breliability\x18\x04 \x01(\x02\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"O\n\x0eModalityWeight\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xba\x02\n\x0c\x46usedEmotion\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x32\n\x07weights\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityWeight\x12,\n\x07missing\x18\x03 \x03(\x0e\x32\x1b.emotion.common.v1.Modality\x12-\n\x08polarity\x18\x04 \x01(\x0e\x32\x1b.emotion.common.v1.Polarity\x12\x10\n\x08\x63onflict\x18\x05 \x01(\x08\x12\x30\n\x0b\x63onflicting\x18\x06 \x03(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x17\n\x0f\x63onflict_detail\x18\x07 \x01(\t\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xab\x01\n\x07\x45motion\x12\x17\n\x13\x45MOTION_UNSPECIFIED\x10\x00\x12\x11\n\rEMOTION_ANGRY\x10\x01\x12\x13\n\x0f\x45MOTION_DISGUST\x10\x02\x12\x10\n\x0c\x45MOTION_FEAR\x10\x03\x12\x11\n\rEMOTION_HAPPY\x10\x04\x12\x0f\n\x0b\x45MOTION_SAD\x10\x05\x12\x14\n\x10\x45MOTION_SURPRISE\x10\x06\x12\x13\n\x0f\x45MOTION_NEUTRAL\x10\x07*`\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODALITY_VISION\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_TEXT\x10\x03*h\n\x08Polarity\x12\x18\n\x14POLARITY_UNSPECIFIED\x10\x00\x12\x15\n\x11POLARITY_NEGATIVE\x10\x01\x12\x14\n\x10POLARITY_NEUTRAL\x10\x02\x12\x15\n\x11POLARITY_POSITIVE\x10\x03*\xed\x01\n\x0eModalityStatus\x12\x1f\n\x1bMODALITY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12MODALITY_STATUS_OK\x10\x01\x12\x1b\n\x17MODALITY_STATUS_MISSING\x10\x02\x12\x1f\n\x1bMODALITY_STATUS_UNAVAILABLE\x10\x03\x12\x1d\n\x19MODALITY_STATUS_TIMED_OUT\x10\x04\x12\"\n\x1eMODALITY_STATUS_LOW_CONFIDENCE\x10\x05\x12!\n\x1dMODALITY_STATUS_INVALID_INPUT\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/common/v1/common.proto\x12\x11\x65motion.common.v1\"i\n\x13\x45motionDistribution\x12\x15\n\rprobabilities\x18\x01 \x03(\x02\x12\'\n\x03top\x18\x02 \x01(\x0e\x32\x1a.emotion.common.v1.Emotion\x12\x12\n\nconfidence\x18\x03 \x01(\x02\"*\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x96\x02\n\x0eModalityResult\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x31\n\x06status\x18\x02 \x01(\x0e\x32!.emotion.common.v1.ModalityStatus\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0breliability\x18\x04 \x01(\x02\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\"O\n\x0eModalityWeight\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x0e\n\x06weight\x18\x02 \x01(\x02\"\xba\x02\n\x0c\x46usedEmotion\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x32\n\x07weights\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityWeight\x12,\n\x07missing\x18\x03 \x03(\x0e\x32\x1b.emotion.common.v1.Modality\x12-\n\x08polarity\x18\x04 \x01(\x0e\x32\x1b.emotion.common.v1.Polarity\x12\x10\n\x08\x63onflict\x18\x05 \x01(\x08\x12\x30\n\x0b\x63onflicting\x18\x06 \x03(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x17\n\x0f\x63onflict_detail\x18\x07 \x01(\t\".\n\nDimensions\x12\x0f\n\x07valence\x18\x01 \x01(\x02\x12\x0f\n\x07\x61rousal\x18\x02 \x01(\x02\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t*\xab\x01\n\x07\x45motion\x12\x17\n\x13\x45MOTION_UNSPECIFIED\x10\x00\x12\x11\n\rEMOTION_ANGRY\x10\x01\x12\x13\n\x0f\x45MOTION_DISGUST\x10\x02\x12\x10\n\x0c\x45MOTION_FEAR\x10\x03\x12\x11\n\rEMOTION_HAPPY\x10\x04\x12\x0f\n\x0b\x45MOTION_SAD\x10\x05\x12\x14\n\x10\x45MOTION_SURPRISE\x10\x06\x12\x13\n\x0f\x45MOTION_NEUTRAL\x10\x07*`\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODALITY_VISION\x10\x01\x12\x12\n\x0eMODALITY_AUDIO\x10\x02\x12\x11\n\rMODALITY_TEXT\x10\x03*h\n\x08Polarity\x12\x18\n\x14POLARITY_UNSPECIFIED\x10\x00\x12\x15\n\x11POLARITY_NEGATIVE\x10\x01\x12\x14\n\x10POLARITY_NEUTRAL\x10\x02\x12\x15\n\x11POLARITY_POSITIVE\x10\x03*\xed\x01\n\x0eModalityStatus\x12\x1f\n\x1bMODALITY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12MODALITY_STATUS_OK\x10\x01\x12\x1b\n\x17MODALITY_STATUS_MISSING\x10\x02\x12\x1f\n\x1bMODALITY_STATUS_UNAVAILABLE\x10\x03\x12\x1d\n\x19MODALITY_STATUS_TIMED_OUT\x10\x04\x12\"\n\x1eMODALITY_STATUS_LOW_CONFIDENCE\x10\x05\x12!\n\x1dMODALITY_STATUS_INVALID_INPUT\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotion.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMOTION']._serialized_start=928
-  _globals['_EMOTION']._serialized_end=1099
-  _globals['_MODALITY']._serialized_start=1101
-  _globals['_MODALITY']._serialized_end=1197
-  _globals['_POLARITY']._serialized_start=1199
-  _globals['_POLARITY']._serialized_end=1303
-  _globals['_MODALITYSTATUS']._serialized_start=1306
-  _globals['_MODALITYSTATUS']._serialized_end=1543
+  _globals['_EMOTION']._serialized_start=976
+  _globals['_EMOTION']._serialized_end=1147
+  _globals['_MODALITY']._serialized_start=1149
+  _globals['_MODALITY']._serialized_end=1245
+  _globals['_POLARITY']._serialized_start=1247
+  _globals['_POLARITY']._serialized_end=1351
+  _globals['_MODALITYSTATUS']._serialized_start=1354
+  _globals['_MODALITYSTATUS']._serialized_end=1591
   _globals['_EMOTIONDISTRIBUTION']._serialized_start=53
   _globals['_EMOTIONDISTRIBUTION']._serialized_end=158
   _globals['_MODELINFO']._serialized_start=160
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODALITYWEIGHT']._serialized_end=564
   _globals['_FUSEDEMOTION']._serialized_start=567
   _globals['_FUSEDEMOTION']._serialized_end=881
-  _globals['_ITEMERROR']._serialized_start=883
-  _globals['_ITEMERROR']._serialized_end=925
+  _globals['_DIMENSIONS']._serialized_start=883
+  _globals['_DIMENSIONS']._serialized_end=929
+  _globals['_ITEMERROR']._serialized_start=931
+  _globals['_ITEMERROR']._serialized_end=973
 # @@protoc_insertion_point(module_scope)

@@ -127,6 +127,14 @@ class FusedEmotion(_message.Message):
     conflict_detail: str
     def __init__(self, distribution: _Optional[_Union[EmotionDistribution, _Mapping]] = ..., weights: _Optional[_Iterable[_Union[ModalityWeight, _Mapping]]] = ..., missing: _Optional[_Iterable[_Union[Modality, str]]] = ..., polarity: _Optional[_Union[Polarity, str]] = ..., conflict: _Optional[bool] = ..., conflicting: _Optional[_Iterable[_Union[Modality, str]]] = ..., conflict_detail: _Optional[str] = ...) -> None: ...
 
+class Dimensions(_message.Message):
+    __slots__ = ("valence", "arousal")
+    VALENCE_FIELD_NUMBER: _ClassVar[int]
+    AROUSAL_FIELD_NUMBER: _ClassVar[int]
+    valence: float
+    arousal: float
+    def __init__(self, valence: _Optional[float] = ..., arousal: _Optional[float] = ...) -> None: ...
+
 class ItemError(_message.Message):
     __slots__ = ("code", "message")
     CODE_FIELD_NUMBER: _ClassVar[int]

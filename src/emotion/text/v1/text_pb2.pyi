@@ -18,7 +18,7 @@ class AnalyzeTextRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., utf8: _Optional[bytes] = ..., language_hint: _Optional[str] = ...) -> None: ...
 
 class AnalyzeTextResponse(_message.Message):
-    __slots__ = ("distribution", "language", "translated", "translated_text", "truncated", "tokens", "reliability", "note", "model", "latency_ms", "error")
+    __slots__ = ("distribution", "language", "translated", "translated_text", "truncated", "tokens", "reliability", "note", "model", "latency_ms", "error", "dimensions")
     DISTRIBUTION_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     TRANSLATED_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class AnalyzeTextResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     distribution: _common_pb2.EmotionDistribution
     language: str
     translated: bool
@@ -41,7 +42,8 @@ class AnalyzeTextResponse(_message.Message):
     model: _common_pb2.ModelInfo
     latency_ms: float
     error: _common_pb2.ItemError
-    def __init__(self, distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., language: _Optional[str] = ..., translated: _Optional[bool] = ..., translated_text: _Optional[str] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[int] = ..., reliability: _Optional[float] = ..., note: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
+    dimensions: _common_pb2.Dimensions
+    def __init__(self, distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., language: _Optional[str] = ..., translated: _Optional[bool] = ..., translated_text: _Optional[str] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[int] = ..., reliability: _Optional[float] = ..., note: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ..., dimensions: _Optional[_Union[_common_pb2.Dimensions, _Mapping]] = ...) -> None: ...
 
 class AnalyzeTextsRequest(_message.Message):
     __slots__ = ("texts",)
