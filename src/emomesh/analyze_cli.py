@@ -166,13 +166,15 @@ def audio_lines(audio: audio_pb2.AnalyzeAudioResponse) -> list[str]:
 
 
 def text_lines(text: text_pb2.AnalyzeTextResponse) -> list[str]:
-    """The text's language, the model that read it (the route the text service took), its translation
-    and the service's caveats."""
+    """The text's language, the model that read it (the route the text service took), its valence and
+    arousal when the model gives them, its translation and the service's caveats."""
     facts = [f"language {text.language or 'und'}", f"{text.tokens} tokens"]
     if text.model.name:
         facts.append(f"model {text.model.name}")
     if text.truncated:
         facts.append("truncated to the model's length")
+    if text.HasField("dimensions"):
+        facts.append(f"valence {text.dimensions.valence:+.2f}, arousal {text.dimensions.arousal:+.2f}")
     lines = [", ".join(facts)]
     if text.translated:
         lines.append(f"translated: {text.translated_text!r}")

@@ -122,6 +122,12 @@ def test_audio_windows_transcript_and_text_language_are_shown() -> None:
     response.audio.CopyFrom(audio)
     out = format_response(response)
     assert "transcript (en 95%, mean log-prob -0.35, no speech 2%): 'I got the job.'" in out
+    # The text's valence and arousal when its model gives them; a silent window says so.
+    response.text.dimensions.valence, response.text.dimensions.arousal = 0.62, -0.1
+    response.audio.windows.add(start_s=3.0, end_s=3.1, speech_detected=False)
+    out = format_response(response)
+    assert "model text_minilm_emotion, valence +0.62, arousal -0.10" in out
+    assert any(line.split() == ["3.0-3.1", "s", "no", "speech"] for line in out.splitlines()), out
 
 
 def test_json_is_protobufs_mapping_with_every_field() -> None:
