@@ -10,16 +10,18 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 import numpy as np
 
-from emomesh.errors import InvalidInput, TooLarge
+from emomesh.errors import EmomeshError, InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
+from emotion.common.v1 import common_pb2
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.faces import FaceDetector
-from services.vision.metrics import FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
+from services.vision.metrics import BATCH_ITEM_ERRORS, FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
 from services.vision.model import ExpressionClassifier
 from services.vision.preprocess import Box, DetectedFace, Point, crop_faces, decode_image, equalize_faces, to_gray
 from services.vision.tracking import ClipAggregate, IouTracker
@@ -94,23 +96,30 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
 
         self.video_limits = VideoLimits(settings.max_pixels, settings.max_video_frames, settings.max_decoded_frames)
 
-    def _decode(self, requests: list[vision_pb2.AnalyzeImageRequest], numbered: bool) -> list[np.ndarray]:
-        """CPU-bound (runs in a worker thread): every image decoded, in colour when the detector takes
-        colour and the image goes to it. Errors name the image's index when `numbered`."""
-        images = []
+    def _decode_one(self, request: vision_pb2.AnalyzeImageRequest) -> np.ndarray:
+        """In colour when the detector takes colour and the image goes to it; a face crop must be at
+        least the minimum face size."""
+        color = self.detector.color and not request.whole_image_is_face
+        image = decode_image(request.image, self.settings.max_image_bytes, self.settings.max_pixels, color)
+        if request.whole_image_is_face and min(image.shape[:2]) < self.settings.min_face_px:
+            # Enlarged to the model's input, a few pixels would still get a confident label.
+            raise InvalidInput(
+                f"whole_image_is_face: the image is {image.shape[1]}x{image.shape[0]}; a face crop must be "
+                f"at least {self.settings.min_face_px}x{self.settings.min_face_px} pixels"
+            )
+        return image
+
+    def _decode(self, requests: list[vision_pb2.AnalyzeImageRequest]) -> list[np.ndarray | EmomeshError]:
+        """CPU-bound (runs in a worker thread): every image decoded, or the error of the one that could not
+        be, naming its index."""
+        images: list[np.ndarray | EmomeshError] = []
         for index, request in enumerate(requests):
             try:
-                color = self.detector.color and not request.whole_image_is_face
-                image = decode_image(request.image, self.settings.max_image_bytes, self.settings.max_pixels, color)
-                if request.whole_image_is_face and min(image.shape[:2]) < self.settings.min_face_px:
-                    # Enlarged to the model's input, a few pixels would still get a confident label.
-                    raise InvalidInput(
-                        f"whole_image_is_face: the image is {image.shape[1]}x{image.shape[0]}; a face crop must be "
-                        f"at least {self.settings.min_face_px}x{self.settings.min_face_px} pixels"
-                    )
-            except InvalidInput as exc:
-                raise InvalidInput(f"images[{index}]: {exc.message}" if numbered else exc.message) from exc
-            images.append(image)
+                if request.max_faces < 0:
+                    raise InvalidInput("max_faces must be >= 0")
+                images.append(self._decode_one(request))
+            except (InvalidInput, TooLarge) as exc:
+                images.append(type(exc)(f"images[{index}]: {exc.message}"))
         return images
 
     def _crop(
@@ -123,10 +132,10 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         ]
         return [equalize_faces(crop) for crop in crops] if self.model.equalized_input else crops
 
-    async def _prepare(self, requests: list[vision_pb2.AnalyzeImageRequest], numbered: bool) -> list[_Prepared]:
-        """Decode (a worker thread), detect (one detector call for every image that needs it), crop."""
-        start = time.perf_counter()
-        images = await asyncio.to_thread(self._decode, requests, numbered)
+    async def _prepare(
+        self, requests: list[vision_pb2.AnalyzeImageRequest], images: list[np.ndarray], start: float
+    ) -> list[_Prepared]:
+        """Detect (one detector call for every decoded image that needs it), crop."""
         decoded = time.perf_counter()
         to_detect = [i for i, request in enumerate(requests) if not request.whole_image_is_face]
         detected = await self.detector.detect([images[i] for i in to_detect])
@@ -175,30 +184,45 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
     ) -> vision_pb2.AnalyzeImageResponse:
         start = time.perf_counter()
         self._check_max_faces(request.max_faces)
-        (prepared,) = await self._prepare([request], numbered=False)
+        image = await asyncio.to_thread(self._decode_one, request)
+        (prepared,) = await self._prepare([request], [image], start)
         probs = await self.model.classify(prepared.crops)
         return self._response(prepared, probs, start)
 
     async def AnalyzeImages(
         self, request: vision_pb2.AnalyzeImagesRequest, context: grpc.aio.ServicerContext
     ) -> vision_pb2.AnalyzeImagesResponse:
+        """One result per image. A bad image (corrupt, too large, a face crop below the minimum size, a
+        negative max_faces) gets a result with only `error` set and the others are analysed; only an
+        empty or oversize request fails the call."""
         start = time.perf_counter()
         if not request.images:
             raise InvalidInput("images is empty")
         limit = self.settings.max_images_per_request
         if len(request.images) > limit:
             raise InvalidInput(f"{len(request.images)} images in one call; the limit is {limit}: send several calls")
-        for index, item in enumerate(request.images):
-            if item.max_faces < 0:
-                raise InvalidInput(f"images[{index}]: max_faces must be >= 0")
-        prepared = await self._prepare(list(request.images), numbered=True)
-        # Every face of every image goes to Triton together, in as few batches as it accepts.
-        all_probs = await self.model.classify(np.concatenate([p.crops for p in prepared]))
-        results, offset = [], 0
-        for item in prepared:
-            results.append(self._response(item, all_probs[offset : offset + len(item.faces)], start))
-            offset += len(item.faces)
-        return vision_pb2.AnalyzeImagesResponse(results=results, latency_ms=(time.perf_counter() - start) * 1000)
+        requests = list(request.images)
+        decoded = await asyncio.to_thread(self._decode, requests)
+        good = [i for i, item in enumerate(decoded) if isinstance(item, np.ndarray)]
+        results: dict[int, vision_pb2.AnalyzeImageResponse] = {}
+        for index, item in enumerate(decoded):
+            if isinstance(item, EmomeshError):
+                BATCH_ITEM_ERRORS.labels(item.code.name).inc()
+                error = common_pb2.ItemError(code=item.code.value[0], message=item.message)
+                results[index] = vision_pb2.AnalyzeImageResponse(error=error)
+        if good:
+            prepared = await self._prepare(
+                [requests[i] for i in good], [cast(np.ndarray, decoded[i]) for i in good], start
+            )
+            # Every face of every image goes to Triton together, in as few batches as it accepts.
+            all_probs = await self.model.classify(np.concatenate([p.crops for p in prepared]))
+            offset = 0
+            for index, item in zip(good, prepared, strict=True):
+                results[index] = self._response(item, all_probs[offset : offset + len(item.faces)], start)
+                offset += len(item.faces)
+        return vision_pb2.AnalyzeImagesResponse(
+            results=[results[i] for i in range(len(requests))], latency_ms=(time.perf_counter() - start) * 1000
+        )
 
     @staticmethod
     def _next_frames(frames: Iterator[SampledFrame], cancelled: threading.Event) -> list[SampledFrame]:

@@ -89,6 +89,31 @@ async def test_batch_of_images_keeps_request_order(
     np.testing.assert_allclose(first, second, atol=1e-6)
 
 
+async def test_a_bad_image_in_a_batch_gets_its_own_error_and_the_rest_are_analysed(
+    vision: vision_pb2_grpc.VisionServiceStub, astronaut_jpeg: bytes
+) -> None:
+    tiny = encode(np.full((8, 8), 128, np.uint8), ".png")
+    request = vision_pb2.AnalyzeImagesRequest(
+        images=[
+            vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg),
+            vision_pb2.AnalyzeImageRequest(image=b"\xff\xd8\xff\xe0" + b"\x00" * 64),
+            vision_pb2.AnalyzeImageRequest(image=tiny, whole_image_is_face=True),
+            vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg, max_faces=-1),
+            vision_pb2.AnalyzeImageRequest(image=astronaut_jpeg),
+        ]
+    )
+    response = await vision.AnalyzeImages(request, timeout=30)
+    assert [r.HasField("error") for r in response.results] == [False, True, True, True, False]
+    errors = [r.error for r in response.results if r.HasField("error")]
+    assert {e.code for e in errors} == {grpc.StatusCode.INVALID_ARGUMENT.value[0]}
+    assert errors[0].message.startswith("images[1]: ") and "could not be read" in errors[0].message
+    assert errors[1].message.startswith("images[2]: whole_image_is_face: the image is 8x8")
+    assert errors[2].message == "images[3]: max_faces must be >= 0"
+    assert not response.results[1].faces and not response.results[1].HasField("model")
+    assert [len(response.results[i].faces) for i in (0, 4)] == [1, 1]
+    assert response.results[0].primary.top == response.results[4].primary.top
+
+
 def _huge_png() -> bytes:
     return encode(np.zeros((10_000, 10_000), np.uint8), ".png")
 

@@ -68,20 +68,22 @@ class AnalyzeImageRequest(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., max_faces: _Optional[int] = ..., whole_image_is_face: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
-    __slots__ = ("faces", "primary", "image_width", "image_height", "model", "latency_ms")
+    __slots__ = ("faces", "primary", "image_width", "image_height", "model", "latency_ms", "error")
     FACES_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_FIELD_NUMBER: _ClassVar[int]
     IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     faces: _containers.RepeatedCompositeFieldContainer[Face]
     primary: _common_pb2.EmotionDistribution
     image_width: int
     image_height: int
     model: _common_pb2.ModelInfo
     latency_ms: float
-    def __init__(self, faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., primary: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    error: _common_pb2.ItemError
+    def __init__(self, faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., primary: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., model: _Optional[_Union[_common_pb2.ModelInfo, _Mapping]] = ..., latency_ms: _Optional[float] = ..., error: _Optional[_Union[_common_pb2.ItemError, _Mapping]] = ...) -> None: ...
 
 class AnalyzeImagesRequest(_message.Message):
     __slots__ = ("images",)
