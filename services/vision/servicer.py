@@ -203,12 +203,12 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
             raise InvalidInput(f"{len(request.images)} images in one call; the limit is {limit}: send several calls")
         requests = list(request.images)
         decoded = await asyncio.to_thread(self._decode, requests)
-        good = [i for i, item in enumerate(decoded) if isinstance(item, np.ndarray)]
+        good = [i for i, outcome in enumerate(decoded) if isinstance(outcome, np.ndarray)]
         results: dict[int, vision_pb2.AnalyzeImageResponse] = {}
-        for index, item in enumerate(decoded):
-            if isinstance(item, EmomeshError):
-                BATCH_ITEM_ERRORS.labels(item.code.name).inc()
-                error = common_pb2.ItemError(code=item.code.value[0], message=item.message)
+        for index, outcome in enumerate(decoded):
+            if isinstance(outcome, EmomeshError):
+                BATCH_ITEM_ERRORS.labels(outcome.code.name).inc()
+                error = common_pb2.ItemError(code=outcome.code.value[0], message=outcome.message)
                 results[index] = vision_pb2.AnalyzeImageResponse(error=error)
         if good:
             prepared = await self._prepare(
