@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emomesh.paths import PROJECT_ROOT
+from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, service_port
 from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
 from emomesh.security import ClientTls
@@ -32,6 +32,7 @@ from emomesh.startup import (
     ModelLoadFailed,
     StartupError,
     StateLock,
+    check_assembled_models,
     check_binary,
     check_ports,
     check_tritonserver,
@@ -40,7 +41,7 @@ from emomesh.startup import (
     read_from,
 )
 from emomesh.supervisor import RestartPolicy, Supervised, Supervisor
-from emomesh.triton_repo import RenderOptions, render_repository
+from emomesh.triton_repo import RenderOptions, load_specs, render_repository
 from emomesh.tritonserver import TritonPorts, TritonServer
 
 log = logging.getLogger(__name__)
@@ -253,6 +254,7 @@ class Stack:
         if self.config.needs_redis():
             check_binary("redis-server")
         check_tritonserver()
+        check_assembled_models(load_specs(), MODEL_REPOSITORY)
         check_ports(self.config.listening_ports())
 
     def start(self) -> None:

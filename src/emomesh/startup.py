@@ -18,8 +18,9 @@ import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, Any, ClassVar
 
+from emomesh.paths import model_file
 from emomesh.tritonserver import TritonNotInstalled, python_backend_stub, tritonserver_binary
 
 SETUP_FIX = "run `bash scripts/setup.sh`"
@@ -174,6 +175,21 @@ def check_tritonserver() -> None:
         raise MissingBinary(f"tritonserver is not available: {exc}; {SETUP_FIX}") from exc
     if not binary.is_file():
         raise MissingBinary(f"tritonserver is not installed ({binary} is missing from nvidia-pytriton); {SETUP_FIX}")
+
+
+def check_assembled_models(specs: Mapping[str, Mapping[str, Any]], repository: Path) -> None:
+    """Models that are not committed but assembled at setup (`assembled_by` in models.yaml) must be
+    there: without one, Triton would start without it and a service would fail on its first call."""
+    missing = [
+        (name, str(spec["assembled_by"]))
+        for name, spec in specs.items()
+        if spec.get("assembled_by") and not model_file(name, repository).exists()
+    ]
+    if missing:
+        names = ", ".join(f"{name} (`{command}`)" for name, command in missing)
+        raise ModelLoadFailed(
+            f"model file missing from {repository}: {names} is assembled at setup, not committed; {SETUP_FIX}"
+        )
 
 
 # The lines of Triton's log that name a model which could not be loaded (the text after the name is

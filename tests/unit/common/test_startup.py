@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 
 from emomesh import tritonserver
+from emomesh.paths import MODEL_REPOSITORY
 from emomesh.procs import free_port
 from emomesh.startup import (
     MissingBinary,
+    ModelLoadFailed,
     PortInUse,
     StackLocked,
     StateLock,
+    check_assembled_models,
     check_binary,
     check_ports,
     check_tritonserver,
@@ -29,6 +32,7 @@ from emomesh.startup import (
     model_load_errors,
     port_is_free,
 )
+from emomesh.triton_repo import load_specs
 
 # Lines of a real tritonserver log (nvidia-pytriton's 2.51) with a corrupt model.onnx, then with a
 # config.pbtxt that does not parse.
@@ -73,6 +77,24 @@ def listening() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         yield int(sock.getsockname()[1])
+
+
+def test_a_model_assembled_at_setup_must_be_there_before_the_stack_starts(tmp_path: Path) -> None:
+    specs: dict[str, dict[str, object]] = {
+        "committed": {"max_batch_size": 8},
+        "audio_whisper_emotion": {"assembled_by": "python -m services.audio.whisper_model"},
+    }
+    with pytest.raises(ModelLoadFailed) as missing:
+        check_assembled_models(specs, tmp_path)
+    message = str(missing.value)
+    assert "audio_whisper_emotion (`python -m services.audio.whisper_model`) is assembled at setup" in message
+    assert message.endswith("run `bash scripts/setup.sh`") and "committed (" not in message
+    onnx = tmp_path / "audio_whisper_emotion" / "1" / "model.onnx"
+    onnx.parent.mkdir(parents=True)
+    onnx.write_bytes(b"model")
+    check_assembled_models(specs, tmp_path)
+    # The project's own repository, after setup: every assembled model is there.
+    check_assembled_models(load_specs(), MODEL_REPOSITORY)
 
 
 def test_busy_ports_are_named_with_what_they_are_for_and_who_holds_them() -> None:
