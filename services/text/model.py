@@ -11,6 +11,7 @@ service starts. The service reports it as the `reliability` of texts the multili
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -120,36 +121,30 @@ class TritonTextModel(ServedModel):
         """From the model's Triton config (checked when the model was loaded)."""
         return LanguageReliability.of(self.spec)
 
-    async def classify(self, batch: TokenBatch) -> np.ndarray:
+    @staticmethod
+    def _inputs_for(batch: TokenBatch) -> Callable[[slice], dict[str, np.ndarray]]:
         def inputs_for(rows: slice) -> dict[str, np.ndarray]:
             # Each chunk is cut to its own longest sequence: no padding beyond what it needs.
             width = int(batch.attention_mask[rows].sum(axis=1).max())
             return {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]}
 
-        return await self.infer_in_chunks(len(batch.input_ids), inputs_for, OUTPUT)
+        return inputs_for
+
+    async def classify(self, batch: TokenBatch) -> np.ndarray:
+        return await self.infer_in_chunks(len(batch.input_ids), self._inputs_for(batch), OUTPUT)
 
     @property
     def has_dimensions(self) -> bool:
         return any(t.name == DIMENSIONS_OUTPUT for t in self.spec.outputs)
 
     async def score(self, batch: TokenBatch) -> TextScores:
-        """Probabilities, and valence/arousal from the same call when the model has them."""
+        """Probabilities, and valence/arousal from the same calls when the model has them."""
         if not self.has_dimensions:
             return TextScores(await self.classify(batch), None)
-        count = len(batch.input_ids)
-        step = self.spec.max_batch_size or max(count, 1)
-        probabilities, dimensions = [np.zeros((0, NUM_LABELS), np.float32)], [np.zeros((0, 2), np.float32)]
-        for start in range(0, count, step):
-            rows = slice(start, start + step)
-            width = int(batch.attention_mask[rows].sum(axis=1).max())
-            result = await self.client.infer(
-                self.name,
-                {INPUT_IDS: batch.input_ids[rows, :width], ATTENTION_MASK: batch.attention_mask[rows, :width]},
-                [OUTPUT, DIMENSIONS_OUTPUT],
-            )
-            probabilities.append(result[OUTPUT].astype(np.float32))
-            dimensions.append(result[DIMENSIONS_OUTPUT].astype(np.float32))
-        return TextScores(np.concatenate(probabilities), np.concatenate(dimensions))
+        results = await self.infer_outputs_in_chunks(
+            len(batch.input_ids), self._inputs_for(batch), [OUTPUT, DIMENSIONS_OUTPUT]
+        )
+        return TextScores(results[OUTPUT], results[DIMENSIONS_OUTPUT])
 
 
 class OnnxTextModel:

@@ -230,12 +230,19 @@ class ServedModel:
         """Runs `count` items as consecutive chunks of at most max_batch_size rows: inputs_for(rows)
         gives the named input tensors of a chunk. Returns the output rows concatenated, float32."""
         output = output or self.spec.outputs[0].name
+        return (await self.infer_outputs_in_chunks(count, inputs_for, [output]))[output]
+
+    async def infer_outputs_in_chunks(
+        self, count: int, inputs_for: Callable[[slice], dict[str, np.ndarray]], outputs: list[str]
+    ) -> dict[str, np.ndarray]:
+        """As infer_in_chunks, for several outputs of the same calls: each output's rows, float32."""
         if count == 0:
-            shape = next(o.shape for o in self.spec.outputs if o.name == output)
-            return np.zeros((0, *shape), dtype=np.float32)
+            shapes = {o.name: o.shape for o in self.spec.outputs}
+            return {name: np.zeros((0, *shapes[name]), dtype=np.float32) for name in outputs}
         step = self.spec.max_batch_size or count
-        chunks = []
+        chunks: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         for start in range(0, count, step):
-            result = await self.client.infer(self.name, inputs_for(slice(start, start + step)), [output])
-            chunks.append(result[output])
-        return np.concatenate(chunks).astype(np.float32)
+            result = await self.client.infer(self.name, inputs_for(slice(start, start + step)), outputs)
+            for name in outputs:
+                chunks[name].append(result[name])
+        return {name: np.concatenate(rows).astype(np.float32) for name, rows in chunks.items()}
