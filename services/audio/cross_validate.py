@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.model == "acrnn":
         speaker_list, fit_predict = acrnn_fit_predict(args)
-        corpora = None
     else:
         from services.audio.train_whisper_head import whisper_fit_predict
 

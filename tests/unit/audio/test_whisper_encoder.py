@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 from emomesh.config import ConfigError
-from services.audio.asr_models import WHISPER_BASE, WHISPER_TINY_EN, model_directory
-from services.audio.config import AsrSettings
+from services.audio.asr_models import WHISPER_BASE, WHISPER_TINY_EN
 from services.audio.features import WHISPER_FRAMES, WINDOW_SAMPLES, analysis_windows, whisper_log_mel
 from services.audio.whisper_encoder import build_encoder, encoder_layers, encoder_session, read_ctranslate2
-from services.audio.whisper_model import AssemblySpec, assemble, build, sha256_of
+from services.audio.whisper_model import AssemblySpec, assemble, build, sha256_of, whisper_model_bin
 from tests.audio_media import decode_wav, espeak
-
-
-def model_bin(name: str) -> Path:
-    return model_directory(name, Path(AsrSettings.from_env().cache_dir)) / "model.bin"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def speech_30s() -> np.ndarray:
 def test_onnx_encoder_matches_faster_whispers_encoder(name: str, speech_30s: np.ndarray) -> None:
     import ctranslate2
 
-    path = model_bin(name)
+    path = whisper_model_bin(name)
     variables = read_ctranslate2(path)
     ours = encoder_session(build_encoder(variables, 3000), threads=2)(speech_30s[None])
     assert ours.shape == (1, encoder_layers(variables) + 1, 1500, variables["conv1/weight"].shape[0])
@@ -74,14 +69,14 @@ def test_a_file_that_is_not_a_whisper_ctranslate2_model_is_refused(tmp_path: Pat
 def test_the_served_model_is_assembled_with_the_committed_checksum(tmp_path: Path) -> None:
     spec = AssemblySpec.load()
     out = tmp_path / "audio_whisper_emotion" / "1" / "model.onnx"
-    assert assemble(out, spec, model_bin(WHISPER_BASE)) == out
+    assert assemble(out, spec, whisper_model_bin(WHISPER_BASE)) == out
     assert out.stat().st_size == spec.size and sha256_of(out) == spec.sha256
     # A second run keeps the file; a damaged one is rebuilt.
     mtime = out.stat().st_mtime_ns
-    assemble(out, spec, model_bin(WHISPER_BASE))
+    assemble(out, spec, whisper_model_bin(WHISPER_BASE))
     assert out.stat().st_mtime_ns == mtime
     out.write_bytes(b"broken")
-    assemble(out, spec, model_bin(WHISPER_BASE))
+    assemble(out, spec, whisper_model_bin(WHISPER_BASE))
     assert sha256_of(out) == spec.sha256
 
 
@@ -90,7 +85,7 @@ def test_a_different_checksum_stops_the_assembly_and_names_both(tmp_path: Path) 
     wrong = AssemblySpec(spec.head, "0" * 64, spec.size)
     out = tmp_path / "model.onnx"
     with pytest.raises(ConfigError, match=r"expected .* with SHA-256 0000"):
-        assemble(out, wrong, model_bin(WHISPER_BASE))
+        assemble(out, wrong, whisper_model_bin(WHISPER_BASE))
     assert not out.exists()
 
 
@@ -98,7 +93,9 @@ def test_the_assembled_model_gives_probabilities_for_speech() -> None:
     import onnxruntime as ort
 
     spec = AssemblySpec.load()
-    session = ort.InferenceSession(build(spec.head, model_bin(WHISPER_BASE)), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        build(spec.head, whisper_model_bin(WHISPER_BASE)), providers=["CPUExecutionProvider"]
+    )
     spoken, rate = decode_wav(espeak("Get out of my house right now!"))
     samples = np.interp(np.arange(0, len(spoken), rate / 16_000), np.arange(len(spoken)), spoken).astype(np.float32)
     features = analysis_windows(samples, "whisper_80x310").log_mel
