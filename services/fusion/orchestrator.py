@@ -231,7 +231,7 @@ class Orchestrator:
         use_transcript = bool(request.audio) and not request.text.strip() and transcript_wanted
         audio_task = asyncio.create_task(self._audio(request.audio, use_transcript, deadline))
         vision_task = asyncio.create_task(self._vision(request, deadline))
-        text_task = asyncio.create_task(self._text(request.text, audio_task if use_transcript else None, deadline))
+        text_task = asyncio.create_task(self._text(request, audio_task if use_transcript else None, deadline))
         # The calls carry the same deadline, but the answer must not depend on them honouring it:
         # whatever has not finished when the budget is spent is cancelled and reported TIMED_OUT.
         _, late = await asyncio.wait(
@@ -406,9 +406,10 @@ class Orchestrator:
         return _Outcome(result, response)
 
     async def _text(
-        self, text: str, audio_task: asyncio.Task[_Outcome] | None, deadline: _Deadline
+        self, request: fusion_pb2.AnalyzeRequest, audio_task: asyncio.Task[_Outcome] | None, deadline: _Deadline
     ) -> tuple[_Outcome, bool]:
         modality = common_pb2.MODALITY_TEXT
+        text = request.text
         from_transcript = False
         transcript: audio_pb2.Transcript | None = None
         language_hint = ""
@@ -435,7 +436,10 @@ class Orchestrator:
         response, ms = await _call(
             modality,
             self.clients.text.AnalyzeText,
-            text_pb2.AnalyzeTextRequest(text=text, language_hint=language_hint),
+            # The conversation goes with the words, typed or transcribed: the text service reads it.
+            text_pb2.AnalyzeTextRequest(
+                text=text, language_hint=language_hint, speaker=request.speaker, context=request.context
+            ),
             deadline,
             self.limits.min_call_budget_s,
         )

@@ -85,6 +85,8 @@ class TextSettings:
     # Texts above this many UTF-8 bytes are refused (RESOURCE_EXHAUSTED); below it they are truncated.
     max_text_bytes: int
     max_batch_texts: int
+    # Earlier turns one request may send as conversation context (the model reads the newest that fit).
+    max_context_turns: int
     # Reliability reported for text read natively, translated, and not readable (not translated or
     # no words at all). Fusion multiplies its confidence in the text modality by this.
     reliability_translated: float
@@ -127,6 +129,7 @@ class TextSettings:
             non_english=non_english,
             max_text_bytes=max_text_bytes,
             max_batch_texts=env.get_int("MAX_BATCH_TEXTS", 256, minimum=1),
+            max_context_turns=env.get_int("MAX_CONTEXT_TURNS", 50, minimum=0),
             reliability_translated=env.get_float("RELIABILITY_TRANSLATED", 0.8, minimum=0.0),
             reliability_unreadable=env.get_float("RELIABILITY_UNREADABLE", 0.2, minimum=0.0),
         )

@@ -7,7 +7,8 @@ comments, 28 labels, multi-label) is mapped to 7 classes through the dataset's o
 kept only when all of its labels map to ONE class: that is 39,555 of 43,410 train rows (91%) and 4,946
 of 5,426 dev rows. Rows whose labels span several classes (e.g. joy + sadness) are dropped rather than
 assigned to one of them arbitrarily; the classifier is trained as single-label softmax, which is what
-the service returns. MELD (Friends utterances) is already in 7 classes (1:1 names)."""
+the service returns. MELD (Friends utterances) is already in 7 classes (1:1 names); each utterance carries
+the earlier turns of its dialogue as the model reads them (services/text/context.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from emomesh.evaluation.adapters import Sample, goemotions, meld
 from emomesh.labels import label_index
+from services.text.context import context_text
 
 
 @dataclass(frozen=True)
@@ -24,13 +26,20 @@ class Example:
     text: str
     label: int  # index into LABELS
     source: str
+    # The conversation before the text, as services.text.context.context_text writes it; "" for none.
+    context: str = ""
+    # Examples of one conversation share a group (MELD: the dialogue), so hold-outs keep them together.
+    group: str = ""
 
 
 def _examples(samples: Iterable[Sample], source: str) -> list[Example]:
     examples = []
     for sample in samples:
         assert sample.text is not None, "the text adapters give every sample its text"
-        examples.append(Example(sample.text, label_index(sample.label), source))
+        context = context_text(sample.context, sample.speaker)
+        # MELD ids are dia<D>_utt<U>: the group is the dialogue; any other id is its own group.
+        group = sample.id.partition("_utt")[0]
+        examples.append(Example(sample.text, label_index(sample.label), source, context, group))
     return examples
 
 

@@ -24,3 +24,9 @@ BATCH_ITEM_ERRORS = Counter(
     "AnalyzeTexts items answered with an error of their own (the rest of the batch was analysed), by status.",
     ["code"],
 )
+CONTEXT_TOKENS_PER_TEXT = Histogram(
+    "emomesh_text_context_tokens_per_text",
+    "Tokens of conversation context the model read with a text, for texts sent with context (0: the model or "
+    "the text's route reads none).",
+    buckets=(0, 8, 16, 32, 48, 64, 128, 256),
+)

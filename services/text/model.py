@@ -6,7 +6,10 @@
 How far a model's answers can be trusted per language is a fact about the model (it comes from its
 cross-validation), so it travels with the model: the Triton config parameter
 `emomesh_language_reliability` (deploy/triton/models.yaml), e.g. "zh=0.9,de=0.6,*=0.5", read when the
-service starts. The service reports it as the `reliability` of texts the multilingual model read."""
+service starts. The service reports it as the `reliability` of texts the multilingual model read.
+
+Likewise `emomesh_context_tokens`: how many tokens of conversation context the model was trained to read
+after the text (services/text/context.py); absent or 0 for a model trained on single texts."""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class TextScores:
     dimensions: np.ndarray | None  # float32 [N, 2] (valence, arousal), when the model has them
 
 
+CONTEXT_TOKENS_PARAMETER = "emomesh_context_tokens"
 RELIABILITY_PARAMETER = "emomesh_language_reliability"
 # The reliability of a language the parameter does not list (no `*`), and of every language when a
 # model has no such parameter: between an untranslated guess (0.2) and a translation (0.8).
@@ -95,6 +99,23 @@ class LanguageReliability:
             raise RuntimeError(f"model {spec.name} says {RELIABILITY_PARAMETER}={value!r}: {exc}") from exc
 
 
+def context_tokens_of(spec: ModelSpec) -> int:
+    """The model's `emomesh_context_tokens` parameter (0 when absent); raises RuntimeError naming the
+    model when it is not a whole number between 0 and 512."""
+    value = spec.parameters.get(CONTEXT_TOKENS_PARAMETER)
+    if value is None:
+        return 0
+    try:
+        tokens = int(value)
+    except ValueError:
+        tokens = -1
+    if not 0 <= tokens <= 512:
+        raise RuntimeError(
+            f"model {spec.name} says {CONTEXT_TOKENS_PARAMETER}={value!r}: expected a whole number from 0 to 512"
+        )
+    return tokens
+
+
 class TextClassifier(Protocol):
     """What the text servicer needs from its model: TritonTextModel, or a fake in unit tests."""
 
@@ -103,6 +124,9 @@ class TextClassifier(Protocol):
 
     @property
     def language_reliability(self) -> LanguageReliability: ...
+
+    @property
+    def context_tokens(self) -> int: ...
 
     async def classify(self, batch: TokenBatch) -> np.ndarray: ...
 
@@ -115,11 +139,17 @@ class TritonTextModel(ServedModel):
         if names != {INPUT_IDS, ATTENTION_MASK}:
             raise RuntimeError(f"model {self.name} takes {sorted(names)}, expected {INPUT_IDS} and {ATTENTION_MASK}")
         LanguageReliability.of(spec)
+        context_tokens_of(spec)
 
     @cached_property
     def language_reliability(self) -> LanguageReliability:
         """From the model's Triton config (checked when the model was loaded)."""
         return LanguageReliability.of(self.spec)
+
+    @cached_property
+    def context_tokens(self) -> int:
+        """From the model's Triton config (checked when the model was loaded)."""
+        return context_tokens_of(self.spec)
 
     @staticmethod
     def _inputs_for(batch: TokenBatch) -> Callable[[slice], dict[str, np.ndarray]]:

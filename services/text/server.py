@@ -23,14 +23,16 @@ async def _load_readers(settings: TextSettings, triton: TritonClient) -> tuple[T
     """The English model and, when configured, the multilingual one, each checked on Triton."""
     model = TritonTextModel(triton, settings.model_name)
     await model.load()
-    english = TextReader(model, TextTokenizer(settings.tokenizer_path, settings.max_tokens))
+    english = TextReader(model, TextTokenizer(settings.tokenizer_path, settings.max_tokens, model.context_tokens))
     if settings.multilingual is None:
         return english, None
     # Configured means required: a model Triton lacks (or a malformed reliability parameter) fails the
     # start, as the English model does; EMOMESH_TEXT_MULTILINGUAL_MODEL="" turns it off.
     second = TritonTextModel(triton, settings.multilingual.model_name)
     await second.load()
-    tokenizer = TextTokenizer(settings.multilingual.tokenizer_path, settings.multilingual.max_tokens)
+    tokenizer = TextTokenizer(
+        settings.multilingual.tokenizer_path, settings.multilingual.max_tokens, second.context_tokens
+    )
     return english, TextReader(second, tokenizer)
 
 

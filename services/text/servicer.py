@@ -20,6 +20,11 @@ How a text is read (the `route`), and the reliability the response carries for i
 
 In a batch, each model gets one call with its texts (both at once when both are needed); the answers
 keep the request's order.
+
+Conversation context (request.context, services/text/context.py) is read only by a model trained with it
+(its `emomesh_context_tokens`), and only with text that model reads in the original (native and
+unreadable routes): a translated text's context is in another language than the text. Otherwise the text
+is read alone and `note` says why.
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ from emomesh.labels import distribution_from_probs
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import TextSettings
+from services.text.context import context_text
 from services.text.language import UNDETERMINED, Detection, detect_language, letter_scripts, normalize_hint
 from services.text.metrics import (
     BATCH_ITEM_ERRORS,
+    CONTEXT_TOKENS_PER_TEXT,
     TEXTS_BY_ROUTE,
     TOKENS_PER_TEXT,
     TRANSLATION_SECONDS,
@@ -66,8 +73,8 @@ class TextReader:
     model: TextClassifier
     tokenizer: TextTokenizer
 
-    async def read(self, texts: list[str]) -> tuple[TokenBatch, TextScores]:
-        batch = await asyncio.to_thread(self.tokenizer.encode, texts)
+    async def read(self, texts: list[str], contexts: list[str] | None = None) -> tuple[TokenBatch, TextScores]:
+        batch = await asyncio.to_thread(self.tokenizer.encode, texts, contexts)
         return batch, await self.model.score(batch)
 
 
@@ -83,6 +90,8 @@ class _Reading:
     translated_text: str = ""
     reliability: float = 1.0
     notes: list[str] = field(default_factory=list)
+    # The conversation before the text, as the model reads it (context.context_text); "" for none.
+    context: str = ""
 
 
 def decode_text(request: text_pb2.AnalyzeTextRequest, max_bytes: int) -> str:
@@ -109,6 +118,17 @@ def decode_text(request: text_pb2.AnalyzeTextRequest, max_bytes: int) -> str:
     if not text:
         raise InvalidInput("text is empty")
     return text
+
+
+def decode_context(request: text_pb2.AnalyzeTextRequest, max_turns: int, max_bytes: int) -> str:
+    """The request's earlier turns as the model reads them, refusing more turns or bytes than allowed."""
+    turns = request.context
+    if len(turns) > max_turns:
+        raise TooLarge(f"context has {len(turns)} turns; the limit is {max_turns}")
+    size = sum(len(turn.text.encode("utf-8")) for turn in turns)
+    if size > max_bytes:
+        raise TooLarge(f"context is {size} bytes; the limit is {max_bytes} bytes")
+    return context_text(turns, request.speaker)
 
 
 def _detect(text: str, hint: str) -> Detection:
@@ -142,6 +162,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         text = decode_text(request, self.settings.max_text_bytes)
         detection = _detect(text, request.language_hint)
         reading = _Reading(text, detection.language, detection.mixed_scripts, model_text=text)
+        reading.context = decode_context(request, self.settings.max_context_turns, self.settings.max_text_bytes)
         if detection.letters == 0:
             reading.language = UNDETERMINED
             reading.route = UNREADABLE
@@ -228,7 +249,12 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         groups = [(reader, [i for i, r in enumerate(readings) if self._reader(r) is reader]) for reader in readers]
         groups = [(reader, indices) for reader, indices in groups if indices]
         results = await asyncio.gather(
-            *(reader.read([readings[i].model_text for i in indices]) for reader, indices in groups)
+            *(
+                reader.read(
+                    [readings[i].model_text for i in indices], [self._context(readings[i], reader) for i in indices]
+                )
+                for reader, indices in groups
+            )
         )
         latency_ms = (time.perf_counter() - start) * 1000
         responses: dict[int, text_pb2.AnalyzeTextResponse] = {}
@@ -242,10 +268,29 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                     batch.truncated[row],
                     latency_ms,
                 )
+                if readings[index].context:
+                    context_tokens = batch.context_tokens[row] if batch.context_tokens is not None else 0
+                    responses[index].context_tokens = context_tokens
+                    CONTEXT_TOKENS_PER_TEXT.observe(context_tokens)
                 if scores.dimensions is not None:
                     valence, arousal = (float(v) for v in scores.dimensions[row])
                     responses[index].dimensions.CopyFrom(common_pb2.Dimensions(valence=valence, arousal=arousal))
         return [responses[index] for index in range(len(readings))]
+
+    @staticmethod
+    def _context(reading: _Reading, reader: TextReader) -> str:
+        """The context `reader` reads with this text, "" (with a note) when it reads none."""
+        if not reading.context:
+            return ""
+        if reader.tokenizer.context_tokens == 0:
+            reading.notes.append(f"conversation context not read: {reader.model.info.name} reads texts alone")
+            return ""
+        if reading.route not in (NATIVE, UNREADABLE):
+            reading.notes.append(
+                "conversation context not read: it is read only with text the model reads untranslated"
+            )
+            return ""
+        return reading.context
 
     def _reader(self, reading: _Reading) -> TextReader:
         if reading.route == MULTILINGUAL and self.multilingual is not None:

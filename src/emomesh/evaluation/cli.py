@@ -85,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start-stack", action="store_true", help="start an ephemeral embedded stack with the needed service"
     )
+    parser.add_argument(
+        "--text-context",
+        choices=["on", "off"],
+        default="on",
+        help="send conversation samples (MELD) with their earlier turns (default on)",
+    )
     parser.add_argument("--face-crops", choices=["auto", "yes", "no"], default="auto", help="skip face detection")
     parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline of each call")
     parser.add_argument("--out", type=Path, help="results folder (default runs/eval/<dataset>[-<split>])")
@@ -105,7 +111,8 @@ def _default_out(args: argparse.Namespace) -> Path:
     if args.dataset.name == "labels.csv":  # a dataset's labels.csv is named after its folder
         name = args.dataset.resolve().parent.name
     mode = args.mode if args.mode != MODALITY_MODE else None
-    suffix = "".join(f"-{part}" for part in (args.split, args.speakers, mode) if part)
+    no_context = "no-context" if args.text_context == "off" else None
+    suffix = "".join(f"-{part}" for part in (args.split, args.speakers, mode, no_context) if part)
     return Path("runs") / "eval" / (name + suffix.replace(",", "_"))
 
 
@@ -171,6 +178,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 timeout_s=args.timeout_s,
                 resume=not args.fresh,
                 mode=args.mode,
+                text_context=args.text_context == "on",
                 progress=progress,
             )
 

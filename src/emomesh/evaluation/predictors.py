@@ -89,17 +89,23 @@ class AudioPredictor:
 
 
 class TextPredictor:
-    """AnalyzeText: the text's distribution, and its valence/arousal when the model gives them."""
+    """AnalyzeText: the text's distribution, and its valence/arousal when the model gives them. A sample
+    from a conversation (MELD) is sent with its speaker and earlier turns unless `context` is False."""
 
-    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 30.0, context: bool = True) -> None:
         self.channel = grpc.aio.insecure_channel(address, options=grpc_options(4 << 20))
         self.stub = text_pb2_grpc.TextServiceStub(self.channel)
         self.timeout_s = timeout_s
+        self.context = context
 
     async def predict(self, sample: Sample) -> Prediction:
         if sample.text is None:
             raise ValueError(f"sample {sample.id} has no text")
-        response = await self.stub.AnalyzeText(text_pb2.AnalyzeTextRequest(text=sample.text), timeout=self.timeout_s)
+        request = text_pb2.AnalyzeTextRequest(text=sample.text)
+        if self.context and sample.context:
+            request.speaker = sample.speaker
+            request.context.extend(text_pb2.ConversationTurn(speaker=t.speaker, text=t.text) for t in sample.context)
+        response = await self.stub.AnalyzeText(request, timeout=self.timeout_s)
         model = f"{response.model.name}:{response.model.version}"
         if not response.HasField("distribution"):
             return Prediction(None, model)
@@ -113,7 +119,12 @@ class TextPredictor:
 
 
 def predictor_for(
-    modality: str, address: str, *, whole_image_is_face: bool = False, timeout_s: float = 30.0
+    modality: str,
+    address: str,
+    *,
+    whole_image_is_face: bool = False,
+    timeout_s: float = 30.0,
+    text_context: bool = True,
 ) -> Predictor:
     """The gRPC predictor of a modality (image, audio or text) against the service at address."""
     if modality == "image":
@@ -121,5 +132,5 @@ def predictor_for(
     if modality == "audio":
         return AudioPredictor(address, timeout_s=timeout_s)
     if modality == "text":
-        return TextPredictor(address, timeout_s=timeout_s)
+        return TextPredictor(address, timeout_s=timeout_s, context=text_context)
     raise ValueError(f"no predictor for modality {modality!r}; expected one of {', '.join(SERVICE_OF_MODALITY)}")

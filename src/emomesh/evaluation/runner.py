@@ -206,6 +206,7 @@ def run_eval(
     timeout_s: float = 30.0,
     resume: bool = True,
     mode: str = MODALITY_MODE,
+    text_context: bool = True,
     predictor: Predictor | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
@@ -215,7 +216,8 @@ def run_eval(
     `adapter=None` picks the adapter from the dataset's layout (see adapters.detect_adapter);
     `address=None` is the documented port of the modality's service. For images, `face_crops=None`
     decides from the first image's size whether to ask the vision service to skip detection.
-    `resume=False` starts the results afresh. `mode="speech-transcript"` sends each clip of a speech
+    `resume=False` starts the results afresh. `text_context=False` sends conversation samples (MELD)
+    without their earlier turns. `mode="speech-transcript"` sends each clip of a speech
     dataset to the fusion service's Analyze (audio only, its transcript as text) and scores the audio,
     fused and text readings of each answer side by side, and writes pairs.jsonl for the fusion weight
     search (emomesh.evaluation.pairs)."""
@@ -236,7 +238,13 @@ def run_eval(
         active = predictor or (
             SpeechTranscriptPredictor(address, timeout_s=timeout_s)
             if pairs
-            else predictor_for(modality, address, whole_image_is_face=bool(face_crops), timeout_s=timeout_s)
+            else predictor_for(
+                modality,
+                address,
+                whole_image_is_face=bool(face_crops),
+                timeout_s=timeout_s,
+                text_context=text_context,
+            )
         )
         try:
             return await predict_all(samples, active, results_path, concurrency, progress or _log_progress)
@@ -255,6 +263,8 @@ def run_eval(
         )
     model = ", ".join(models) or "unknown"
     name = dataset.name + (f" ({split})" if split else "") + (f" speakers {speakers}" if speakers else "")
+    if any(sample.context for sample in samples):
+        name += " with context" if text_context else " without context"
     paired = pair_metrics(scored) if pairs else None
     meta: dict[str, Any] = {
         "dataset": name,

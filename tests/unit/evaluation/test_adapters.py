@@ -8,8 +8,10 @@ import pytest
 
 from emomesh.evaluation.adapters import (
     ADAPTERS,
+    MAX_CONTEXT_TURNS,
     Adapter,
     AdapterOptions,
+    ConversationTurn,
     Sample,
     audio_folder,
     detect_adapter,
@@ -111,6 +113,33 @@ def test_meld_maps_emotions_and_normalises_apostrophes(tmp_path: Path) -> None:
     ]
     write(csv_path, header + "1,hi,Joey,contempt,neutral,0,0\n")
     with pytest.raises(ValueError, match="'contempt' is not a MELD emotion"):
+        meld(csv_path)
+
+
+def test_meld_utterances_carry_their_speaker_and_the_earlier_turns_of_their_dialogue(tmp_path: Path) -> None:
+    header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
+    # Out of order on disk, and two dialogues: context follows Utterance_ID within each dialogue only.
+    rows = [
+        "1,How are you?,Ross,neutral,neutral,0,0",
+        "3,Oh no!,Ross,sadness,negative,0,2",
+        "2,I lost my job.,Joey,sadness,negative,0,1",
+        "4,Hi!,Rachel,joy,positive,1,0",
+    ]
+    csv_path = write(tmp_path / "dev_sent_emo.csv", header + "\n".join(rows) + "\n")
+    by_id = {s.id: s for s in meld(csv_path)}
+    assert by_id["dia0_utt0"].context == ()
+    assert by_id["dia0_utt2"].speaker == "Ross"
+    assert by_id["dia0_utt2"].context == (
+        ConversationTurn("Ross", "How are you?"),
+        ConversationTurn("Joey", "I lost my job."),
+    )
+    assert by_id["dia1_utt0"].context == ()
+    long_dialogue = [f"{i},line {i},Joey,neutral,neutral,0,{i}" for i in range(MAX_CONTEXT_TURNS + 3)]
+    write(csv_path, header + "\n".join(long_dialogue) + "\n")
+    last = meld(csv_path)[-1]
+    assert len(last.context) == MAX_CONTEXT_TURNS and last.context[-1].text == f"line {MAX_CONTEXT_TURNS + 1}"
+    write(csv_path, header + "1,hi,Joey,joy,positive,0,first\n")
+    with pytest.raises(ValueError, match="Utterance_ID 'first' is not a number"):
         meld(csv_path)
 
 

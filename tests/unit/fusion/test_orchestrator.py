@@ -264,6 +264,16 @@ async def test_the_transcript_language_is_the_text_language_hint(orchestrator: O
     assert fakes.text.behaviour.calls[1].language_hint == ""
 
 
+async def test_the_conversation_goes_to_the_text_service_with_typed_or_transcribed_words(
+    orchestrator: Orchestrator, fakes: Fakes
+) -> None:
+    turns = [text_pb2.ConversationTurn(speaker="assistant", text="How did the interview go?")]
+    await orchestrator.analyze(fusion_pb2.AnalyzeRequest(text="Badly.", speaker="user", context=turns))
+    await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", speaker="user", context=turns))
+    for call in fakes.text.behaviour.calls:
+        assert call.speaker == "user" and list(call.context) == turns
+
+
 async def test_transcript_forwarding_can_be_switched_off(orchestrator: Orchestrator, fakes: Fakes) -> None:
     response = await orchestrator.analyze(fusion_pb2.AnalyzeRequest(audio=b"wav", transcript_as_text=False))
     assert not fakes.audio.behaviour.calls[0].transcribe

@@ -116,3 +116,16 @@ async def test_a_model_without_token_inputs_fails_the_load() -> None:
     spec = replace(E5, inputs=(TensorSpec("text", "BYTES", (1,)),))
     with pytest.raises(RuntimeError, match=r"takes \['text'\], expected input_ids and attention_mask"):
         await TritonTextModel(FakeTriton(spec), "odd").load()
+
+
+async def test_the_context_budget_comes_from_the_model_config() -> None:
+    model = TritonTextModel(FakeTriton(replace(E5, parameters={"emomesh_context_tokens": "64"})), "text_e5_emotion")
+    await model.load()
+    assert model.context_tokens == 64
+    plain = TritonTextModel(FakeTriton(replace(E5, parameters={})), "text_e5_emotion")
+    await plain.load()
+    assert plain.context_tokens == 0
+    for bad in ("-1", "lots", "4096"):
+        broken = TritonTextModel(FakeTriton(replace(E5, parameters={"emomesh_context_tokens": bad})), "text_e5_emotion")
+        with pytest.raises(RuntimeError, match=rf"model text_e5_emotion says emomesh_context_tokens='{bad}'"):
+            await broken.load()

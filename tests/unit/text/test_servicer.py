@@ -30,6 +30,7 @@ class FakeModel:
         self.label = label
         self.info = common_pb2.ModelInfo(name=name, version="1")
         self.language_reliability = LanguageReliability.parse(reliability)
+        self.context_tokens = 0
 
     async def classify(self, batch: TokenBatch) -> np.ndarray:
         self.batches.append(batch)
@@ -80,9 +81,11 @@ def multilingual_settings() -> TextSettings:
 NO_CONTEXT = cast(grpc.aio.ServicerContext, None)
 
 
-def make(settings: TextSettings, translator: Translator | None = None) -> tuple[TextServicer, FakeModel]:
+def make(
+    settings: TextSettings, translator: Translator | None = None, context_tokens: int = 0
+) -> tuple[TextServicer, FakeModel]:
     model = FakeModel()
-    tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens)
+    tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens, context_tokens)
     return TextServicer(settings, TextReader(model, tokenizer), translator or NoTranslator()), model
 
 
@@ -333,3 +336,59 @@ async def test_translate_first_when_asked_and_fall_back_to_the_multilingual_mode
     assert fallback.note == (
         "not translated (translator timed out after 5 s); read by the multilingual model (multilingual)"
     )
+
+
+CONVERSATION = [
+    text_pb2.ConversationTurn(speaker="user", text="My dog died last week."),
+    text_pb2.ConversationTurn(speaker="assistant", text="I am so sorry. How are you holding up?"),
+]
+
+
+async def test_a_context_model_reads_the_turns_after_the_text(settings: TextSettings) -> None:
+    servicer, model = make(settings, context_tokens=32)
+    response = await analyze(servicer, text="Not great.", speaker="user", context=CONVERSATION)
+    alone = await analyze(servicer, text="Not great.")
+    assert response.context_tokens > 0 and alone.context_tokens == 0
+    assert response.tokens == alone.tokens and "context" not in response.note
+    read, single = model.batches
+    assert read.input_ids.shape[1] == single.input_ids.shape[1] + response.context_tokens + 1
+    tokenizer = TextTokenizer(settings.tokenizer_path, settings.max_tokens, 32)
+    expected = tokenizer.encode(
+        ["Not great."], ["other: I am so sorry. How are you holding up? | me: My dog died last week."]
+    )
+    assert read.input_ids.tolist() == expected.input_ids.tolist()
+
+
+async def test_a_model_trained_on_single_texts_reads_the_text_alone_and_says_so(settings: TextSettings) -> None:
+    servicer, model = make(settings)
+    response = await analyze(servicer, text="Not great.", speaker="user", context=CONVERSATION)
+    assert response.context_tokens == 0
+    assert "conversation context not read: fake reads texts alone" in response.note
+    assert model.batches[0].input_ids.shape[1] == response.tokens
+
+
+async def test_context_is_not_read_with_a_translated_text(settings: TextSettings) -> None:
+    servicer, model = make(settings, FakeTranslator("I am very sad"), context_tokens=32)
+    response = await analyze(servicer, text="我今天很难过", speaker="user", context=CONVERSATION)
+    assert response.translated and response.context_tokens == 0
+    assert "conversation context not read" in response.note
+    assert model.batches[0].input_ids.shape[1] == response.tokens
+
+
+async def test_too_many_turns_or_bytes_of_context_are_refused(settings: TextSettings) -> None:
+    servicer, _ = make(replace(settings, max_context_turns=2), context_tokens=32)
+    with pytest.raises(TooLarge, match="context has 3 turns; the limit is 2"):
+        await analyze(servicer, text="ok", context=[*CONVERSATION, CONVERSATION[0]])
+    huge = text_pb2.ConversationTurn(speaker="user", text="a" * 1001)
+    with pytest.raises(TooLarge, match="context is 1001 bytes; the limit is 1000 bytes"):
+        await analyze(servicer, text="ok", context=[huge])
+    # In a batch the item alone fails; its neighbour is read with its context.
+    batch = text_pb2.AnalyzeTextsRequest(
+        texts=[
+            text_pb2.AnalyzeTextRequest(text="ok", context=[huge]),
+            text_pb2.AnalyzeTextRequest(text="Not great.", speaker="user", context=CONVERSATION),
+        ]
+    )
+    results = (await servicer.AnalyzeTexts(batch, NO_CONTEXT)).results
+    assert results[0].error.message == "texts[0]: context is 1001 bytes; the limit is 1000 bytes"
+    assert results[1].context_tokens > 0

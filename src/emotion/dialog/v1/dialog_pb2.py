@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from emotion.common.v1 import common_pb2 as emotion_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/dialog/v1/dialog.proto\x12\x11\x65motion.dialog.v1\x1a\x1e\x65motion/common/v1/common.proto\"S\n\x07Persona\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.emotion.dialog.v1.PersonaKind\x12\x1a\n\x12\x63ustom_description\x18\x02 \x01(\t\"w\n\x0e\x45motionContext\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\"\x93\x01\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x07persona\x18\x03 \x01(\x0b\x32\x1a.emotion.dialog.v1.Persona\x12\x32\n\x07\x65motion\x18\x04 \x01(\x0b\x32!.emotion.dialog.v1.EmotionContext\"\xcc\x01\n\tReplyInfo\x12\r\n\x05reply\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x02 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x03 \x01(\t\x12\x19\n\x11history_available\x18\x04 \x01(\x08\x12\x15\n\rhistory_turns\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x12\n\nlatency_ms\x18\t \x01(\x01\"S\n\tChatChunk\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12,\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfoH\x00\x42\x07\n\x05\x63hunk\"R\n\x0fGreetingRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x07persona\x18\x02 \x01(\x0b\x32\x1a.emotion.dialog.v1.Persona\"L\n\x10GreetingResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfo\"\x90\x01\n\x0cModalityClue\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\"A\n\x0f\x44\x65scribeRequest\x12.\n\x05\x63lues\x18\x01 \x03(\x0b\x32\x1f.emotion.dialog.v1.ModalityClue\"P\n\x10\x44\x65scribeResponse\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfo\"\xc1\x01\n\x04Turn\x12*\n\x04role\x18\x01 \x01(\x0e\x32\x1c.emotion.dialog.v1.Turn.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x30\n\x07\x65motion\x18\x03 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x0c\n\x04time\x18\x04 \x01(\x01\"?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\"\'\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x12GetHistoryResponse\x12&\n\x05turns\x18\x01 \x03(\x0b\x32\x17.emotion.dialog.v1.Turn\")\n\x13\x43learHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43learHistoryResponse*\xb9\x01\n\x0bPersonaKind\x12\x1c\n\x18PERSONA_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PERSONA_KIND_DAILY_CHAT\x10\x01\x12\x1c\n\x18PERSONA_KIND_COUNSELLING\x10\x02\x12\x1f\n\x1bPERSONA_KIND_MOCK_INTERVIEW\x10\x03\x12\x17\n\x13PERSONA_KIND_DEBATE\x10\x04\x12\x17\n\x13PERSONA_KIND_CUSTOM\x10\x05\x32\xbd\x03\n\rDialogService\x12\x46\n\x04\x43hat\x12\x1e.emotion.dialog.v1.ChatRequest\x1a\x1c.emotion.dialog.v1.ChatChunk0\x01\x12S\n\x08Greeting\x12\".emotion.dialog.v1.GreetingRequest\x1a#.emotion.dialog.v1.GreetingResponse\x12S\n\x08\x44\x65scribe\x12\".emotion.dialog.v1.DescribeRequest\x1a#.emotion.dialog.v1.DescribeResponse\x12Y\n\nGetHistory\x12$.emotion.dialog.v1.GetHistoryRequest\x1a%.emotion.dialog.v1.GetHistoryResponse\x12_\n\x0c\x43learHistory\x12&.emotion.dialog.v1.ClearHistoryRequest\x1a\'.emotion.dialog.v1.ClearHistoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/dialog/v1/dialog.proto\x12\x11\x65motion.dialog.v1\x1a\x1e\x65motion/common/v1/common.proto\"S\n\x07Persona\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.emotion.dialog.v1.PersonaKind\x12\x1a\n\x12\x63ustom_description\x18\x02 \x01(\t\"w\n\x0e\x45motionContext\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\"\x93\x01\n\x0b\x43hatRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12+\n\x07persona\x18\x03 \x01(\x0b\x32\x1a.emotion.dialog.v1.Persona\x12\x32\n\x07\x65motion\x18\x04 \x01(\x0b\x32!.emotion.dialog.v1.EmotionContext\"\xba\x02\n\tReplyInfo\x12\r\n\x05reply\x18\x01 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x02 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x03 \x01(\t\x12\x19\n\x11history_available\x18\x04 \x01(\x08\x12\x15\n\rhistory_turns\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x15\n\rprompt_tokens\x18\x07 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x08 \x01(\x05\x12\x12\n\nlatency_ms\x18\t \x01(\x01\x12\x32\n\x07\x65motion\x18\n \x01(\x0b\x32!.emotion.dialog.v1.EmotionContext\x12\x38\n\x0e\x65motion_source\x18\x0b \x01(\x0e\x32 .emotion.dialog.v1.EmotionSource\"S\n\tChatChunk\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12,\n\x04\x64one\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfoH\x00\x42\x07\n\x05\x63hunk\"R\n\x0fGreetingRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x07persona\x18\x02 \x01(\x0b\x32\x1a.emotion.dialog.v1.Persona\"L\n\x10GreetingResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfo\"\x90\x01\n\x0cModalityClue\x12-\n\x08modality\x18\x01 \x01(\x0e\x32\x1b.emotion.common.v1.Modality\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12<\n\x0c\x64istribution\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\"A\n\x0f\x44\x65scribeRequest\x12.\n\x05\x63lues\x18\x01 \x03(\x0b\x32\x1f.emotion.dialog.v1.ModalityClue\"P\n\x10\x44\x65scribeResponse\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12*\n\x04info\x18\x02 \x01(\x0b\x32\x1c.emotion.dialog.v1.ReplyInfo\"\xc1\x01\n\x04Turn\x12*\n\x04role\x18\x01 \x01(\x0e\x32\x1c.emotion.dialog.v1.Turn.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x30\n\x07\x65motion\x18\x03 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x0c\n\x04time\x18\x04 \x01(\x01\"?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\"\'\n\x11GetHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"<\n\x12GetHistoryResponse\x12&\n\x05turns\x18\x01 \x03(\x0b\x32\x17.emotion.dialog.v1.Turn\")\n\x13\x43learHistoryRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x16\n\x14\x43learHistoryResponse*\xb9\x01\n\x0bPersonaKind\x12\x1c\n\x18PERSONA_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PERSONA_KIND_DAILY_CHAT\x10\x01\x12\x1c\n\x18PERSONA_KIND_COUNSELLING\x10\x02\x12\x1f\n\x1bPERSONA_KIND_MOCK_INTERVIEW\x10\x03\x12\x17\n\x13PERSONA_KIND_DEBATE\x10\x04\x12\x17\n\x13PERSONA_KIND_CUSTOM\x10\x05*l\n\rEmotionSource\x12\x1e\n\x1a\x45MOTION_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45MOTION_SOURCE_REQUEST\x10\x01\x12\x1f\n\x1b\x45MOTION_SOURCE_TEXT_SERVICE\x10\x02\x32\xbd\x03\n\rDialogService\x12\x46\n\x04\x43hat\x12\x1e.emotion.dialog.v1.ChatRequest\x1a\x1c.emotion.dialog.v1.ChatChunk0\x01\x12S\n\x08Greeting\x12\".emotion.dialog.v1.GreetingRequest\x1a#.emotion.dialog.v1.GreetingResponse\x12S\n\x08\x44\x65scribe\x12\".emotion.dialog.v1.DescribeRequest\x1a#.emotion.dialog.v1.DescribeResponse\x12Y\n\nGetHistory\x12$.emotion.dialog.v1.GetHistoryRequest\x1a%.emotion.dialog.v1.GetHistoryResponse\x12_\n\x0c\x43learHistory\x12&.emotion.dialog.v1.ClearHistoryRequest\x1a\'.emotion.dialog.v1.ClearHistoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotion.dialog.v1.dialog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PERSONAKIND']._serialized_start=1558
-  _globals['_PERSONAKIND']._serialized_end=1743
+  _globals['_PERSONAKIND']._serialized_start=1668
+  _globals['_PERSONAKIND']._serialized_end=1853
+  _globals['_EMOTIONSOURCE']._serialized_start=1855
+  _globals['_EMOTIONSOURCE']._serialized_end=1963
   _globals['_PERSONA']._serialized_start=85
   _globals['_PERSONA']._serialized_end=168
   _globals['_EMOTIONCONTEXT']._serialized_start=170
@@ -41,31 +43,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATREQUEST']._serialized_start=292
   _globals['_CHATREQUEST']._serialized_end=439
   _globals['_REPLYINFO']._serialized_start=442
-  _globals['_REPLYINFO']._serialized_end=646
-  _globals['_CHATCHUNK']._serialized_start=648
-  _globals['_CHATCHUNK']._serialized_end=731
-  _globals['_GREETINGREQUEST']._serialized_start=733
-  _globals['_GREETINGREQUEST']._serialized_end=815
-  _globals['_GREETINGRESPONSE']._serialized_start=817
-  _globals['_GREETINGRESPONSE']._serialized_end=893
-  _globals['_MODALITYCLUE']._serialized_start=896
-  _globals['_MODALITYCLUE']._serialized_end=1040
-  _globals['_DESCRIBEREQUEST']._serialized_start=1042
-  _globals['_DESCRIBEREQUEST']._serialized_end=1107
-  _globals['_DESCRIBERESPONSE']._serialized_start=1109
-  _globals['_DESCRIBERESPONSE']._serialized_end=1189
-  _globals['_TURN']._serialized_start=1192
-  _globals['_TURN']._serialized_end=1385
-  _globals['_TURN_ROLE']._serialized_start=1322
-  _globals['_TURN_ROLE']._serialized_end=1385
-  _globals['_GETHISTORYREQUEST']._serialized_start=1387
-  _globals['_GETHISTORYREQUEST']._serialized_end=1426
-  _globals['_GETHISTORYRESPONSE']._serialized_start=1428
-  _globals['_GETHISTORYRESPONSE']._serialized_end=1488
-  _globals['_CLEARHISTORYREQUEST']._serialized_start=1490
-  _globals['_CLEARHISTORYREQUEST']._serialized_end=1531
-  _globals['_CLEARHISTORYRESPONSE']._serialized_start=1533
-  _globals['_CLEARHISTORYRESPONSE']._serialized_end=1555
-  _globals['_DIALOGSERVICE']._serialized_start=1746
-  _globals['_DIALOGSERVICE']._serialized_end=2191
+  _globals['_REPLYINFO']._serialized_end=756
+  _globals['_CHATCHUNK']._serialized_start=758
+  _globals['_CHATCHUNK']._serialized_end=841
+  _globals['_GREETINGREQUEST']._serialized_start=843
+  _globals['_GREETINGREQUEST']._serialized_end=925
+  _globals['_GREETINGRESPONSE']._serialized_start=927
+  _globals['_GREETINGRESPONSE']._serialized_end=1003
+  _globals['_MODALITYCLUE']._serialized_start=1006
+  _globals['_MODALITYCLUE']._serialized_end=1150
+  _globals['_DESCRIBEREQUEST']._serialized_start=1152
+  _globals['_DESCRIBEREQUEST']._serialized_end=1217
+  _globals['_DESCRIBERESPONSE']._serialized_start=1219
+  _globals['_DESCRIBERESPONSE']._serialized_end=1299
+  _globals['_TURN']._serialized_start=1302
+  _globals['_TURN']._serialized_end=1495
+  _globals['_TURN_ROLE']._serialized_start=1432
+  _globals['_TURN_ROLE']._serialized_end=1495
+  _globals['_GETHISTORYREQUEST']._serialized_start=1497
+  _globals['_GETHISTORYREQUEST']._serialized_end=1536
+  _globals['_GETHISTORYRESPONSE']._serialized_start=1538
+  _globals['_GETHISTORYRESPONSE']._serialized_end=1598
+  _globals['_CLEARHISTORYREQUEST']._serialized_start=1600
+  _globals['_CLEARHISTORYREQUEST']._serialized_end=1641
+  _globals['_CLEARHISTORYRESPONSE']._serialized_start=1643
+  _globals['_CLEARHISTORYRESPONSE']._serialized_end=1665
+  _globals['_DIALOGSERVICE']._serialized_start=1966
+  _globals['_DIALOGSERVICE']._serialized_end=2411
 # @@protoc_insertion_point(module_scope)

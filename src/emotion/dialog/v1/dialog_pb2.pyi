@@ -16,12 +16,21 @@ class PersonaKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PERSONA_KIND_MOCK_INTERVIEW: _ClassVar[PersonaKind]
     PERSONA_KIND_DEBATE: _ClassVar[PersonaKind]
     PERSONA_KIND_CUSTOM: _ClassVar[PersonaKind]
+
+class EmotionSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EMOTION_SOURCE_UNSPECIFIED: _ClassVar[EmotionSource]
+    EMOTION_SOURCE_REQUEST: _ClassVar[EmotionSource]
+    EMOTION_SOURCE_TEXT_SERVICE: _ClassVar[EmotionSource]
 PERSONA_KIND_UNSPECIFIED: PersonaKind
 PERSONA_KIND_DAILY_CHAT: PersonaKind
 PERSONA_KIND_COUNSELLING: PersonaKind
 PERSONA_KIND_MOCK_INTERVIEW: PersonaKind
 PERSONA_KIND_DEBATE: PersonaKind
 PERSONA_KIND_CUSTOM: PersonaKind
+EMOTION_SOURCE_UNSPECIFIED: EmotionSource
+EMOTION_SOURCE_REQUEST: EmotionSource
+EMOTION_SOURCE_TEXT_SERVICE: EmotionSource
 
 class Persona(_message.Message):
     __slots__ = ("kind", "custom_description")
@@ -52,7 +61,7 @@ class ChatRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., message: _Optional[str] = ..., persona: _Optional[_Union[Persona, _Mapping]] = ..., emotion: _Optional[_Union[EmotionContext, _Mapping]] = ...) -> None: ...
 
 class ReplyInfo(_message.Message):
-    __slots__ = ("reply", "fallback", "fallback_reason", "history_available", "history_turns", "model", "prompt_tokens", "completion_tokens", "latency_ms")
+    __slots__ = ("reply", "fallback", "fallback_reason", "history_available", "history_turns", "model", "prompt_tokens", "completion_tokens", "latency_ms", "emotion", "emotion_source")
     REPLY_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +71,8 @@ class ReplyInfo(_message.Message):
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_FIELD_NUMBER: _ClassVar[int]
+    EMOTION_SOURCE_FIELD_NUMBER: _ClassVar[int]
     reply: str
     fallback: bool
     fallback_reason: str
@@ -71,7 +82,9 @@ class ReplyInfo(_message.Message):
     prompt_tokens: int
     completion_tokens: int
     latency_ms: float
-    def __init__(self, reply: _Optional[str] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., history_available: _Optional[bool] = ..., history_turns: _Optional[int] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    emotion: EmotionContext
+    emotion_source: EmotionSource
+    def __init__(self, reply: _Optional[str] = ..., fallback: _Optional[bool] = ..., fallback_reason: _Optional[str] = ..., history_available: _Optional[bool] = ..., history_turns: _Optional[int] = ..., model: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., latency_ms: _Optional[float] = ..., emotion: _Optional[_Union[EmotionContext, _Mapping]] = ..., emotion_source: _Optional[_Union[EmotionSource, str]] = ...) -> None: ...
 
 class ChatChunk(_message.Message):
     __slots__ = ("delta", "done")

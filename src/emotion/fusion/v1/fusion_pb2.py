@@ -28,7 +28,7 @@ from emotion.text.v1 import text_pb2 as emotion_dot_text_dot_v1_dot_text__pb2
 from emotion.vision.v1 import vision_pb2 as emotion_dot_vision_dot_v1_dot_vision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/fusion/v1/fusion.proto\x12\x11\x65motion.fusion.v1\x1a\x1c\x65motion/audio/v1/audio.proto\x1a\x1e\x65motion/common/v1/common.proto\x1a\x1a\x65motion/text/v1/text.proto\x1a\x1e\x65motion/vision/v1/vision.proto\"A\n\x0b\x46useRequest\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\">\n\x0c\x46useResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\"\x91\x01\n\x0e\x41nalyzeRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05video\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x12transcript_as_text\x18\x05 \x01(\x08H\x01\x88\x01\x01\x42\x08\n\x06visualB\x15\n\x13_transcript_as_text\"\x85\x03\n\x0f\x41nalyzeResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\x12\x36\n\x05image\x18\x03 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x36\n\x05video\x18\x04 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeVideoResponse\x12\x35\n\x05\x61udio\x18\x05 \x01(\x0b\x32&.emotion.audio.v1.AnalyzeAudioResponse\x12\x32\n\x04text\x18\x06 \x01(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x1c\n\x14text_from_transcript\x18\x07 \x01(\x08\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x32\xaa\x01\n\rFusionService\x12G\n\x04\x46use\x12\x1e.emotion.fusion.v1.FuseRequest\x1a\x1f.emotion.fusion.v1.FuseResponse\x12P\n\x07\x41nalyze\x12!.emotion.fusion.v1.AnalyzeRequest\x1a\".emotion.fusion.v1.AnalyzeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/fusion/v1/fusion.proto\x12\x11\x65motion.fusion.v1\x1a\x1c\x65motion/audio/v1/audio.proto\x1a\x1e\x65motion/common/v1/common.proto\x1a\x1a\x65motion/text/v1/text.proto\x1a\x1e\x65motion/vision/v1/vision.proto\"A\n\x0b\x46useRequest\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\">\n\x0c\x46useResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\"\xd6\x01\n\x0e\x41nalyzeRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05video\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x12transcript_as_text\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07speaker\x18\x06 \x01(\t\x12\x32\n\x07\x63ontext\x18\x07 \x03(\x0b\x32!.emotion.text.v1.ConversationTurnB\x08\n\x06visualB\x15\n\x13_transcript_as_text\"\x85\x03\n\x0f\x41nalyzeResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\x12\x36\n\x05image\x18\x03 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x36\n\x05video\x18\x04 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeVideoResponse\x12\x35\n\x05\x61udio\x18\x05 \x01(\x0b\x32&.emotion.audio.v1.AnalyzeAudioResponse\x12\x32\n\x04text\x18\x06 \x01(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x1c\n\x14text_from_transcript\x18\x07 \x01(\x08\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x32\xaa\x01\n\rFusionService\x12G\n\x04\x46use\x12\x1e.emotion.fusion.v1.FuseRequest\x1a\x1f.emotion.fusion.v1.FuseResponse\x12P\n\x07\x41nalyze\x12!.emotion.fusion.v1.AnalyzeRequest\x1a\".emotion.fusion.v1.AnalyzeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,9 +40,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FUSERESPONSE']._serialized_start=242
   _globals['_FUSERESPONSE']._serialized_end=304
   _globals['_ANALYZEREQUEST']._serialized_start=307
-  _globals['_ANALYZEREQUEST']._serialized_end=452
-  _globals['_ANALYZERESPONSE']._serialized_start=455
-  _globals['_ANALYZERESPONSE']._serialized_end=844
-  _globals['_FUSIONSERVICE']._serialized_start=847
-  _globals['_FUSIONSERVICE']._serialized_end=1017
+  _globals['_ANALYZEREQUEST']._serialized_end=521
+  _globals['_ANALYZERESPONSE']._serialized_start=524
+  _globals['_ANALYZERESPONSE']._serialized_end=913
+  _globals['_FUSIONSERVICE']._serialized_start=916
+  _globals['_FUSIONSERVICE']._serialized_end=1086
 # @@protoc_insertion_point(module_scope)

@@ -23,18 +23,22 @@ class FuseResponse(_message.Message):
     def __init__(self, fused: _Optional[_Union[_common_pb2.FusedEmotion, _Mapping]] = ...) -> None: ...
 
 class AnalyzeRequest(_message.Message):
-    __slots__ = ("image", "video", "audio", "text", "transcript_as_text")
+    __slots__ = ("image", "video", "audio", "text", "transcript_as_text", "speaker", "context")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TRANSCRIPT_AS_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SPEAKER_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     video: bytes
     audio: bytes
     text: str
     transcript_as_text: bool
-    def __init__(self, image: _Optional[bytes] = ..., video: _Optional[bytes] = ..., audio: _Optional[bytes] = ..., text: _Optional[str] = ..., transcript_as_text: _Optional[bool] = ...) -> None: ...
+    speaker: str
+    context: _containers.RepeatedCompositeFieldContainer[_text_pb2.ConversationTurn]
+    def __init__(self, image: _Optional[bytes] = ..., video: _Optional[bytes] = ..., audio: _Optional[bytes] = ..., text: _Optional[str] = ..., transcript_as_text: _Optional[bool] = ..., speaker: _Optional[str] = ..., context: _Optional[_Iterable[_Union[_text_pb2.ConversationTurn, _Mapping]]] = ...) -> None: ...
 
 class AnalyzeResponse(_message.Message):
     __slots__ = ("fused", "modalities", "image", "video", "audio", "text", "text_from_transcript", "latency_ms")

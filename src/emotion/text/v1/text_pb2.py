@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from emotion.common.v1 import common_pb2 as emotion_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motion/text/v1/text.proto\x12\x0f\x65motion.text.v1\x1a\x1e\x65motion/common/v1/common.proto\"S\n\x12\x41nalyzeTextRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04utf8\x18\x02 \x01(\x0cH\x00\x12\x15\n\rlanguage_hint\x18\x03 \x01(\tB\x06\n\x04\x62ody\"\xf9\x02\n\x13\x41nalyzeTextResponse\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\ntranslated\x18\x03 \x01(\x08\x12\x17\n\x0ftranslated_text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x0e\n\x06tokens\x18\x06 \x01(\x05\x12\x13\n\x0breliability\x18\x07 \x01(\x02\x12\x0c\n\x04note\x18\x08 \x01(\t\x12+\n\x05model\x18\t \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12+\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x1c.emotion.common.v1.ItemError\x12\x31\n\ndimensions\x18\x0c \x01(\x0b\x32\x1d.emotion.common.v1.Dimensions\"I\n\x13\x41nalyzeTextsRequest\x12\x32\n\x05texts\x18\x01 \x03(\x0b\x32#.emotion.text.v1.AnalyzeTextRequest\"a\n\x14\x41nalyzeTextsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x32\xc4\x01\n\x0bTextService\x12X\n\x0b\x41nalyzeText\x12#.emotion.text.v1.AnalyzeTextRequest\x1a$.emotion.text.v1.AnalyzeTextResponse\x12[\n\x0c\x41nalyzeTexts\x12$.emotion.text.v1.AnalyzeTextsRequest\x1a%.emotion.text.v1.AnalyzeTextsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65motion/text/v1/text.proto\x12\x0f\x65motion.text.v1\x1a\x1e\x65motion/common/v1/common.proto\"\x98\x01\n\x12\x41nalyzeTextRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0e\n\x04utf8\x18\x02 \x01(\x0cH\x00\x12\x15\n\rlanguage_hint\x18\x03 \x01(\t\x12\x0f\n\x07speaker\x18\x04 \x01(\t\x12\x32\n\x07\x63ontext\x18\x05 \x03(\x0b\x32!.emotion.text.v1.ConversationTurnB\x06\n\x04\x62ody\"1\n\x10\x43onversationTurn\x12\x0f\n\x07speaker\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x91\x03\n\x13\x41nalyzeTextResponse\x12<\n\x0c\x64istribution\x18\x01 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x12\n\ntranslated\x18\x03 \x01(\x08\x12\x17\n\x0ftranslated_text\x18\x04 \x01(\t\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x0e\n\x06tokens\x18\x06 \x01(\x05\x12\x13\n\x0breliability\x18\x07 \x01(\x02\x12\x0c\n\x04note\x18\x08 \x01(\t\x12+\n\x05model\x18\t \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\n \x01(\x01\x12+\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x1c.emotion.common.v1.ItemError\x12\x31\n\ndimensions\x18\x0c \x01(\x0b\x32\x1d.emotion.common.v1.Dimensions\x12\x16\n\x0e\x63ontext_tokens\x18\r \x01(\x05\"I\n\x13\x41nalyzeTextsRequest\x12\x32\n\x05texts\x18\x01 \x03(\x0b\x32#.emotion.text.v1.AnalyzeTextRequest\"a\n\x14\x41nalyzeTextsResponse\x12\x35\n\x07results\x18\x01 \x03(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\x32\xc4\x01\n\x0bTextService\x12X\n\x0b\x41nalyzeText\x12#.emotion.text.v1.AnalyzeTextRequest\x1a$.emotion.text.v1.AnalyzeTextResponse\x12[\n\x0c\x41nalyzeTexts\x12$.emotion.text.v1.AnalyzeTextsRequest\x1a%.emotion.text.v1.AnalyzeTextsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotion.text.v1.text_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANALYZETEXTREQUEST']._serialized_start=79
-  _globals['_ANALYZETEXTREQUEST']._serialized_end=162
-  _globals['_ANALYZETEXTRESPONSE']._serialized_start=165
-  _globals['_ANALYZETEXTRESPONSE']._serialized_end=542
-  _globals['_ANALYZETEXTSREQUEST']._serialized_start=544
-  _globals['_ANALYZETEXTSREQUEST']._serialized_end=617
-  _globals['_ANALYZETEXTSRESPONSE']._serialized_start=619
-  _globals['_ANALYZETEXTSRESPONSE']._serialized_end=716
-  _globals['_TEXTSERVICE']._serialized_start=719
-  _globals['_TEXTSERVICE']._serialized_end=915
+  _globals['_ANALYZETEXTREQUEST']._serialized_start=80
+  _globals['_ANALYZETEXTREQUEST']._serialized_end=232
+  _globals['_CONVERSATIONTURN']._serialized_start=234
+  _globals['_CONVERSATIONTURN']._serialized_end=283
+  _globals['_ANALYZETEXTRESPONSE']._serialized_start=286
+  _globals['_ANALYZETEXTRESPONSE']._serialized_end=687
+  _globals['_ANALYZETEXTSREQUEST']._serialized_start=689
+  _globals['_ANALYZETEXTSREQUEST']._serialized_end=762
+  _globals['_ANALYZETEXTSRESPONSE']._serialized_start=764
+  _globals['_ANALYZETEXTSRESPONSE']._serialized_end=861
+  _globals['_TEXTSERVICE']._serialized_start=864
+  _globals['_TEXTSERVICE']._serialized_end=1060
 # @@protoc_insertion_point(module_scope)
