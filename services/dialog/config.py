@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from emomesh.config import Env, MiB, ServerSettings
 from emomesh.ports import LOOPBACK, REDIS_PORT, service_port
+from emomesh.security import ClientSecurity, read_token
 
 DEFAULT_PORT = service_port("dialog")
 
@@ -81,10 +82,36 @@ class HistorySettings:
 
 
 @dataclass(frozen=True)
+class TextEmotionSettings:
+    """The text service that reads a message's emotion when a ChatRequest carries none."""
+
+    # None: not configured (EMOMESH_DIALOG_TEXT_ADDR unset); replies are then written without an emotion.
+    address: str | None
+    # A slow text service costs the reply its emotion, not its answer.
+    timeout_s: float
+    # The newest history turns sent as conversation context (the model reads those that fit its budget).
+    context_turns: int
+    # TLS and bearer token towards it (EMOMESH_DIALOG_OUTBOUND_*, EMOMESH_DIALOG_TEXT_TOKEN).
+    security: ClientSecurity = field(default_factory=ClientSecurity, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TextEmotionSettings:
+        env = Env("EMOMESH_DIALOG_", environ)
+        outbound = ClientSecurity.from_env(Env("EMOMESH_DIALOG_OUTBOUND_", environ))
+        return cls(
+            address=env.get_optional_str("TEXT_ADDR"),
+            timeout_s=env.get_float("TEXT_TIMEOUT_S", 2.0, minimum=0.001),
+            context_turns=env.get_int("TEXT_CONTEXT_TURNS", 6, minimum=0),
+            security=replace(outbound, token=read_token(env, "TEXT_TOKEN") or outbound.token),
+        )
+
+
+@dataclass(frozen=True)
 class DialogSettings:
     server: ServerSettings
     llm: LlmSettings
     history: HistorySettings
+    text: TextEmotionSettings
     max_message_chars: int
     max_custom_persona_chars: int
     max_clues: int
@@ -100,6 +127,7 @@ class DialogSettings:
             ),
             llm=LlmSettings.from_env(environ),
             history=HistorySettings.from_env(environ),
+            text=TextEmotionSettings.from_env(environ),
             max_message_chars=env.get_int("MAX_MESSAGE_CHARS", 4000, minimum=1),
             max_custom_persona_chars=env.get_int("MAX_CUSTOM_PERSONA_CHARS", 1000, minimum=1),
             max_clues=env.get_int("MAX_CLUES", 8, minimum=1),

@@ -13,3 +13,9 @@ HISTORY_TURNS = Histogram(
     buckets=(0, 1, 2, 4, 8, 16, 32, 64),
 )
 LLM_RETRIES = Counter("emomesh_dialog_llm_retries_total", "LLM attempts retried after a retryable failure.")
+TEXT_EMOTION_READS = Counter(
+    "emomesh_dialog_text_emotion_reads_total",
+    "Chat messages without an emotion sent to the text service (with the session's history as context), by "
+    "outcome: ok, or the gRPC status that cost the reply its emotion.",
+    ["outcome"],
+)

@@ -13,6 +13,7 @@ from services.dialog.history import HistoryStore
 from services.dialog.llm import LlmClient
 from services.dialog.prompts import PromptBuilder
 from services.dialog.servicer import DialogServicer
+from services.dialog.text_emotion import TextEmotionReader
 
 SERVICE_NAME = dialog_pb2.DESCRIPTOR.services_by_name["DialogService"].full_name
 
@@ -20,20 +21,23 @@ log = logging.getLogger(__name__)
 
 
 def build_server(settings: DialogSettings) -> GrpcServer:
-    """Needs neither Redis nor the LLM to start: both are optional at run time (history and
-    replies degrade), so the service comes up even when they are down."""
+    """Needs neither Redis, the LLM nor the text service to start: all are optional at run time
+    (history, replies and the message's emotion degrade), so the service comes up even when they are down."""
     llm = LlmClient(settings.llm)
     history = HistoryStore(settings.history)
-    servicer = DialogServicer(settings, llm, history, PromptBuilder())
+    reader = TextEmotionReader(settings.text) if settings.text.address is not None else None
+    servicer = DialogServicer(settings, llm, history, PromptBuilder(), reader)
     if not llm.configured:
         log.warning("no LLM API key configured (EMOMESH_DIALOG_LLM_API_KEY): replies are offline fallbacks")
 
     async def close() -> None:
         await llm.close()
         await history.close()
+        if reader is not None:
+            await reader.close()
 
-    # No readiness check: dialog answers without Redis (history degrades) and without the LLM
-    # (offline fallback replies), so it is SERVING whenever it runs (docs/dialog.md).
+    # No readiness check: dialog answers without Redis (history degrades), without the LLM (offline
+    # fallback replies) and without the text service, so it is SERVING whenever it runs (docs/dialog.md).
     return GrpcServer(
         "dialog",
         settings.server,

@@ -1,6 +1,7 @@
-"""DialogService: validate -> read the history window -> build the prompt -> LLM (or the offline
-fallback) -> store the turn -> answer. Thin on purpose: prompts are pure (prompts.py), history
-and the LLM are clients (history.py, llm.py)."""
+"""DialogService: validate -> read the history window -> (no emotion sent: read the message's emotion on
+the text service, in context) -> build the prompt -> LLM (or the offline fallback) -> store the turn ->
+answer. Thin on purpose: prompts are pure (prompts.py), history, the LLM and the text service are
+clients (history.py, llm.py, text_emotion.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from services.dialog.prompts import (
     validate_message,
     validate_session_id,
 )
+from services.dialog.text_emotion import MessageEmotion
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +50,19 @@ def _cause(exc: LlmUnavailable | None) -> str:
 
 class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
     def __init__(
-        self, settings: DialogSettings, llm: ChatLlm, history: TurnHistory, prompts: PromptBuilder | None = None
+        self,
+        settings: DialogSettings,
+        llm: ChatLlm,
+        history: TurnHistory,
+        prompts: PromptBuilder | None = None,
+        message_emotion: MessageEmotion | None = None,
     ) -> None:
         self.settings = settings
         self.llm = llm
         self.history = history
         self.prompts = prompts or PromptBuilder()
+        # None: messages sent without an emotion are answered without one.
+        self.message_emotion = message_emotion
 
     def _persona(self, persona: dialog_pb2.Persona) -> PersonaChoice:
         return resolve_persona(persona, self.settings.max_custom_persona_chars)
@@ -103,6 +112,11 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
             validate_emotion(emotion)
 
         recent, history_available = await self._recent(session_id)
+        source = dialog_pb2.EMOTION_SOURCE_REQUEST if emotion is not None else dialog_pb2.EMOTION_SOURCE_UNSPECIFIED
+        if emotion is None and self.message_emotion is not None:
+            emotion = await self.message_emotion.read(message, recent)
+            if emotion is not None:
+                source = dialog_pb2.EMOTION_SOURCE_TEXT_SERVICE
         history = select_history(recent, self.settings.history.token_budget)
         HISTORY_TURNS.observe(len(history))
         messages = self.prompts.chat_messages(persona, emotion, history, message)
@@ -138,6 +152,9 @@ class DialogServicer(dialog_pb2_grpc.DialogServiceServicer):
         info = self._info(start, result, reply, fallback_reason)
         info.history_available = history_available
         info.history_turns = len(history)
+        info.emotion_source = source
+        if emotion is not None:
+            info.emotion.CopyFrom(emotion)
         yield dialog_pb2.ChatChunk(done=info)
 
     async def Greeting(

@@ -69,7 +69,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("audio", "services.audio.server", needs_triton=True),
     ServiceSpec("text", "services.text.server", needs_triton=True),
     ServiceSpec("fusion", "services.fusion.server", depends_on=("vision", "audio", "text")),
-    ServiceSpec("dialog", "services.dialog.server", needs_redis=True),
+    # Dialog asks text for the emotion of a message sent without one (with the session's history as context).
+    ServiceSpec("dialog", "services.dialog.server", depends_on=("text",), needs_redis=True),
 )
 
 

@@ -400,7 +400,7 @@ def documented_paths(workloads: dict[str, Endpoint]) -> set[tuple[str, str, int]
         paths |= {("client", name, port), ("prometheus", name, port + METRICS_PORT_OFFSET)}
         if name in ("vision", "audio", "text"):
             paths |= {("fusion", name, port), (name, "triton", 8001)}
-    paths |= {("prometheus", "triton", 8002), ("dialog", "internet", 443)}
+    paths |= {("prometheus", "triton", 8002), ("dialog", "internet", 443), ("dialog", "text", SERVICE_PORTS["text"])}
     if "redis" in workloads:
         paths.add(("dialog", "redis", 6379))
     else:  # managed Redis, outside the cluster

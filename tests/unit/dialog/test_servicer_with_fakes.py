@@ -11,12 +11,14 @@ import grpc
 import pytest
 
 from emomesh.errors import NotFound, Unavailable
+from emomesh.labels import top_label
 from emotion.dialog.v1 import dialog_pb2
 from services.dialog.config import DialogSettings
 from services.dialog.history import HistoryUnavailable, StoredTurn
 from services.dialog.llm import LlmInterrupted, LlmResult, LlmUnavailable
 from services.dialog.prompts import Message
 from services.dialog.servicer import DialogServicer
+from tests.unit.dialog.helpers import emotion_context
 
 
 class FakeLlm:
@@ -143,3 +145,47 @@ async def test_history_of_an_unknown_session_is_not_found() -> None:
     await servicer.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id="somebody"), CONTEXT)
     with pytest.raises(NotFound):
         await servicer.ClearHistory(dialog_pb2.ClearHistoryRequest(session_id="somebody"), CONTEXT)
+
+
+class FakeMessageEmotion:
+    """Reads every message as `label` (None: the text service failed); records what it was given."""
+
+    def __init__(self, label: str | None) -> None:
+        self.label = label
+        self.calls: list[tuple[str, list[str]]] = []
+
+    async def read(self, message: str, history: Sequence[StoredTurn]) -> dialog_pb2.EmotionContext | None:
+        self.calls.append((message, [t.text for t in history]))
+        return None if self.label is None else emotion_context(self.label)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_message_without_emotion_is_read_by_the_text_service_with_its_history() -> None:
+    llm, history, reader = FakeLlm(["Oh no."]), FakeHistory(), FakeMessageEmotion("sad")
+    servicer = DialogServicer(DialogSettings.from_env({}), llm, history, message_emotion=reader)
+    await chat(servicer, "My dog died last week.")
+    _, info = await chat(servicer, "Not great.")
+    assert reader.calls[1] == ("Not great.", ["My dog died last week.", "Oh no."])
+    assert info.emotion_source == dialog_pb2.EMOTION_SOURCE_TEXT_SERVICE
+    assert top_label(info.emotion.fused.distribution) == "sad"
+    # The reply was written for it, and the turn is stored with it.
+    assert "sad" in llm.prompts[1][0]["content"]
+    assert history.sessions["s1"][2].emotion is not None
+
+
+async def test_the_request_emotion_wins_and_a_failed_read_leaves_the_reply_without_one() -> None:
+    reader = FakeMessageEmotion("sad")
+    servicer = DialogServicer(DialogSettings.from_env({}), FakeLlm(["Yay!"]), FakeHistory(), message_emotion=reader)
+    request = dialog_pb2.ChatRequest(session_id="s1", message="I won", emotion=emotion_context("happy"))
+    chunks = [chunk async for chunk in servicer.Chat(request, CONTEXT)]
+    info = chunks[-1].done
+    assert not reader.calls and info.emotion_source == dialog_pb2.EMOTION_SOURCE_REQUEST
+    assert top_label(info.emotion.fused.distribution) == "happy"
+    failing = DialogServicer(
+        DialogSettings.from_env({}), FakeLlm(["Hm."]), FakeHistory(), message_emotion=FakeMessageEmotion(None)
+    )
+    reply, info = await chat(failing, "whatever")
+    assert reply == "Hm." and info.emotion_source == dialog_pb2.EMOTION_SOURCE_UNSPECIFIED
+    assert not info.HasField("emotion")
