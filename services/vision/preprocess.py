@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from emomesh.errors import InvalidInput, TooLarge
+from emotion.vision.v1 import vision_pb2
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "TIFF"}
 
@@ -102,6 +103,42 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int, color: bool = Fal
     if image is None or image.size == 0:
         raise InvalidInput(f"{fmt} image is corrupt and could not be decoded")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color else image
+
+
+RAW_CHANNELS = {
+    vision_pb2.RawImage.PIXEL_FORMAT_RGB24: 3,
+    vision_pb2.RawImage.PIXEL_FORMAT_BGR24: 3,
+    vision_pb2.RawImage.PIXEL_FORMAT_GRAY8: 1,
+}
+
+
+def raw_image(raw: vision_pb2.RawImage, max_pixels: int, color: bool = False) -> np.ndarray:
+    """Uncompressed pixels (a camera frame) as decode_image returns them: gray [H, W], or RGB [H, W, 3]
+    when `color`; refusing an unknown format, a size outside the limit, or a byte count that does not
+    match width x height x channels."""
+    channels = RAW_CHANNELS.get(raw.format)
+    if channels is None:
+        raise InvalidInput("raw.format must be RGB24, BGR24 or GRAY8")
+    if raw.width <= 0 or raw.height <= 0:
+        raise InvalidInput(f"raw image is {raw.width}x{raw.height}; both sides must be positive")
+    if raw.width * raw.height > max_pixels:
+        raise InvalidInput(
+            f"image is {raw.width}x{raw.height} ({raw.width * raw.height / 1e6:.1f} megapixels); "
+            f"the limit is {max_pixels / 1e6:.1f} megapixels"
+        )
+    expected = raw.width * raw.height * channels
+    if len(raw.pixels) != expected:
+        raise InvalidInput(
+            f"raw image is {raw.width}x{raw.height}x{channels}: {expected} bytes expected, {len(raw.pixels)} sent"
+        )
+    pixels = np.frombuffer(raw.pixels, dtype=np.uint8)
+    if channels == 1:
+        gray = pixels.reshape(raw.height, raw.width)
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB) if color else gray
+    image = pixels.reshape(raw.height, raw.width, 3)
+    if raw.format == vision_pb2.RawImage.PIXEL_FORMAT_BGR24:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if color else cv2.COLOR_BGR2GRAY)
+    return image if color else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -17,14 +17,24 @@ import numpy as np
 
 from emomesh.errors import EmomeshError, InvalidInput, TooLarge
 from emomesh.labels import distribution_from_probs
+from emomesh.tracking import IouTracker
 from emotion.common.v1 import common_pb2
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.vision.config import VisionSettings
 from services.vision.faces import FaceDetector
 from services.vision.metrics import BATCH_ITEM_ERRORS, FACES_PER_IMAGE, IMAGE_STAGE_SECONDS
 from services.vision.model import ExpressionClassifier
-from services.vision.preprocess import Box, DetectedFace, Point, crop_faces, decode_image, equalize_faces, to_gray
-from services.vision.tracking import ClipAggregate, IouTracker
+from services.vision.preprocess import (
+    Box,
+    DetectedFace,
+    Point,
+    crop_faces,
+    decode_image,
+    equalize_faces,
+    raw_image,
+    to_gray,
+)
+from services.vision.tracking import ClipAggregate
 from services.vision.video import (
     ClipInfo,
     SampledFrame,
@@ -100,7 +110,12 @@ class VisionServicer(vision_pb2_grpc.VisionServiceServicer):
         """In colour when the detector takes colour and the image goes to it; a face crop must be at
         least the minimum face size."""
         color = self.detector.color and not request.whole_image_is_face
-        image = decode_image(request.image, self.settings.max_image_bytes, self.settings.max_pixels, color)
+        if request.HasField("raw"):
+            if request.image:
+                raise InvalidInput("set `image` or `raw`, not both")
+            image = raw_image(request.raw, self.settings.max_pixels, color)
+        else:
+            image = decode_image(request.image, self.settings.max_image_bytes, self.settings.max_pixels, color)
         if request.whole_image_is_face and min(image.shape[:2]) < self.settings.min_face_px:
             # Enlarged to the model's input, a few pixels would still get a confident label.
             raise InvalidInput(

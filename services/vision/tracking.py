@@ -1,5 +1,5 @@
-"""Pure face tracking across sampled frames (by box overlap) and aggregation of distributions per
-track and per clip."""
+"""Aggregation of distributions per track and per clip; the tracking itself (by box overlap) is the
+shared library's (emomesh.tracking)."""
 
 from __future__ import annotations
 
@@ -8,65 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emomesh.labels import NUM_LABELS
-from services.vision.preprocess import Box
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes; 0 for disjoint or empty boxes."""
-    ix = max(0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    iy = max(0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.area + b.area - inter
-    return inter / union if union > 0 else 0.0
-
-
-@dataclass
-class _Track:
-    track_id: int
-    box: Box
-    last_frame: int
-
-
-class IouTracker:
-    """Greedy IoU matching of each frame's faces to the tracks seen in recent frames.
-
-    Sampled frames can be far apart (8 uniform frames of a minute-long clip), so matching is by overlap
-    only, with a low threshold, and a track survives `max_gap` sampled frames without its face (a
-    missed detection or a turned head) before a face at that place counts as someone new."""
-
-    def __init__(self, min_iou: float = 0.3, max_gap: int = 2) -> None:
-        self.min_iou = min_iou
-        self.max_gap = max_gap
-        self._tracks: list[_Track] = []
-        self._next_id = 1  # 0 means "not tracked" (still images)
-        self._frame = -1
-
-    def update(self, boxes: list[Box]) -> list[int]:
-        """Track ids for the faces of the next sampled frame, in the order of `boxes`."""
-        self._frame += 1
-        live = [t for t in self._tracks if self._frame - t.last_frame <= self.max_gap + 1]
-        pairs = sorted(
-            ((iou(box, track.box), b, t) for b, box in enumerate(boxes) for t, track in enumerate(live)),
-            key=lambda item: item[0],
-            reverse=True,
-        )
-        ids = [0] * len(boxes)
-        used_tracks: set[int] = set()
-        for overlap, b, t in pairs:
-            if overlap < self.min_iou:
-                break
-            if ids[b] or t in used_tracks:
-                continue
-            ids[b] = live[t].track_id
-            used_tracks.add(t)
-            live[t].box, live[t].last_frame = boxes[b], self._frame
-        for b, box in enumerate(boxes):
-            if not ids[b]:
-                ids[b] = self._next_id
-                live.append(_Track(self._next_id, box, self._frame))
-                self._next_id += 1
-        self._tracks = live
-        return ids
 
 
 @dataclass

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from emomesh.errors import InvalidInput, TooLarge
+from emotion.vision.v1 import vision_pb2
 from services.vision.preprocess import (
     EYE_DISTANCE,
     EYE_Y,
@@ -15,6 +16,7 @@ from services.vision.preprocess import (
     decode_image,
     equalize_faces,
     eye_alignment,
+    raw_image,
     square_with_margin,
     to_gray,
 )
@@ -159,3 +161,40 @@ def test_equalizing_an_equalized_face_changes_it_little() -> None:
     rng = np.random.default_rng(1)
     once = equalize_faces(rng.normal(120, 30, (1, 1, 48, 48)).clip(0, 255).astype(np.float32))
     assert np.abs(equalize_faces(once) - once).mean() < 3
+
+
+def test_raw_pixels_read_as_decoded_images_do() -> None:
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    raw = vision_pb2.RawImage(pixels=rgb.tobytes(), width=6, height=4, format=vision_pb2.RawImage.PIXEL_FORMAT_RGB24)
+    assert np.array_equal(raw_image(raw, 100, color=True), rgb)
+    assert raw_image(raw, 100).shape == (4, 6) and int(raw_image(raw, 100)[0, 0]) == 60  # 0.299 x 200
+    bgr = vision_pb2.RawImage(
+        pixels=rgb[..., ::-1].tobytes(), width=6, height=4, format=vision_pb2.RawImage.PIXEL_FORMAT_BGR24
+    )
+    assert np.array_equal(raw_image(bgr, 100, color=True), rgb)
+    gray = vision_pb2.RawImage(pixels=bytes(24), width=6, height=4, format=vision_pb2.RawImage.PIXEL_FORMAT_GRAY8)
+    assert raw_image(gray, 100, color=True).shape == (4, 6, 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (vision_pb2.RawImage(pixels=bytes(24), width=6, height=4), "raw.format must be RGB24, BGR24 or GRAY8"),
+        (
+            vision_pb2.RawImage(pixels=bytes(23), width=6, height=4, format=vision_pb2.RawImage.PIXEL_FORMAT_GRAY8),
+            "6x4x1: 24 bytes expected, 23 sent",
+        ),
+        (
+            vision_pb2.RawImage(pixels=b"", width=0, height=4, format=vision_pb2.RawImage.PIXEL_FORMAT_GRAY8),
+            "both sides must be positive",
+        ),
+        (
+            vision_pb2.RawImage(pixels=bytes(200), width=20, height=10, format=vision_pb2.RawImage.PIXEL_FORMAT_GRAY8),
+            "the limit is 0.0 megapixels",
+        ),
+    ],
+)
+def test_bad_raw_pixels_are_invalid_argument(raw: vision_pb2.RawImage, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        raw_image(raw, 100)

@@ -1,43 +1,6 @@
 import numpy as np
-import pytest
 
-from services.vision.preprocess import Box
-from services.vision.tracking import ClipAggregate, IouTracker, iou
-
-
-def test_iou() -> None:
-    a = Box(0, 0, 10, 10)
-    assert iou(a, a) == 1.0
-    assert iou(a, Box(5, 0, 10, 10)) == pytest.approx(50 / 150)
-    assert iou(a, Box(10, 10, 5, 5)) == 0.0
-    assert iou(Box(0, 0, 0, 0), Box(0, 0, 0, 0)) == 0.0
-
-
-def test_tracker_follows_moving_faces_and_keeps_ids_apart() -> None:
-    tracker = IouTracker(min_iou=0.3)
-    left, right = Box(0, 0, 100, 100), Box(300, 0, 100, 100)
-    assert tracker.update([left, right]) == [1, 2]
-    # Both moved a little; listed in the other order: ids follow the boxes, not the list order.
-    assert tracker.update([Box(310, 5, 100, 100), Box(10, 5, 100, 100)]) == [2, 1]
-    # A face far from both is someone new.
-    assert tracker.update([Box(10, 5, 100, 100), Box(600, 0, 100, 100)]) == [1, 3]
-
-
-def test_tracker_bridges_short_gaps_only() -> None:
-    tracker = IouTracker(min_iou=0.3, max_gap=1)
-    face = Box(50, 50, 80, 80)
-    assert tracker.update([face]) == [1]
-    assert tracker.update([]) == []  # a missed detection
-    assert tracker.update([face]) == [1]
-    assert tracker.update([]) == []
-    assert tracker.update([]) == []
-    assert tracker.update([face]) == [2]  # gone for longer than max_gap: a new track
-
-
-def test_each_track_matches_at_most_one_face() -> None:
-    tracker = IouTracker(min_iou=0.1)
-    tracker.update([Box(0, 0, 100, 100)])
-    assert tracker.update([Box(10, 0, 100, 100), Box(0, 10, 100, 100)]) == [1, 2]
+from services.vision.tracking import ClipAggregate
 
 
 def one_hot(i: int) -> np.ndarray:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from emotion.common.v1 import common_pb2 as emotion_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/vision/v1/vision.proto\x12\x11\x65motion.vision.v1\x1a\x1e\x65motion/common/v1/common.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"\x96\x02\n\rFaceKeypoints\x12+\n\tright_eye\x18\x01 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_eye\x18\x02 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08nose_tip\x18\x03 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12\'\n\x05mouth\x18\x04 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12+\n\tright_ear\x18\x05 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_ear\x18\x06 \x01(\x0b\x32\x18.emotion.vision.v1.Point\"\xd1\x01\n\x04\x46\x61\x63\x65\x12+\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1e.emotion.vision.v1.BoundingBox\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08track_id\x18\x03 \x01(\x05\x12\x33\n\tkeypoints\x18\x04 \x01(\x0b\x32 .emotion.vision.v1.FaceKeypoints\x12\x17\n\x0f\x64\x65tection_score\x18\x05 \x01(\x02\"T\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\tmax_faces\x18\x02 \x01(\x05\x12\x1b\n\x13whole_image_is_face\x18\x03 \x01(\x08\"\x90\x02\n\x14\x41nalyzeImageResponse\x12&\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x17.emotion.vision.v1.Face\x12\x37\n\x07primary\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ItemError\"N\n\x14\x41nalyzeImagesRequest\x12\x36\n\x06images\x18\x01 \x03(\x0b\x32&.emotion.vision.v1.AnalyzeImageRequest\"e\n\x15\x41nalyzeImagesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\",\n\rFrameSequence\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xbf\x01\n\x13\x41nalyzeVideoRequest\x12\x0f\n\x05video\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06\x66rames\x18\x02 \x01(\x0b\x32 .emotion.vision.v1.FrameSequenceH\x00\x12\x18\n\x0euniform_frames\x18\x03 \x01(\x05H\x01\x12\x19\n\x0f\x65very_nth_frame\x18\x04 \x01(\x05H\x01\x12\x18\n\x0estride_seconds\x18\x05 \x01(\x01H\x01\x42\x08\n\x06sourceB\n\n\x08sampling\"Y\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0btimestamp_s\x18\x02 \x01(\x01\x12&\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x17.emotion.vision.v1.Face\"p\n\tFaceTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x05\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0b\x66rames_seen\x18\x03 \x01(\x05\"\xba\x02\n\x14\x41nalyzeVideoResponse\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.emotion.vision.v1.FrameResult\x12,\n\x06tracks\x18\x02 \x03(\x0b\x32\x1c.emotion.vision.v1.FaceTrack\x12\x39\n\taggregate\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x16\n\x0e\x66rames_sampled\x18\x04 \x01(\x05\x12\x1c\n\x14\x66rames_without_faces\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12+\n\x05model\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"u\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x18\n\x0euniform_frames\x18\x02 \x01(\x05H\x00\x12\x19\n\x0f\x65very_nth_frame\x18\x03 \x01(\x05H\x00\x12\x18\n\x0estride_seconds\x18\x04 \x01(\x01H\x00\x42\n\n\x08sampling2\x95\x03\n\rVisionService\x12_\n\x0c\x41nalyzeImage\x12&.emotion.vision.v1.AnalyzeImageRequest\x1a\'.emotion.vision.v1.AnalyzeImageResponse\x12\x62\n\rAnalyzeImages\x12\'.emotion.vision.v1.AnalyzeImagesRequest\x1a(.emotion.vision.v1.AnalyzeImagesResponse\x12_\n\x0c\x41nalyzeVideo\x12&.emotion.vision.v1.AnalyzeVideoRequest\x1a\'.emotion.vision.v1.AnalyzeVideoResponse\x12^\n\x12\x41nalyzeVideoStream\x12\x1d.emotion.vision.v1.VideoChunk\x1a\'.emotion.vision.v1.AnalyzeVideoResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/vision/v1/vision.proto\x12\x11\x65motion.vision.v1\x1a\x1e\x65motion/common/v1/common.proto\"B\n\x0b\x42oundingBox\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"\x96\x02\n\rFaceKeypoints\x12+\n\tright_eye\x18\x01 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_eye\x18\x02 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08nose_tip\x18\x03 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12\'\n\x05mouth\x18\x04 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12+\n\tright_ear\x18\x05 \x01(\x0b\x32\x18.emotion.vision.v1.Point\x12*\n\x08left_ear\x18\x06 \x01(\x0b\x32\x18.emotion.vision.v1.Point\"\xd1\x01\n\x04\x46\x61\x63\x65\x12+\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x1e.emotion.vision.v1.BoundingBox\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x10\n\x08track_id\x18\x03 \x01(\x05\x12\x33\n\tkeypoints\x18\x04 \x01(\x0b\x32 .emotion.vision.v1.FaceKeypoints\x12\x17\n\x0f\x64\x65tection_score\x18\x05 \x01(\x02\"\xe7\x01\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x37\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\'.emotion.vision.v1.RawImage.PixelFormat\"s\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12PIXEL_FORMAT_RGB24\x10\x01\x12\x16\n\x12PIXEL_FORMAT_BGR24\x10\x02\x12\x16\n\x12PIXEL_FORMAT_GRAY8\x10\x03\"~\n\x13\x41nalyzeImageRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x03raw\x18\x04 \x01(\x0b\x32\x1b.emotion.vision.v1.RawImage\x12\x11\n\tmax_faces\x18\x02 \x01(\x05\x12\x1b\n\x13whole_image_is_face\x18\x03 \x01(\x08\"\x90\x02\n\x14\x41nalyzeImageResponse\x12&\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x17.emotion.vision.v1.Face\x12\x37\n\x07primary\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0bimage_width\x18\x03 \x01(\x05\x12\x14\n\x0cimage_height\x18\x04 \x01(\x05\x12+\n\x05model\x18\x05 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\x12+\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ItemError\"N\n\x14\x41nalyzeImagesRequest\x12\x36\n\x06images\x18\x01 \x03(\x0b\x32&.emotion.vision.v1.AnalyzeImageRequest\"e\n\x15\x41nalyzeImagesResponse\x12\x38\n\x07results\x18\x01 \x03(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x12\n\nlatency_ms\x18\x02 \x01(\x01\",\n\rFrameSequence\x12\x0e\n\x06images\x18\x01 \x03(\x0c\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x01\"\xbf\x01\n\x13\x41nalyzeVideoRequest\x12\x0f\n\x05video\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06\x66rames\x18\x02 \x01(\x0b\x32 .emotion.vision.v1.FrameSequenceH\x00\x12\x18\n\x0euniform_frames\x18\x03 \x01(\x05H\x01\x12\x19\n\x0f\x65very_nth_frame\x18\x04 \x01(\x05H\x01\x12\x18\n\x0estride_seconds\x18\x05 \x01(\x01H\x01\x42\x08\n\x06sourceB\n\n\x08sampling\"Y\n\x0b\x46rameResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x13\n\x0btimestamp_s\x18\x02 \x01(\x01\x12&\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x17.emotion.vision.v1.Face\"p\n\tFaceTrack\x12\x10\n\x08track_id\x18\x01 \x01(\x05\x12<\n\x0c\x64istribution\x18\x02 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0b\x66rames_seen\x18\x03 \x01(\x05\"\xba\x02\n\x14\x41nalyzeVideoResponse\x12.\n\x06\x66rames\x18\x01 \x03(\x0b\x32\x1e.emotion.vision.v1.FrameResult\x12,\n\x06tracks\x18\x02 \x03(\x0b\x32\x1c.emotion.vision.v1.FaceTrack\x12\x39\n\taggregate\x18\x03 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x16\n\x0e\x66rames_sampled\x18\x04 \x01(\x05\x12\x1c\n\x14\x66rames_without_faces\x18\x05 \x01(\x05\x12\x12\n\nduration_s\x18\x06 \x01(\x01\x12+\n\x05model\x18\x07 \x01(\x0b\x32\x1c.emotion.common.v1.ModelInfo\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"u\n\nVideoChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x18\n\x0euniform_frames\x18\x02 \x01(\x05H\x00\x12\x19\n\x0f\x65very_nth_frame\x18\x03 \x01(\x05H\x00\x12\x18\n\x0estride_seconds\x18\x04 \x01(\x01H\x00\x42\n\n\x08sampling2\x95\x03\n\rVisionService\x12_\n\x0c\x41nalyzeImage\x12&.emotion.vision.v1.AnalyzeImageRequest\x1a\'.emotion.vision.v1.AnalyzeImageResponse\x12\x62\n\rAnalyzeImages\x12\'.emotion.vision.v1.AnalyzeImagesRequest\x1a(.emotion.vision.v1.AnalyzeImagesResponse\x12_\n\x0c\x41nalyzeVideo\x12&.emotion.vision.v1.AnalyzeVideoRequest\x1a\'.emotion.vision.v1.AnalyzeVideoResponse\x12^\n\x12\x41nalyzeVideoStream\x12\x1d.emotion.vision.v1.VideoChunk\x1a\'.emotion.vision.v1.AnalyzeVideoResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,26 +40,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FACEKEYPOINTS']._serialized_end=463
   _globals['_FACE']._serialized_start=466
   _globals['_FACE']._serialized_end=675
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_start=677
-  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=761
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=764
-  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1036
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=1038
-  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=1116
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=1118
-  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=1219
-  _globals['_FRAMESEQUENCE']._serialized_start=1221
-  _globals['_FRAMESEQUENCE']._serialized_end=1265
-  _globals['_ANALYZEVIDEOREQUEST']._serialized_start=1268
-  _globals['_ANALYZEVIDEOREQUEST']._serialized_end=1459
-  _globals['_FRAMERESULT']._serialized_start=1461
-  _globals['_FRAMERESULT']._serialized_end=1550
-  _globals['_FACETRACK']._serialized_start=1552
-  _globals['_FACETRACK']._serialized_end=1664
-  _globals['_ANALYZEVIDEORESPONSE']._serialized_start=1667
-  _globals['_ANALYZEVIDEORESPONSE']._serialized_end=1981
-  _globals['_VIDEOCHUNK']._serialized_start=1983
-  _globals['_VIDEOCHUNK']._serialized_end=2100
-  _globals['_VISIONSERVICE']._serialized_start=2103
-  _globals['_VISIONSERVICE']._serialized_end=2508
+  _globals['_RAWIMAGE']._serialized_start=678
+  _globals['_RAWIMAGE']._serialized_end=909
+  _globals['_RAWIMAGE_PIXELFORMAT']._serialized_start=794
+  _globals['_RAWIMAGE_PIXELFORMAT']._serialized_end=909
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_start=911
+  _globals['_ANALYZEIMAGEREQUEST']._serialized_end=1037
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_start=1040
+  _globals['_ANALYZEIMAGERESPONSE']._serialized_end=1312
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_start=1314
+  _globals['_ANALYZEIMAGESREQUEST']._serialized_end=1392
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_start=1394
+  _globals['_ANALYZEIMAGESRESPONSE']._serialized_end=1495
+  _globals['_FRAMESEQUENCE']._serialized_start=1497
+  _globals['_FRAMESEQUENCE']._serialized_end=1541
+  _globals['_ANALYZEVIDEOREQUEST']._serialized_start=1544
+  _globals['_ANALYZEVIDEOREQUEST']._serialized_end=1735
+  _globals['_FRAMERESULT']._serialized_start=1737
+  _globals['_FRAMERESULT']._serialized_end=1826
+  _globals['_FACETRACK']._serialized_start=1828
+  _globals['_FACETRACK']._serialized_end=1940
+  _globals['_ANALYZEVIDEORESPONSE']._serialized_start=1943
+  _globals['_ANALYZEVIDEORESPONSE']._serialized_end=2257
+  _globals['_VIDEOCHUNK']._serialized_start=2259
+  _globals['_VIDEOCHUNK']._serialized_end=2376
+  _globals['_VISIONSERVICE']._serialized_start=2379
+  _globals['_VISIONSERVICE']._serialized_end=2784
 # @@protoc_insertion_point(module_scope)

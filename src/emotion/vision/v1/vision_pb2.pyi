@@ -1,5 +1,6 @@
 from emotion.common.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -57,15 +58,39 @@ class Face(_message.Message):
     detection_score: float
     def __init__(self, box: _Optional[_Union[BoundingBox, _Mapping]] = ..., distribution: _Optional[_Union[_common_pb2.EmotionDistribution, _Mapping]] = ..., track_id: _Optional[int] = ..., keypoints: _Optional[_Union[FaceKeypoints, _Mapping]] = ..., detection_score: _Optional[float] = ...) -> None: ...
 
+class RawImage(_message.Message):
+    __slots__ = ("pixels", "width", "height", "format")
+    class PixelFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PIXEL_FORMAT_UNSPECIFIED: _ClassVar[RawImage.PixelFormat]
+        PIXEL_FORMAT_RGB24: _ClassVar[RawImage.PixelFormat]
+        PIXEL_FORMAT_BGR24: _ClassVar[RawImage.PixelFormat]
+        PIXEL_FORMAT_GRAY8: _ClassVar[RawImage.PixelFormat]
+    PIXEL_FORMAT_UNSPECIFIED: RawImage.PixelFormat
+    PIXEL_FORMAT_RGB24: RawImage.PixelFormat
+    PIXEL_FORMAT_BGR24: RawImage.PixelFormat
+    PIXEL_FORMAT_GRAY8: RawImage.PixelFormat
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    pixels: bytes
+    width: int
+    height: int
+    format: RawImage.PixelFormat
+    def __init__(self, pixels: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[_Union[RawImage.PixelFormat, str]] = ...) -> None: ...
+
 class AnalyzeImageRequest(_message.Message):
-    __slots__ = ("image", "max_faces", "whole_image_is_face")
+    __slots__ = ("image", "raw", "max_faces", "whole_image_is_face")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_FIELD_NUMBER: _ClassVar[int]
     WHOLE_IMAGE_IS_FACE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
+    raw: RawImage
     max_faces: int
     whole_image_is_face: bool
-    def __init__(self, image: _Optional[bytes] = ..., max_faces: _Optional[int] = ..., whole_image_is_face: _Optional[bool] = ...) -> None: ...
+    def __init__(self, image: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., max_faces: _Optional[int] = ..., whole_image_is_face: _Optional[bool] = ...) -> None: ...
 
 class AnalyzeImageResponse(_message.Message):
     __slots__ = ("faces", "primary", "image_width", "image_height", "model", "latency_ms", "error")
