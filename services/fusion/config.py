@@ -10,6 +10,7 @@ from emomesh.config import ConfigError, Env, MiB, ServerSettings
 from emomesh.ports import service_port
 from emomesh.security import ClientSecurity, read_token
 from services.fusion.fuse import FusionConfig, load_fusion_file
+from services.fusion.stream import StreamLimits
 
 DEFAULT_PORT = service_port("fusion")
 DEFAULT_WEIGHTS_FILE = Path(__file__).resolve().parent / "weights.json"
@@ -38,6 +39,8 @@ class FusionSettings:
     max_text_chars: int
     # TLS and bearer token towards each modality service, by name (vision, audio, text).
     outbound: Mapping[str, ClientSecurity]
+    # AnalyzeStream (EMOMESH_FUSION_STREAM_*).
+    stream: StreamLimits
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> FusionSettings:
@@ -80,4 +83,17 @@ class FusionSettings:
                 name: replace(outbound, token=read_token(env, f"{name.upper()}_TOKEN") or outbound.token)
                 for name in ("vision", "audio", "text")
             },
+            stream=StreamLimits(
+                max_streams=env.get_int("STREAM_MAX_STREAMS", 8, minimum=1),
+                max_duration_s=env.get_float("STREAM_MAX_DURATION_S", 3600.0, minimum=1.0),
+                max_bytes=env.get_int("STREAM_MAX_BYTES", 4 << 30, minimum=1),
+                max_fps=env.get_int("STREAM_MAX_FPS", 60, minimum=1),
+                frames_in_flight=env.get_int("STREAM_FRAMES_IN_FLIGHT", 2, minimum=1),
+                max_utterance_s=env.get_float("STREAM_MAX_UTTERANCE_S", 15.0, minimum=3.0),
+                call_timeout_s=env.get_float("STREAM_CALL_TIMEOUT_S", 10.0, minimum=0.01),
+                event_queue=env.get_int("STREAM_EVENT_QUEUE", 256, minimum=8),
+                max_text_chars=env.get_int("MAX_TEXT_CHARS", 20_000, minimum=1),
+                text_context_turns=env.get_int("STREAM_TEXT_CONTEXT_TURNS", 8, minimum=0),
+                smoothing_s=env.get_float("STREAM_SMOOTHING_S", 2.0, minimum=0.0),
+            ),
         )

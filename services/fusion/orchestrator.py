@@ -185,6 +185,42 @@ async def _call(
     return response, (time.perf_counter() - start) * 1000
 
 
+def graded_result(
+    modality: common_pb2.Modality,
+    distribution: common_pb2.EmotionDistribution | None,
+    reliability: float,
+    low_reason: str,
+    model: common_pb2.ModelInfo,
+    latency_ms: float,
+    min_reliability: float,
+) -> common_pb2.ModalityResult:
+    """An answered modality: OK, or LOW_CONFIDENCE when it has no distribution or too little reliability."""
+    result = _result(modality, common_pb2.MODALITY_STATUS_OK, latency_ms=latency_ms)
+    result.model.CopyFrom(model)
+    # A broken modality must not fail the whole Analyze call through Fuse's input checks.
+    problem = distribution_problem(distribution.probabilities) if distribution is not None else None
+    if problem is not None:
+        result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
+        result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed distribution: {problem}"
+        return result
+    problem = reliability_problem(reliability)
+    if problem is not None:
+        result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
+        result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed result: {problem}"
+        return result
+    result.reliability = reliability
+    if distribution is not None:
+        result.distribution.CopyFrom(distribution)
+    if not low_reason and distribution is None:
+        low_reason = "the service returned no distribution"
+    if not low_reason and reliability < min_reliability:
+        low_reason = f"reliability {reliability:.2f} below {min_reliability:.2f}"
+    if low_reason:
+        result.status = common_pb2.MODALITY_STATUS_LOW_CONFIDENCE
+        result.detail = low_reason
+    return result
+
+
 class Orchestrator:
     def __init__(self, clients: ModalityClients, fusion: FusionConfig, limits: OrchestratorLimits) -> None:
         self.clients = clients
@@ -304,31 +340,9 @@ class Orchestrator:
         model: common_pb2.ModelInfo,
         latency_ms: float,
     ) -> common_pb2.ModalityResult:
-        """An answered modality: OK, or LOW_CONFIDENCE when it has no distribution or too little reliability."""
-        result = _result(modality, common_pb2.MODALITY_STATUS_OK, latency_ms=latency_ms)
-        result.model.CopyFrom(model)
-        # A broken modality must not fail the whole Analyze call through Fuse's input checks.
-        problem = distribution_problem(distribution.probabilities) if distribution is not None else None
-        if problem is not None:
-            result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
-            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed distribution: {problem}"
-            return result
-        problem = reliability_problem(reliability)
-        if problem is not None:
-            result.status = common_pb2.MODALITY_STATUS_UNAVAILABLE
-            result.detail = f"{MODALITY_NAMES[modality]} service returned a malformed result: {problem}"
-            return result
-        result.reliability = reliability
-        if distribution is not None:
-            result.distribution.CopyFrom(distribution)
-        if not low_reason and distribution is None:
-            low_reason = "the service returned no distribution"
-        if not low_reason and reliability < self.fusion.min_reliability:
-            low_reason = f"reliability {reliability:.2f} below {self.fusion.min_reliability:.2f}"
-        if low_reason:
-            result.status = common_pb2.MODALITY_STATUS_LOW_CONFIDENCE
-            result.detail = low_reason
-        return result
+        return graded_result(
+            modality, distribution, reliability, low_reason, model, latency_ms, self.fusion.min_reliability
+        )
 
     async def _vision(self, request: fusion_pb2.AnalyzeRequest, deadline: _Deadline) -> _Outcome:
         modality = common_pb2.MODALITY_VISION

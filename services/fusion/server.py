@@ -11,6 +11,7 @@ from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from services.fusion.config import FusionSettings
 from services.fusion.orchestrator import ModalityClients, Orchestrator, OrchestratorLimits
 from services.fusion.servicer import FusionServicer
+from services.fusion.stream import StreamHub
 
 SERVICE_NAME = fusion_pb2.DESCRIPTOR.services_by_name["FusionService"].full_name
 
@@ -31,7 +32,8 @@ def build_server(settings: FusionSettings) -> GrpcServer:
         max_request_bytes=settings.max_request_bytes,
         max_text_chars=settings.max_text_chars,
     )
-    servicer = FusionServicer(settings.fusion, Orchestrator(clients, settings.fusion, limits))
+    streams = StreamHub(clients, settings.fusion, settings.stream)
+    servicer = FusionServicer(settings.fusion, Orchestrator(clients, settings.fusion, limits), streams)
     return GrpcServer(
         "fusion",
         settings.server,

@@ -29,7 +29,7 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 
-from emomesh import analyze_cli, models_cli
+from emomesh import analyze_cli, live_cli, models_cli
 from emomesh.addresses import AddressError, Addresses, add_address_arguments
 from emomesh.evaluation import cli as eval_cli
 from emomesh.paths import MODEL_REPOSITORY
@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze_cli.add_arguments(analyze)
     analyze.set_defaults(func=analyze_cli.cmd_analyze)
+
+    live = sub.add_parser(
+        "live", parents=[common], help="a live session: replay a video/audio file at real time, or the camera"
+    )
+    live_cli.add_arguments(live)
+    live.set_defaults(func=live_cli.cmd_live)
 
     health = sub.add_parser(
         "health",

@@ -28,13 +28,15 @@ from emotion.text.v1 import text_pb2 as emotion_dot_text_dot_v1_dot_text__pb2
 from emotion.vision.v1 import vision_pb2 as emotion_dot_vision_dot_v1_dot_vision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/fusion/v1/fusion.proto\x12\x11\x65motion.fusion.v1\x1a\x1c\x65motion/audio/v1/audio.proto\x1a\x1e\x65motion/common/v1/common.proto\x1a\x1a\x65motion/text/v1/text.proto\x1a\x1e\x65motion/vision/v1/vision.proto\"A\n\x0b\x46useRequest\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\">\n\x0c\x46useResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\"\xd6\x01\n\x0e\x41nalyzeRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05video\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x12transcript_as_text\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07speaker\x18\x06 \x01(\t\x12\x32\n\x07\x63ontext\x18\x07 \x03(\x0b\x32!.emotion.text.v1.ConversationTurnB\x08\n\x06visualB\x15\n\x13_transcript_as_text\"\x85\x03\n\x0f\x41nalyzeResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\x12\x36\n\x05image\x18\x03 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x36\n\x05video\x18\x04 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeVideoResponse\x12\x35\n\x05\x61udio\x18\x05 \x01(\x0b\x32&.emotion.audio.v1.AnalyzeAudioResponse\x12\x32\n\x04text\x18\x06 \x01(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x1c\n\x14text_from_transcript\x18\x07 \x01(\x08\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x32\xaa\x01\n\rFusionService\x12G\n\x04\x46use\x12\x1e.emotion.fusion.v1.FuseRequest\x1a\x1f.emotion.fusion.v1.FuseResponse\x12P\n\x07\x41nalyze\x12!.emotion.fusion.v1.AnalyzeRequest\x1a\".emotion.fusion.v1.AnalyzeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65motion/fusion/v1/fusion.proto\x12\x11\x65motion.fusion.v1\x1a\x1c\x65motion/audio/v1/audio.proto\x1a\x1e\x65motion/common/v1/common.proto\x1a\x1a\x65motion/text/v1/text.proto\x1a\x1e\x65motion/vision/v1/vision.proto\"A\n\x0b\x46useRequest\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\">\n\x0c\x46useResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\"\xd6\x01\n\x0e\x41nalyzeRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05video\x18\x02 \x01(\x0cH\x00\x12\r\n\x05\x61udio\x18\x03 \x01(\x0c\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x1f\n\x12transcript_as_text\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x0f\n\x07speaker\x18\x06 \x01(\t\x12\x32\n\x07\x63ontext\x18\x07 \x03(\x0b\x32!.emotion.text.v1.ConversationTurnB\x08\n\x06visualB\x15\n\x13_transcript_as_text\"\x85\x03\n\x0f\x41nalyzeResponse\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\x12\x36\n\x05image\x18\x03 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeImageResponse\x12\x36\n\x05video\x18\x04 \x01(\x0b\x32\'.emotion.vision.v1.AnalyzeVideoResponse\x12\x35\n\x05\x61udio\x18\x05 \x01(\x0b\x32&.emotion.audio.v1.AnalyzeAudioResponse\x12\x32\n\x04text\x18\x06 \x01(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\x12\x1c\n\x14text_from_transcript\x18\x07 \x01(\x08\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\"\xc0\x02\n\rStreamRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamStartH\x00\x12/\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamFrameH\x00\x12/\n\x05\x61udio\x18\x03 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamAudioH\x00\x12-\n\x04text\x18\x04 \x01(\x0b\x32\x1d.emotion.fusion.v1.StreamTextH\x00\x12\x35\n\x08settings\x18\x05 \x01(\x0b\x32!.emotion.fusion.v1.StreamSettingsH\x00\x12+\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x1c.emotion.fusion.v1.StreamEndH\x00\x42\t\n\x07message\"\xa6\x01\n\x0bStreamStart\x12\x38\n\x0e\x61udio_encoding\x18\x01 \x01(\x0e\x32 .emotion.fusion.v1.AudioEncoding\x12\x16\n\x0esample_rate_hz\x18\x02 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x03 \x01(\x05\x12\x33\n\x08settings\x18\x04 \x01(\x0b\x32!.emotion.fusion.v1.StreamSettings\"s\n\x0eStreamSettings\x12\x17\n\ntranscribe\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x18\n\x0bsmoothing_s\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x0f\n\x07speaker\x18\x03 \x01(\tB\r\n\x0b_transcribeB\x0e\n\x0c_smoothing_s\"j\n\x0bStreamFrame\x12\x11\n\x07\x65ncoded\x18\x01 \x01(\x0cH\x00\x12*\n\x03raw\x18\x02 \x01(\x0b\x32\x1b.emotion.vision.v1.RawImageH\x00\x12\x13\n\x0btimestamp_s\x18\x03 \x01(\x01\x42\x07\n\x05image\"\x1b\n\x0bStreamAudio\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x1a\n\nStreamText\x12\x0c\n\x04text\x18\x01 \x01(\t\"\x0b\n\tStreamEnd\"\xf9\x03\n\x0bStreamEvent\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\x33\n\x07started\x18\x02 \x01(\x0b\x32 .emotion.fusion.v1.StreamStartedH\x00\x12/\n\x05\x66\x61\x63\x65s\x18\x03 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamFacesH\x00\x12\x31\n\x06speech\x18\x04 \x01(\x0b\x32\x1f.emotion.fusion.v1.StreamSpeechH\x00\x12\x33\n\x04text\x18\x05 \x01(\x0b\x32#.emotion.fusion.v1.StreamTextResultH\x00\x12/\n\x05state\x18\x06 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamStateH\x00\x12\x31\n\x06\x63hange\x18\x07 \x01(\x0b\x32\x1f.emotion.fusion.v1.StreamChangeH\x00\x12/\n\x05stats\x18\x08 \x01(\x0b\x32\x1e.emotion.fusion.v1.StreamStatsH\x00\x12\x33\n\x05\x65rror\x18\t \x01(\x0b\x32\".emotion.fusion.v1.StreamItemErrorH\x00\x12\x39\n\ntranscript\x18\n \x01(\x0b\x32#.emotion.fusion.v1.StreamTranscriptH\x00\x42\x07\n\x05\x65vent\"\x95\x01\n\rStreamStarted\x12\x12\n\ntranscribe\x18\x01 \x01(\x08\x12\x13\n\x0bsmoothing_s\x18\x02 \x01(\x01\x12\x10\n\x08window_s\x18\x03 \x01(\x01\x12\r\n\x05hop_s\x18\x04 \x01(\x01\x12\x16\n\x0emax_duration_s\x18\x05 \x01(\x01\x12\x11\n\tmax_bytes\x18\x06 \x01(\x03\x12\x0f\n\x07max_fps\x18\x07 \x01(\x05\"s\n\x0bStreamFaces\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12\x13\n\x0btimestamp_s\x18\x02 \x01(\x01\x12&\n\x05\x66\x61\x63\x65s\x18\x03 \x03(\x0b\x32\x17.emotion.vision.v1.Face\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"\xae\x01\n\x0cStreamSpeech\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x17\n\x0fspeech_detected\x18\x03 \x01(\x08\x12<\n\x0c\x64istribution\x18\x04 \x01(\x0b\x32&.emotion.common.v1.EmotionDistribution\x12\x13\n\x0breliability\x18\x05 \x01(\x02\x12\x12\n\nlatency_ms\x18\x06 \x01(\x01\"c\n\x10StreamTranscript\x12\x0f\n\x07start_s\x18\x01 \x01(\x01\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\"o\n\x10StreamTextResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x17\n\x0f\x66rom_transcript\x18\x02 \x01(\x08\x12\x34\n\x06result\x18\x03 \x01(\x0b\x32$.emotion.text.v1.AnalyzeTextResponse\"t\n\x0bStreamState\x12.\n\x05\x66used\x18\x01 \x01(\x0b\x32\x1f.emotion.common.v1.FusedEmotion\x12\x35\n\nmodalities\x18\x02 \x03(\x0b\x32!.emotion.common.v1.ModalityResult\"~\n\x0cStreamChange\x12,\n\x08previous\x18\x01 \x01(\x0e\x32\x1a.emotion.common.v1.Emotion\x12+\n\x07\x63urrent\x18\x02 \x01(\x0e\x32\x1a.emotion.common.v1.Emotion\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x8d\x02\n\x0bStreamStats\x12\x17\n\x0f\x66rames_received\x18\x01 \x01(\x03\x12\x17\n\x0f\x66rames_analysed\x18\x02 \x01(\x03\x12\x16\n\x0e\x66rames_dropped\x18\x03 \x01(\x03\x12\x15\n\rframes_failed\x18\x04 \x01(\x03\x12\x14\n\x0c\x61nalysed_fps\x18\x05 \x01(\x01\x12\x18\n\x10\x61udio_received_s\x18\x06 \x01(\x01\x12\x1e\n\x16\x61udio_windows_analysed\x18\x07 \x01(\x03\x12\x1d\n\x15\x61udio_windows_skipped\x18\x08 \x01(\x03\x12\x16\n\x0e\x62ytes_received\x18\t \x01(\x03\x12\x16\n\x0e\x65vents_dropped\x18\n \x01(\x03\">\n\x0fStreamItemError\x12\x0c\n\x04item\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t*I\n\rAudioEncoding\x12\x1e\n\x1a\x41UDIO_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41UDIO_ENCODING_PCM16\x10\x01\x32\x81\x02\n\rFusionService\x12G\n\x04\x46use\x12\x1e.emotion.fusion.v1.FuseRequest\x1a\x1f.emotion.fusion.v1.FuseResponse\x12P\n\x07\x41nalyze\x12!.emotion.fusion.v1.AnalyzeRequest\x1a\".emotion.fusion.v1.AnalyzeResponse\x12U\n\rAnalyzeStream\x12 .emotion.fusion.v1.StreamRequest\x1a\x1e.emotion.fusion.v1.StreamEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emotion.fusion.v1.fusion_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUDIOENCODING']._serialized_start=3452
+  _globals['_AUDIOENCODING']._serialized_end=3525
   _globals['_FUSEREQUEST']._serialized_start=175
   _globals['_FUSEREQUEST']._serialized_end=240
   _globals['_FUSERESPONSE']._serialized_start=242
@@ -43,6 +45,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYZEREQUEST']._serialized_end=521
   _globals['_ANALYZERESPONSE']._serialized_start=524
   _globals['_ANALYZERESPONSE']._serialized_end=913
-  _globals['_FUSIONSERVICE']._serialized_start=916
-  _globals['_FUSIONSERVICE']._serialized_end=1086
+  _globals['_STREAMREQUEST']._serialized_start=916
+  _globals['_STREAMREQUEST']._serialized_end=1236
+  _globals['_STREAMSTART']._serialized_start=1239
+  _globals['_STREAMSTART']._serialized_end=1405
+  _globals['_STREAMSETTINGS']._serialized_start=1407
+  _globals['_STREAMSETTINGS']._serialized_end=1522
+  _globals['_STREAMFRAME']._serialized_start=1524
+  _globals['_STREAMFRAME']._serialized_end=1630
+  _globals['_STREAMAUDIO']._serialized_start=1632
+  _globals['_STREAMAUDIO']._serialized_end=1659
+  _globals['_STREAMTEXT']._serialized_start=1661
+  _globals['_STREAMTEXT']._serialized_end=1687
+  _globals['_STREAMEND']._serialized_start=1689
+  _globals['_STREAMEND']._serialized_end=1700
+  _globals['_STREAMEVENT']._serialized_start=1703
+  _globals['_STREAMEVENT']._serialized_end=2208
+  _globals['_STREAMSTARTED']._serialized_start=2211
+  _globals['_STREAMSTARTED']._serialized_end=2360
+  _globals['_STREAMFACES']._serialized_start=2362
+  _globals['_STREAMFACES']._serialized_end=2477
+  _globals['_STREAMSPEECH']._serialized_start=2480
+  _globals['_STREAMSPEECH']._serialized_end=2654
+  _globals['_STREAMTRANSCRIPT']._serialized_start=2656
+  _globals['_STREAMTRANSCRIPT']._serialized_end=2755
+  _globals['_STREAMTEXTRESULT']._serialized_start=2757
+  _globals['_STREAMTEXTRESULT']._serialized_end=2868
+  _globals['_STREAMSTATE']._serialized_start=2870
+  _globals['_STREAMSTATE']._serialized_end=2986
+  _globals['_STREAMCHANGE']._serialized_start=2988
+  _globals['_STREAMCHANGE']._serialized_end=3114
+  _globals['_STREAMSTATS']._serialized_start=3117
+  _globals['_STREAMSTATS']._serialized_end=3386
+  _globals['_STREAMITEMERROR']._serialized_start=3388
+  _globals['_STREAMITEMERROR']._serialized_end=3450
+  _globals['_FUSIONSERVICE']._serialized_start=3528
+  _globals['_FUSIONSERVICE']._serialized_end=3785
 # @@protoc_insertion_point(module_scope)

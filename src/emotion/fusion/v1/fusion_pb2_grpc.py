@@ -44,6 +44,11 @@ class FusionServiceStub:
                 request_serializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeRequest.SerializeToString,
                 response_deserializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeResponse.FromString,
                 _registered_method=True)
+        self.AnalyzeStream = channel.stream_stream(
+                '/emotion.fusion.v1.FusionService/AnalyzeStream',
+                request_serializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamRequest.SerializeToString,
+                response_deserializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamEvent.FromString,
+                _registered_method=True)
 
 
 class FusionServiceServicer:
@@ -72,6 +77,22 @@ class FusionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnalyzeStream(self, request_iterator, context):
+        """A live session (docs/live.md): camera frames, audio chunks and text turns
+        in; per-frame faces, per-window speech, text results and a fused state
+        smoothed over time out. The first message must be `start`. Two lanes run
+        side by side: the face lane analyses the newest frame and drops frames it
+        cannot keep up with (never queueing stale ones); the voice-and-words lane
+        analyses 3 s audio windows every 1.5 s and transcribes in the background.
+        Limits (streams in flight, duration, bytes, frames per second) end the
+        stream with RESOURCE_EXHAUSTED naming the limit; a malformed start or
+        audio chunk with INVALID_ARGUMENT; a bad frame or text turn is reported
+        as an `error` event and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FusionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -84,6 +105,11 @@ def add_FusionServiceServicer_to_server(servicer, server):
                     servicer.Analyze,
                     request_deserializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeRequest.FromString,
                     response_serializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeResponse.SerializeToString,
+            ),
+            'AnalyzeStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.AnalyzeStream,
+                    request_deserializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamRequest.FromString,
+                    response_serializer=emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +166,33 @@ class FusionService:
             '/emotion.fusion.v1.FusionService/Analyze',
             emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeRequest.SerializeToString,
             emotion_dot_fusion_dot_v1_dot_fusion__pb2.AnalyzeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnalyzeStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/emotion.fusion.v1.FusionService/AnalyzeStream',
+            emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamRequest.SerializeToString,
+            emotion_dot_fusion_dot_v1_dot_fusion__pb2.StreamEvent.FromString,
             options,
             channel_credentials,
             insecure,
