@@ -14,8 +14,10 @@ chunks, both paced at real time, with transcription on. Rows:
 Per row: frames analysed per second per stream (sustained over the run), frames dropped (the face lane
 takes the newest frame; older ones are dropped, never queued), face-lane latency p50/p95 (frame sent ->
 its faces received, on the client), and speech-lane latency p50/p95 (a window's last sample sent -> its
-speech result received, ASR included). "Fits" is the largest N whose face-lane p95 stays within twice
-the baseline's."""
+speech result received; the words come apart, in the background). "Fits" is the largest N whose
+face-lane p95 stays within twice the baseline's. With the embedded stack, each row also reads Triton's
+own counters: requests per execution of the face detector and the expression model, i.e. how many
+frames of concurrent streams Triton's dynamic batcher put into one execution."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import math
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +104,30 @@ def looped(speech: np.ndarray, seconds: float) -> np.ndarray:
     return np.tile(speech, repeats)[: int(seconds * SAMPLE_RATE)]
 
 
+def triton_counts(metrics_url: str | None) -> dict[str, tuple[float, float]]:
+    """(inference requests, executions) per model, from Triton's Prometheus metrics."""
+    if metrics_url is None:
+        return {}
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    counts: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for name, slot in (("nv_inference_count{", 0), ("nv_inference_exec_count{", 1)):
+            if line.startswith(name):
+                model = line.split('model="', 1)[1].split('"', 1)[0]
+                counts.setdefault(model, [0.0, 0.0])[slot] += float(line.rsplit(" ", 1)[1])
+    return {model: (c[0], c[1]) for model, c in counts.items()}
+
+
+def batching(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Requests per execution of each model between two readings (1.0: no batching happened)."""
+    ratios = {}
+    for model, (requests, executions) in after.items():
+        done = executions - before.get(model, (0.0, 0.0))[1]
+        if done > 0:
+            ratios[model] = round((requests - before.get(model, (0.0, 0.0))[0]) / done, 2)
+    return ratios
+
+
 def row(name: str, streams: int, reports: list[LiveReport]) -> dict[str, Any]:
     face = [v * 1000 for r in reports for v in r.face_latency_s]
     speech = [v for r in reports for v in r.speech_latency_s]
@@ -145,13 +172,18 @@ async def run_row(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = "| row | fps analysed / stream (min) | dropped | face p50 / p95 ms | speech p50 / p95 s | windows |"
-    lines = [head, "|---|---|---|---|---|---|"]
+    head = (
+        "| row | fps analysed / stream (min) | dropped | face p50 / p95 ms | speech p50 / p95 s | windows "
+        "| Triton requests per execution |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         speech = f"{r['speech_p50_s']} / {r['speech_p95_s']}" if r["speech_p50_s"] is not None else "-"
         lines.append(
             f"| {r['row']} | {r['analysed_fps_per_stream']} ({r['analysed_fps_min']}) | {r['frames_dropped']} | "
-            f"{r['face_p50_ms']} / {r['face_p95_ms']} | {speech} | {r['speech_windows']} |"
+            f"{r['face_p50_ms']} / {r['face_p95_ms']} | {speech} | {r['speech_windows']} | "
+            + ", ".join(f"{m} {v}" for m, v in r.get("triton_requests_per_execution", {}).items())
+            + " |"
         )
     return "\n".join(lines)
 
@@ -163,14 +195,19 @@ def fits(rows: list[dict[str, Any]]) -> int:
     return max(ok, default=0)
 
 
-def measure(address: str, counts: list[int], seconds: float, work: Path) -> list[dict[str, Any]]:
+def measure(
+    address: str, counts: list[int], seconds: float, work: Path, metrics_url: str | None = None
+) -> list[dict[str, Any]]:
     jpegs = moving_face_frames()
     speech = speech_with_pauses(work)
     # Warm-up: the first calls of each model pay for their first execution.
     asyncio.run(run_row(address, jpegs, speech, 1, 4.0))
-    rows = [row("1 video only", 1, asyncio.run(run_row(address, jpegs, None, 1, seconds)))]
-    for n in counts:
-        rows.append(row(f"{n} with audio", n, asyncio.run(run_row(address, jpegs, speech, n, seconds))))
+    rows = []
+    for name, n, sound in [("1 video only", 1, None), *((f"{n} with audio", n, speech) for n in counts)]:
+        before = triton_counts(metrics_url)
+        result = row(name, n, asyncio.run(run_row(address, jpegs, sound, n, seconds)))
+        result["triton_requests_per_execution"] = batching(before, triton_counts(metrics_url))
+        rows.append(result)
         print(table(rows), flush=True)
     return rows
 
@@ -190,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = StackConfig.ephemeral(work / "stack", services=("vision", "audio", "text", "fusion"))
             with Stack(config) as stack:
-                rows = measure(stack.config.address("fusion"), counts, args.seconds, work)
+                metrics = f"http://127.0.0.1:{config.triton_ports.metrics}/metrics"
+                rows = measure(stack.config.address("fusion"), counts, args.seconds, work, metrics)
     print(table(rows))
     print(f"streams that fit before the face lane's p95 doubles: {fits(rows)}")
     write_results(args.out, {"rows": rows, "fits": fits(rows), "seconds": args.seconds})

@@ -187,7 +187,8 @@ class StreamSession:
         self.audio_arrived = asyncio.Event()
         self.input_done = asyncio.Event()
         self.text_queue: asyncio.Queue[_Turn | None] = asyncio.Queue()
-        self.turns: list[text_pb2.ConversationTurn] = []
+        # Only the turns the text service will be sent as context are kept.
+        self.turns: deque[text_pb2.ConversationTurn] = deque(maxlen=max(1, self.limits.text_context_turns))
         self.fresh = FreshResults()
         self.transcribe = True
         self.speaker = ""
@@ -207,9 +208,11 @@ class StreamSession:
         return timeout
 
     def emit(self, droppable: bool = True, **event: Any) -> None:
-        """Queues an event for the client; frames' and states' events are dropped (and counted) while
-        the client is not reading, the rest (errors, speech, text, changes, stats) always go."""
-        if droppable and self.outbox.qsize() >= self.limits.event_queue:
+        """Queues an event for the client. Frames' and states' events are dropped (and counted) while the
+        client is not reading; the rest (errors, speech, words, text, changes, stats) are kept up to four
+        times longer, so a client that never reads cannot grow the queue without bound."""
+        limit = self.limits.event_queue if droppable else 4 * self.limits.event_queue
+        if self.outbox.qsize() >= limit:
             self.stats.events_dropped += 1
             return
         self.outbox.put_nowait(fusion_pb2.StreamEvent(time_s=self.now(), **event))
@@ -613,7 +616,7 @@ class StreamSession:
         if self.clients.text is None:
             self.item_error(turn.item, grpc.StatusCode.UNAVAILABLE, "no text service configured")
             return
-        context = self.turns[-self.limits.text_context_turns :] if self.limits.text_context_turns else []
+        context = list(self.turns) if self.limits.text_context_turns else []
         request = text_pb2.AnalyzeTextRequest(text=turn.text, speaker=self.speaker, context=context)
         try:
             response = await self.clients.text.AnalyzeText(request, timeout=self._timeout())

@@ -8,7 +8,7 @@ Media is replayed at real time (the server sees what a camera and a microphone w
 JPEG at the file's frame rate (or --fps), audio decoded here to 16 kHz mono PCM16 and sent in 100 ms
 chunks. The timeline prints one line per event worth reading: faces when a face's emotion changes (or
 every frame with --every-frame), each speech window with its words, each text result, each change of
-the fused emotion, and stats every second; --json prints every event as one JSON line instead.
+the fused emotion, and stats every 5 s; --json prints every event as one JSON line instead.
 
 The camera: OpenCV's first camera (or --camera N). Where there is none (a server, a container), the
 command says so and exits with status 2; replay a file with --video instead. Only the camera's
@@ -107,6 +107,8 @@ def camera_frames(device: int, fps: float, limit_s: float | None) -> Iterator[Ti
     """The camera's frames as they come, at most `fps` a second."""
     import cv2
 
+    # OpenCV logs its own warnings for a missing device; the MediaError below says it once, plainly.
+    cv2.setLogLevel(0)  # 0: silent
     capture = cv2.VideoCapture(device)
     if not capture.isOpened():
         raise MediaError(
@@ -222,39 +224,52 @@ async def run_stream(
     def now() -> float:
         return time.monotonic() - start
 
+    # A MediaError of the media mid-stream (a camera that stops): gRPC cancels the call when the request
+    # iterator raises, and the reader below gets a bare CancelledError; it raises this error instead.
+    media_failure: list[MediaError] = []
+
     async def requests() -> AsyncIterator[fusion_pb2.StreamRequest]:
         yield start_request(audio, transcribe)
-        for item in heapq.merge(*media, key=lambda t: t.at):
-            if realtime:
-                delay = item.at - now()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            if item.kind == "frame":
-                report.frame_sent[item.position] = now()
-            else:
-                report.audio_sent.append((item.position, now()))
-            yield item.request
+        try:
+            for item in heapq.merge(*media, key=lambda t: t.at):
+                if realtime:
+                    delay = item.at - now()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if item.kind == "frame":
+                    report.frame_sent[item.position] = now()
+                else:
+                    report.audio_sent.append((item.position, now()))
+                yield item.request
+        except MediaError as exc:
+            media_failure.append(exc)
+            raise
         yield fusion_pb2.StreamRequest(end=fusion_pb2.StreamEnd())
 
     call = stub.AnalyzeStream(requests(), timeout=timeout_s)
-    async for event in call:
-        received = now()
-        report.events += 1
-        kind = event.WhichOneof("event")
-        if kind == "faces" and event.faces.frame_index in report.frame_sent:
-            report.face_latency_s.append(received - report.frame_sent[event.faces.frame_index])
-        elif kind == "speech":
-            sent = report.audio_sent_at(event.speech.end_s)
-            if sent is not None:
-                report.speech_latency_s.append(received - sent)
-        elif kind == "transcript":
-            sent = report.audio_sent_at(event.transcript.end_s)
-            if sent is not None:
-                report.transcript_latency_s.append(received - sent)
-        elif kind == "stats":
-            report.final_stats = event.stats
-        if on_event is not None:
-            on_event(event, received)
+    try:
+        async for event in call:
+            received = now()
+            report.events += 1
+            kind = event.WhichOneof("event")
+            if kind == "faces" and event.faces.frame_index in report.frame_sent:
+                report.face_latency_s.append(received - report.frame_sent[event.faces.frame_index])
+            elif kind == "speech":
+                sent = report.audio_sent_at(event.speech.end_s)
+                if sent is not None:
+                    report.speech_latency_s.append(received - sent)
+            elif kind == "transcript":
+                sent = report.audio_sent_at(event.transcript.end_s)
+                if sent is not None:
+                    report.transcript_latency_s.append(received - sent)
+            elif kind == "stats":
+                report.final_stats = event.stats
+            if on_event is not None:
+                on_event(event, received)
+    except asyncio.CancelledError:
+        if media_failure:
+            raise media_failure[0] from None
+        raise
     report.duration_s = now()
     return report
 

@@ -199,8 +199,18 @@ async def lingering() -> AsyncIterator[fusion_pb2.StreamRequest]:
 async def test_each_limit_ends_the_stream_with_its_status(modalities: Modalities) -> None:
     start = start_request(audio=True)
     async with fusion(modalities, EMOMESH_FUSION_STREAM_MAX_FPS="20") as stub:
+
+        async def too_fast() -> AsyncIterator[fusion_pb2.StreamRequest]:
+            # The 21st frame within a second breaks the limit; nothing is written after it, since a
+            # client still writing when the server aborts may see INTERNAL instead (grpc/grpc#36066).
+            yield start
+            for request in frames(21):
+                yield request
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(3600)
+
         await expect(
-            stub.AnalyzeStream(iter([start, *frames(25)])),
+            stub.AnalyzeStream(too_fast()),
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "frames arrive faster than 20 per second",
         )
@@ -210,9 +220,14 @@ async def test_each_limit_ends_the_stream_with_its_status(modalities: Modalities
 
         async def paced() -> AsyncIterator[fusion_pb2.StreamRequest]:
             yield start
+            sent = start.ByteSize()
             for request in frames(10):
                 yield request
+                sent += request.ByteSize()
+                if sent > 100_000:
+                    break  # nothing after the frame that breaks the limit (see too_fast)
                 await asyncio.sleep(0.06)
+            await asyncio.sleep(3600)
 
         await expect(stub.AnalyzeStream(paced()), grpc.StatusCode.RESOURCE_EXHAUSTED, "bytes; the limit is 100000")
     async with fusion(modalities, EMOMESH_FUSION_STREAM_MAX_DURATION_S="1") as stub:
