@@ -12,6 +12,7 @@ exporter, and its provider is flushed and shut down by GrpcServer.stop. A proces
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -270,8 +271,15 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         )
         try:
             call = await continuation(details, request)
-            # Waits for the call to finish (without raising) so the span covers the whole call.
-            code = await call.code()
+            try:
+                # Waits for the call to finish (without raising) so the span covers the whole call.
+                code = await call.code()
+            except asyncio.CancelledError:
+                # The caller gave up (a cancelled stream, fusion's deadline backstop): so does the call,
+                # instead of running on in the server with nobody waiting for it.
+                call.cancel()
+                span.set_status(Status(StatusCode.ERROR, "CANCELLED: the caller gave up"))
+                raise
             span.set_attribute(RPC_STATUS_CODE, code.value[0])
             if code != grpc.StatusCode.OK:
                 span.set_status(Status(StatusCode.ERROR, f"{code.name}: {await call.details()}"))

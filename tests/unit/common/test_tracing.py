@@ -268,7 +268,19 @@ def test_log_lines_carry_the_trace_inside_a_span(spans: InMemorySpanExporter) ->
 # --- over a real gRPC call ----------------------------------------------------------------------------
 
 
+# Set while an `b"hold"` echo waits, and when the server cancels it.
+HOLDING = asyncio.Event()
+RELEASED_BY_CANCEL = asyncio.Event()
+
+
 async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    if request == b"hold":
+        HOLDING.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            RELEASED_BY_CANCEL.set()
+            raise
     if request == b"invalid":
         raise InvalidInput("not this")
     if request == b"crash":
@@ -346,3 +358,20 @@ async def test_failed_calls_are_marked(
         assert (span.attributes or {})[RPC_STATUS_CODE] == code.value[0]
     if code == grpc.StatusCode.INTERNAL:
         assert [event.name for event in server.events] == ["exception"]
+
+
+async def test_cancelling_a_traced_call_cancels_it_on_the_server(
+    spans: InMemorySpanExporter, echo_channel: grpc.aio.Channel
+) -> None:
+    HOLDING.clear()
+    RELEASED_BY_CANCEL.clear()
+    caller = asyncio.create_task(call_echo(echo_channel, b"hold"))
+    await asyncio.wait_for(HOLDING.wait(), 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    # The interceptor waits on the call for its span; a caller that gives up must not leave the call
+    # running on the server (a cancelled live stream's frames, fusion's deadline backstop).
+    await asyncio.wait_for(RELEASED_BY_CANCEL.wait(), 5)
+    client = next(s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT)
+    assert client.status.status_code == StatusCode.ERROR
