@@ -4,7 +4,9 @@ dev sets, with the service's own tokenizer and max length.
     python -m services.text.evaluate --goemotions DATA/goemotions --meld DATA/meld [--json out.json]
 
 GoEmotions dev: single-class rows only (see services/text/data.py), 7 classes: macro-F1 and accuracy.
-MELD dev: every utterance: weighted-F1 (the metric MELD papers report) and accuracy. F1 as everywhere in
+MELD dev: every utterance: weighted-F1 (the metric MELD papers report) and accuracy; with
+--context-tokens N (the model's emomesh_context_tokens) twice, alone and with the earlier turns of its
+dialogue as the service reads them (services/text/context.py). F1 as everywhere in
 the project (emomesh.evaluation.metrics; macro over the classes present in the truth)."""
 
 from __future__ import annotations
@@ -24,18 +26,29 @@ from services.text.model import OnnxTextModel
 from services.text.tokenize import TextTokenizer
 
 
-def predict(model: OnnxTextModel, tokenizer: TextTokenizer, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+def predict(
+    model: OnnxTextModel,
+    tokenizer: TextTokenizer,
+    texts: list[str],
+    contexts: list[str] | None = None,
+    batch_size: int = 64,
+) -> np.ndarray:
+    every_context = contexts if contexts is not None else [""] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(every_context[i]))
     probs = np.zeros((len(texts), NUM_LABELS), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        probs[rows] = model.classify(tokenizer.encode([texts[i] for i in rows]))
+        batch = tokenizer.encode([texts[i] for i in rows], [every_context[i] for i in rows])
+        probs[rows] = model.classify(batch)
     return probs
 
 
-def evaluate(model: OnnxTextModel, tokenizer: TextTokenizer, examples: list[Example]) -> dict[str, object]:
+def evaluate(
+    model: OnnxTextModel, tokenizer: TextTokenizer, examples: list[Example], with_context: bool = False
+) -> dict[str, object]:
     truth = np.array([e.label for e in examples])
-    predicted = predict(model, tokenizer, [e.text for e in examples]).argmax(axis=1)
+    contexts = [e.context for e in examples] if with_context else None
+    predicted = predict(model, tokenizer, [e.text for e in examples], contexts).argmax(axis=1)
     confusion = confusion_matrix(truth, predicted)
     return {
         "rows": len(examples),
@@ -54,22 +67,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--context-tokens", type=int, default=0, help="the model's context budget (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     if not (args.goemotions or args.meld):
         parser.error("give --goemotions and/or --meld")
     model = OnnxTextModel(args.model, args.threads)
-    tokenizer = TextTokenizer(args.tokenizer, args.max_tokens)
-    results: dict[str, object] = {"model": str(args.model), "max_tokens": args.max_tokens}
-    for name, root, loader in (
-        ("goemotions_dev", args.goemotions, load_goemotions),
-        ("meld_dev", args.meld, load_meld),
-    ):
+    tokenizer = TextTokenizer(args.tokenizer, args.max_tokens, args.context_tokens)
+    results: dict[str, object] = {
+        "model": str(args.model),
+        "max_tokens": args.max_tokens,
+        "context_tokens": args.context_tokens,
+    }
+    runs = [("goemotions_dev", args.goemotions, load_goemotions, False), ("meld_dev", args.meld, load_meld, False)]
+    if args.context_tokens:
+        runs.append(("meld_dev_with_context", args.meld, load_meld, True))
+    for name, root, loader, with_context in runs:
         if root is None:
             continue
         start = time.perf_counter()
-        results[name] = evaluate(model, tokenizer, loader(root, "dev"))
+        results[name] = evaluate(model, tokenizer, loader(root, "dev"), with_context)
         print(f"{name}: {json.dumps(results[name])}  ({time.perf_counter() - start:.0f} s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -17,12 +18,17 @@ from redis.asyncio import Redis
 from emomesh.labels import LABELS, distribution_from_probs
 from emomesh.procs import RedisServer, free_port
 from emomesh.security import ANONYMOUS_CALLER
+from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
+from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.dialog.config import DialogSettings
 from services.dialog.history import StoredTurn, history_key
 from services.dialog.prompts import estimate_tokens
 from services.dialog.server import build_server
+from services.text.config import DEFAULT_MODEL as DEFAULT_TEXT_MODEL
+from services.text.config import TextSettings
+from services.text.server import build_server as build_text_server
 from tests.conftest import service_env, serving
 from tests.integration.openai_server import COMPLETION_TOKENS, MODEL, PROMPT_TOKENS, OpenAIStub
 from tests.unit.dialog.helpers import persona_fence
@@ -453,3 +459,33 @@ async def test_bad_describe_and_history_requests_are_invalid_argument(
                 await call
             assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert expected in (failed.value.details() or "")
+
+
+async def test_a_message_without_emotion_is_read_by_the_real_text_service_with_the_session_history(
+    redis_server: RedisServer, llm: OpenAIStub, triton_server: TritonServer
+) -> None:
+    text_server = await build_text_server(TextSettings.from_env(service_env("text", triton_server)))
+    async with serving(text_server) as text_channel:
+        config = settings(redis_server.url, llm.base_url)
+        config = replace(config, text=replace(config.text, address=text_server.address))
+        session = new_session()
+        async with dialog_service(config) as stub:
+            await chat(stub, session_id=session, message="My dog died last week. I keep crying.")
+            _, info = await chat(stub, session_id=session, message="Not great, honestly.")
+            assert info.emotion_source == dialog_pb2.EMOTION_SOURCE_TEXT_SERVICE
+            (text,) = info.emotion.modalities
+            assert text.model.name == DEFAULT_TEXT_MODEL and text.status == common_pb2.MODALITY_STATUS_OK
+            # Read with the session's history, "Not great" after a death is much sadder than alone.
+            alone = await text_pb2_grpc.TextServiceStub(text_channel).AnalyzeText(
+                text_pb2.AnalyzeTextRequest(text="Not great, honestly."), timeout=30
+            )
+            sad = LABELS.index("sad")
+            in_context = info.emotion.fused.distribution.probabilities[sad]
+            assert in_context > alone.distribution.probabilities[sad] + 0.1
+            turns = (await stub.GetHistory(dialog_pb2.GetHistoryRequest(session_id=session))).turns
+            assert turns[2].text == "Not great, honestly."
+            assert turns[2].emotion.distribution.probabilities[sad] == pytest.approx(in_context)
+    # The text service is gone: the next reply comes without an emotion, and it comes.
+    async with dialog_service(config) as stub:
+        deltas, info = await chat(stub, session_id=session, message="Thanks for listening.")
+        assert deltas and info.emotion_source == dialog_pb2.EMOTION_SOURCE_UNSPECIFIED

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from emomesh.errors import Unavailable
+from emomesh.labels import LABELS
 from emomesh.triton_repo import load_specs
 from emomesh.tritonserver import TritonServer
 from emotion.common.v1 import common_pb2
 from emotion.text.v1 import text_pb2, text_pb2_grpc
-from services.text.config import DEFAULT_MULTILINGUAL_MODEL, TextSettings
-from services.text.model import RELIABILITY_PARAMETER, LanguageReliability
+from services.text.config import DEFAULT_MODEL, DEFAULT_MULTILINGUAL_MODEL, TextSettings
+from services.text.model import CONTEXT_TOKENS_PARAMETER, RELIABILITY_PARAMETER, LanguageReliability
 from services.text.server import build_server
 from tests.conftest import service_env, serving
 from tests.integration.openai_server import OpenAIStub
@@ -29,6 +30,7 @@ MULTILINGUAL_RELIABILITY = LanguageReliability.parse(
     load_specs()[DEFAULT_MULTILINGUAL_MODEL]["parameters"][RELIABILITY_PARAMETER]
 )
 NO_MULTILINGUAL_MODEL = {"EMOMESH_TEXT_MULTILINGUAL_MODEL": ""}
+CONTEXT_TOKENS = int(load_specs()[DEFAULT_MODEL]["parameters"][CONTEXT_TOKENS_PARAMETER])
 
 
 def settings_for(triton: TritonServer, **overrides: str) -> TextSettings:
@@ -280,3 +282,21 @@ async def test_a_configured_multilingual_model_that_triton_lacks_fails_the_start
     settings = settings_for(triton_server, EMOMESH_TEXT_MULTILINGUAL_MODEL="text_missing_emotion")
     with pytest.raises(Unavailable, match="model text_missing_emotion is unavailable"):
         await build_server(settings)
+
+
+BEREAVEMENT = [
+    text_pb2.ConversationTurn(speaker="user", text="My dog died last week. I keep crying."),
+    text_pb2.ConversationTurn(speaker="assistant", text="I'm so sorry. How are you holding up?"),
+]
+
+
+async def test_the_english_model_reads_the_conversation_before_the_text(text: text_pb2_grpc.TextServiceStub) -> None:
+    alone = await analyze(text, text="Not great, honestly.")
+    in_context = await analyze(text, text="Not great, honestly.", speaker="user", context=BEREAVEMENT)
+    assert alone.context_tokens == 0 and 0 < in_context.context_tokens <= CONTEXT_TOKENS
+    assert in_context.tokens == alone.tokens and "context" not in in_context.note
+    sad = LABELS.index("sad")
+    assert in_context.distribution.probabilities[sad] > alone.distribution.probabilities[sad]
+    # The multilingual model was trained on single texts: it reads the text alone and says so.
+    chinese = await analyze(text, text="我今天很难过", speaker="user", context=BEREAVEMENT)
+    assert chinese.context_tokens == 0 and "conversation context not read" in chinese.note
