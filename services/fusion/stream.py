@@ -7,7 +7,8 @@ network policy that lets it reach them. A separate service would copy all of tha
 
 Tasks of one stream, all cancelled together when the client cancels, disappears or breaks a limit:
 - reader: takes the client's messages. A frame goes into a one-slot mailbox (the newest wins), audio
-  into a bounded buffer, a text turn into a short queue. It never waits for analysis.
+  into a bounded buffer (encoded audio through a decoder thread first, services/fusion/container.py),
+  a text turn into a short queue. It never waits for analysis.
 - face lane (EMOMESH_FUSION_STREAM_FRAMES_IN_FLIGHT workers): takes the newest frame, asks the vision
   service (whose Triton models batch frames of all streams that arrive together), tracks faces by box
   overlap, answers StreamFaces. A frame that finishes after a newer one was answered is dropped.
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import numpy as np
 
 from emomesh.errors import EmomeshError, InvalidInput, TooLarge, Unavailable
 from emomesh.labels import distribution_from_probs, probs_from_distribution
@@ -45,6 +47,8 @@ from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2
 from emotion.text.v1 import text_pb2
 from emotion.vision.v1 import vision_pb2
+from services.fusion.container import SAMPLE_RATE as DECODED_RATE
+from services.fusion.container import ContainerDecoder
 from services.fusion.fuse import FusionConfig, fuse
 from services.fusion.live import (
     AudioBuffer,
@@ -186,6 +190,9 @@ class StreamSession:
         self.audio_arrivals: deque[tuple[int, float]] = deque()  # (samples received, when), oldest first
         self.audio_arrived = asyncio.Event()
         self.input_done = asyncio.Event()
+        # All the audio is in: at the client's end, or once the decoder has decoded the last bytes.
+        self.audio_done = asyncio.Event()
+        self.decoder: ContainerDecoder | None = None
         self.text_queue: asyncio.Queue[_Turn | None] = asyncio.Queue()
         # Only the turns the text service will be sent as context are kept.
         self.turns: deque[text_pb2.ConversationTurn] = deque(maxlen=max(1, self.limits.text_context_turns))
@@ -278,27 +285,36 @@ class StreamSession:
                     return
                 yield item
         finally:
+            if self.decoder is not None:
+                self.decoder.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _start(self, start: fusion_pb2.StreamStart) -> None:
-        if start.audio_encoding != fusion_pb2.AUDIO_ENCODING_UNSPECIFIED:
-            if start.audio_encoding != fusion_pb2.AUDIO_ENCODING_PCM16:
-                raise InvalidInput(f"audio_encoding {start.audio_encoding} is not one this server reads (PCM16)")
+        encoding = start.audio_encoding
+        if encoding == fusion_pb2.AUDIO_ENCODING_PCM16:
             if not MIN_SAMPLE_RATE <= start.sample_rate_hz <= MAX_SAMPLE_RATE:
                 raise InvalidInput(
                     f"sample_rate_hz {start.sample_rate_hz} is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE}"
                 )
             if not 1 <= start.channels <= MAX_CHANNELS:
                 raise InvalidInput(f"channels {start.channels} is outside 1-{MAX_CHANNELS}")
-            # The utterance in progress and the window after it must stay in the buffer.
-            capacity = self.limits.max_utterance_s + 2 * self.limits.window_s
-            self.audio = AudioBuffer(start.sample_rate_hz, start.channels, capacity)
-            rate = start.sample_rate_hz
-            self.windows = WindowSchedule(int(self.limits.window_s * rate), int(self.limits.hop_s * rate))
-            self.utterances = Utterances(int(self.limits.max_utterance_s * rate))
+            self._audio_buffer(start.sample_rate_hz, start.channels)
+        elif encoding == fusion_pb2.AUDIO_ENCODING_CONTAINER:
+            self._audio_buffer(DECODED_RATE, 1)
+            self.decoder = ContainerDecoder(asyncio.get_running_loop(), self._decoded, self.fail, self.audio_done.set)
+            self.decoder.start()
+        elif encoding != fusion_pb2.AUDIO_ENCODING_UNSPECIFIED:
+            raise InvalidInput(f"audio_encoding {encoding} is not one this server reads (PCM16, CONTAINER)")
         self._apply(start.settings)
+
+    def _audio_buffer(self, rate: int, channels: int) -> None:
+        # The utterance in progress and the window after it must stay in the buffer.
+        capacity = self.limits.max_utterance_s + 2 * self.limits.window_s
+        self.audio = AudioBuffer(rate, channels, capacity)
+        self.windows = WindowSchedule(int(self.limits.window_s * rate), int(self.limits.hop_s * rate))
+        self.utterances = Utterances(int(self.limits.max_utterance_s * rate))
 
     def _apply(self, settings: fusion_pb2.StreamSettings) -> None:
         if settings.HasField("transcribe"):
@@ -338,6 +354,10 @@ class StreamSession:
         finally:
             self.input_done.set()
             self.slot.close()
+            if self.decoder is not None:
+                self.decoder.end()  # audio_done once it has decoded what it holds
+            else:
+                self.audio_done.set()
             self.audio_arrived.set()
 
     def _frame(self, frame: fusion_pb2.StreamFrame) -> None:
@@ -353,7 +373,22 @@ class StreamSession:
     def _audio(self, data: bytes) -> None:
         if self.audio is None:
             raise InvalidInput("audio was sent, but `start` declared no audio_encoding")
-        self.audio.append(data)
+        if self.decoder is not None:
+            self.decoder.feed(data)
+        else:
+            self._received(data)
+
+    def _decoded(self, samples: np.ndarray) -> None:
+        """Samples from the decoder thread (16 kHz mono), on the event loop."""
+        self._received(samples.astype("<i2").tobytes())
+
+    def _decoder_done(self) -> None:
+        self.audio_done.set()
+        self.audio_arrived.set()  # wakes the voice lane for the last window
+
+    def _received(self, pcm16: bytes) -> None:
+        assert self.audio is not None
+        self.audio.append(pcm16)
         self.stats.audio_received_s = self.audio.seconds
         self.audio_arrivals.append((self.audio.end, self.now()))
         # Only the audio the buffer still holds can be asked about.
@@ -479,7 +514,7 @@ class StreamSession:
             if window is not None:
                 await self._analyse_window(*window)
                 continue
-            if self.input_done.is_set():
+            if self.audio_done.is_set():
                 last = self.windows.final(self.audio.end)
                 if last is not None:
                     await self._analyse_window(*last)

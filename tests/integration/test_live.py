@@ -275,3 +275,58 @@ async def test_malformed_streams_are_invalid_argument_and_a_bad_frame_is_only_an
         assert [(e.item, e.code) for e in errors] == [("frame 0", grpc.StatusCode.INVALID_ARGUMENT.value[0])]
         assert any(e.HasField("faces") and e.faces.frame_index == 1 for e in events)
         assert events[-1].stats.frames_failed == 1
+
+
+def ogg_opus(pcm: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
+    """16 kHz mono PCM16 encoded as OGG/Opus by PyAV, as a client's encoder would stream it."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="ogg") as out:
+        stream = out.add_stream("libopus", rate=48_000)
+        assert isinstance(stream, av.AudioStream)
+        stream.layout = "mono"
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=48_000)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for resampled in resampler.resample(frame):
+            for packet in stream.encode(resampled):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buffer.getvalue()
+
+
+async def test_encoded_audio_is_decoded_as_it_arrives_and_heard_like_pcm(
+    modalities: Modalities, tmp_path: Path
+) -> None:
+    seconds = 6.0
+    encoded = ogg_opus(speech_then_silence(seconds, tmp_path))
+    chunk = len(encoded) // 30  # 30 chunks over the audio's length, as a recorder's timeslices
+
+    async def requests() -> AsyncIterator[fusion_pb2.StreamRequest]:
+        yield fusion_pb2.StreamRequest(start=fusion_pb2.StreamStart(audio_encoding=fusion_pb2.AUDIO_ENCODING_CONTAINER))
+        for start in range(0, len(encoded), chunk):
+            yield fusion_pb2.StreamRequest(audio=fusion_pb2.StreamAudio(data=encoded[start : start + chunk]))
+            await asyncio.sleep(seconds / 30)
+        yield fusion_pb2.StreamRequest(end={})
+
+    async with fusion(modalities) as stub:
+        events = [e async for e in stub.AnalyzeStream(requests(), timeout=120)]
+    speech = [e.speech for e in events if e.HasField("speech")]
+    assert speech and speech[0].speech_detected and (speech[0].start_s, speech[0].end_s) == (0.0, 3.0)
+    assert abs(events[-1].stats.audio_received_s - seconds) < 0.1
+    finals = [e.transcript for e in events if e.HasField("transcript") and e.transcript.final]
+    assert finals and "happy" in finals[0].text.lower()
+    # Bytes that are no audio end the stream with INVALID_ARGUMENT.
+    broken = iter(
+        [
+            fusion_pb2.StreamRequest(start=fusion_pb2.StreamStart(audio_encoding=fusion_pb2.AUDIO_ENCODING_CONTAINER)),
+            fusion_pb2.StreamRequest(audio=fusion_pb2.StreamAudio(data=b"\x00" * 5000)),
+            fusion_pb2.StreamRequest(end={}),
+        ]
+    )
+    async with fusion(modalities) as stub:
+        await expect(stub.AnalyzeStream(broken), grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded")

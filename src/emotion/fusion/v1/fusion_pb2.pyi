@@ -15,8 +15,10 @@ class AudioEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     AUDIO_ENCODING_UNSPECIFIED: _ClassVar[AudioEncoding]
     AUDIO_ENCODING_PCM16: _ClassVar[AudioEncoding]
+    AUDIO_ENCODING_CONTAINER: _ClassVar[AudioEncoding]
 AUDIO_ENCODING_UNSPECIFIED: AudioEncoding
 AUDIO_ENCODING_PCM16: AudioEncoding
+AUDIO_ENCODING_CONTAINER: AudioEncoding
 
 class FuseRequest(_message.Message):
     __slots__ = ("results",)
