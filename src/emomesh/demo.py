@@ -2,21 +2,28 @@
 and fused through FusionService.Analyze (the voice's transcript becomes the text), an empathetic
 reply streamed by DialogService.Chat with that emotion (an offline fallback, clearly marked, when no
 LLM endpoint is configured); then a Mandarin voice through Analyze the same way (its transcript,
-detected language, the text model that read it, the fused result) and two Chinese sentences through
-TextService.AnalyzeText.
+detected language, the text model that read it, the fused result), two Chinese sentences through
+TextService.AnalyzeText, and a 4-s live session through FusionService.AnalyzeStream (the photo gliding
+across 640x480 frames at 30 fps with the voice, at real time: its timeline and the face lane's latency).
 
 The demo prints what the models answer and asserts no emotion; it fails (DemoFailed) only when the
 Mandarin clip comes back without any transcript, since then speech recognition is not working."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import grpc
+import numpy as np
 
 from emomesh.analyze_cli import DETAIL, analyze, build_request, format_response, text_lines
 from emomesh.labels import status_name
+from emomesh.live_cli import LiveReport, Timed, Timeline, audio_chunks, decode_pcm16, frame_request, replay, summary
 from emomesh.paths import SAMPLES_DIR
 from emomesh.render import top_text
 from emomesh.server import grpc_options
@@ -102,6 +109,36 @@ def analyze_chinese_texts(address: str, texts: tuple[str, ...] = CHINESE_TEXTS) 
     return responses
 
 
+def gliding_frames(photo: Path, seconds: float, fps: float = 30.0) -> Iterator[Timed]:
+    """The photo, shrunk to 320 px, gliding left and right across a gray 640x480 frame, as JPEG."""
+    image = cv2.imread(str(photo))
+    if image is None:
+        raise DemoFailed(f"{photo} could not be read")
+    small = cv2.resize(image, (320, 320), interpolation=cv2.INTER_AREA)
+    for index in range(int(seconds * fps)):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        x = 160 + int(120 * math.sin(2 * math.pi * index / (4 * fps)))
+        canvas[80:400, x : x + 320] = small
+        ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        yield Timed(index / fps, frame_request(jpeg.tobytes(), index / fps), "frame", index)
+
+
+def live_session(address: str, image: Path, speech: Path, seconds: float = 4.0) -> LiveReport:
+    print(
+        f"\n== FusionService.AnalyzeStream: {image.name} gliding across 640x480 frames at 30 fps + {speech.name}, "
+        "at real time",
+        flush=True,
+    )
+    sound = decode_pcm16(speech, seconds)
+    media = [gliding_frames(image, seconds)]
+    if sound is not None:
+        media.append(audio_chunks(sound))
+    report = asyncio.run(replay(address, None, media, audio=sound is not None, on_event=Timeline()))
+    print(summary(report), flush=True)
+    return report
+
+
 def run_demo(
     state_dir: Path, image: Path = SAMPLE_IMAGE, speech: Path = SAMPLE_SPEECH, speech_zh: Path = SAMPLE_SPEECH_ZH
 ) -> str:
@@ -118,4 +155,5 @@ def run_demo(
         print(reply, flush=True)
         analyze_mandarin(config, speech_zh)
         analyze_chinese_texts(config.address("text"))
+        live_session(config.address("fusion"), image, speech)
     return reply

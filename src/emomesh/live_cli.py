@@ -430,15 +430,28 @@ def _checked(frames: Iterator[Timed]) -> Iterator[Timed]:
     return itertools.chain([first], frames)
 
 
-async def live(address: str, security: ClientSecurity, args: argparse.Namespace) -> LiveReport:
-    media, audio = media_of(args)
+async def replay(
+    address: str,
+    security: ClientSecurity | None,
+    media: list[Iterator[Timed]],
+    *,
+    audio: bool,
+    transcribe: bool = True,
+    on_event: Callable[[fusion_pb2.StreamEvent, float], None] | None = None,
+) -> LiveReport:
+    """One stream of `media` to the fusion service at `address`, at real time (run_stream on its own channel)."""
     channel = open_aio_channel(address, security, grpc_options(32 << 20))
     try:
         stub = fusion_pb2_grpc.FusionServiceStub(channel)
-        timeline = Timeline(args.every_frame, args.json)
-        return await run_stream(stub, media, audio=audio, transcribe=not args.no_transcript, on_event=timeline)
+        return await run_stream(stub, media, audio=audio, transcribe=transcribe, on_event=on_event)
     finally:
         await channel.close()
+
+
+async def live(address: str, security: ClientSecurity, args: argparse.Namespace) -> LiveReport:
+    media, audio = media_of(args)
+    timeline = Timeline(args.every_frame, args.json)
+    return await replay(address, security, media, audio=audio, transcribe=not args.no_transcript, on_event=timeline)
 
 
 def cmd_live(args: argparse.Namespace) -> int:

@@ -58,6 +58,11 @@ def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> 
     assert re.search(r"transcript \(zh \d+%.*\): '.+'", out), out
     assert "== TextService.AnalyzeText: Chinese text" in out
     assert out.count("language zh") >= 3, out  # the transcript's text and the two sentences
+    # The live session: the face is followed frame after frame, the voice window by window.
+    assert "== FusionService.AnalyzeStream" in out
+    assert re.search(r"faces     frame 0: #1 happy", out), out
+    assert re.search(r"speech      0\.0-  3\.0 s", out), out
+    assert "face lane: frame sent -> faces received p50" in out
     assert "stack stopped." in out
 
 
