@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +42,7 @@ from emomesh.live_cli import (
     audio_chunks,
     decode_pcm16,
     frame_request,
+    gliding_frames,
     percentile,
     run_stream,
 )
@@ -62,21 +62,14 @@ SENTENCES = (
 
 
 def moving_face_frames(count: int = DISTINCT_FRAMES) -> list[bytes]:
-    """JPEG frames: the astronaut's head (200 px) gliding left and right over a gray 640x480 frame."""
+    """JPEG frames, encoded once (the client must not spend the server's CPU encoding them): the
+    astronaut's head (200 px) gliding left and right across a gray 640x480 frame."""
     from skimage import data
 
     head = cv2.cvtColor(data.astronaut()[0:260, 120:360], cv2.COLOR_RGB2BGR)
     head = cv2.resize(head, (200, 216), interpolation=cv2.INTER_AREA)
-    frames = []
-    for i in range(count):
-        canvas = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
-        x = int((WIDTH - 200) * (0.5 + 0.5 * math.sin(2 * math.pi * i / count)))
-        y = 120 + int(20 * math.sin(4 * math.pi * i / count))
-        canvas[y : y + 216, x : x + 200] = head
-        ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        assert ok
-        frames.append(jpeg.tobytes())
-    return frames
+    frames = gliding_frames(head, count / FPS, FPS, period_s=count / FPS, swing_px=200)
+    return [timed.request.frame.encoded for timed in frames]
 
 
 def speech_with_pauses(work: Path) -> np.ndarray:

@@ -12,18 +12,15 @@ Mandarin clip comes back without any transcript, since then speech recognition i
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import grpc
-import numpy as np
 
 from emomesh.analyze_cli import DETAIL, analyze, build_request, format_response, text_lines
 from emomesh.labels import status_name
-from emomesh.live_cli import LiveReport, Timed, Timeline, audio_chunks, decode_pcm16, frame_request, replay, summary
+from emomesh.live_cli import LiveReport, Timeline, audio_chunks, decode_pcm16, gliding_frames, replay, summary
 from emomesh.paths import SAMPLES_DIR
 from emomesh.render import top_text
 from emomesh.server import grpc_options
@@ -109,29 +106,17 @@ def analyze_chinese_texts(address: str, texts: tuple[str, ...] = CHINESE_TEXTS) 
     return responses
 
 
-def gliding_frames(photo: Path, seconds: float, fps: float = 30.0) -> Iterator[Timed]:
-    """The photo, shrunk to 320 px, gliding left and right across a gray 640x480 frame, as JPEG."""
-    image = cv2.imread(str(photo))
-    if image is None:
-        raise DemoFailed(f"{photo} could not be read")
-    small = cv2.resize(image, (320, 320), interpolation=cv2.INTER_AREA)
-    for index in range(int(seconds * fps)):
-        canvas = np.full((480, 640, 3), 90, np.uint8)
-        x = 160 + int(120 * math.sin(2 * math.pi * index / (4 * fps)))
-        canvas[80:400, x : x + 320] = small
-        ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        assert ok
-        yield Timed(index / fps, frame_request(jpeg.tobytes(), index / fps), "frame", index)
-
-
 def live_session(address: str, image: Path, speech: Path, seconds: float = 4.0) -> LiveReport:
     print(
         f"\n== FusionService.AnalyzeStream: {image.name} gliding across 640x480 frames at 30 fps + {speech.name}, "
         "at real time",
         flush=True,
     )
+    picture = cv2.imread(str(image))
+    if picture is None:
+        raise DemoFailed(f"{image} could not be read")
     sound = decode_pcm16(speech, seconds)
-    media = [gliding_frames(image, seconds)]
+    media = [gliding_frames(cv2.resize(picture, (320, 320), interpolation=cv2.INTER_AREA), seconds)]
     if sound is not None:
         media.append(audio_chunks(sound))
     report = asyncio.run(replay(address, None, media, audio=sound is not None, on_event=Timeline()))

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import heapq
 import itertools
+import math
 import statistics
 import sys
 import time
@@ -128,6 +129,22 @@ def camera_frames(device: int, fps: float, limit_s: float | None) -> Iterator[Ti
             index += 1
     finally:
         capture.release()
+
+
+def gliding_frames(
+    picture: np.ndarray, seconds: float, fps: float = DEFAULT_FPS, period_s: float = 4.0, swing_px: int = 120
+) -> Iterator[Timed]:
+    """A camera without a camera: `picture` (BGR) gliding left and right, one full swing every `period_s`,
+    across a gray 640x480 frame, as JPEG frames at `fps`. For the demo, the tests and the bench."""
+    height, width = picture.shape[:2]
+    if height > 480 or width + 2 * swing_px > 640:
+        raise ValueError(f"a {width}x{height} picture swinging {swing_px} px does not fit in 640x480")
+    top, centre = (480 - height) // 2, (640 - width) // 2
+    for index in range(int(seconds * fps)):
+        canvas = np.full((480, 640, 3), 90, np.uint8)
+        x = centre + int(swing_px * math.sin(2 * math.pi * index / (period_s * fps)))
+        canvas[top : top + height, x : x + width] = picture
+        yield Timed(index / fps, frame_request(jpeg(canvas), index / fps), "frame", index)
 
 
 def frame_request(encoded: bytes, at: float) -> fusion_pb2.StreamRequest:

@@ -4,7 +4,7 @@ follow faces the same way."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -80,14 +80,19 @@ class IouTracker:
         )
         ids = [0] * len(boxes)
         used_tracks: set[int] = set()
-        for overlap, b, t in pairs:
-            if overlap < self.min_iou:
-                break
-            if ids[b] or t in used_tracks:
-                continue
-            ids[b] = live[t].track_id
-            used_tracks.add(t)
-            live[t].box, live[t].last_frame = boxes[b], self._frame
+
+        def claim(ranked: list[tuple[float, int, int]], good_enough: Callable[[float], bool]) -> None:
+            """Gives each face the best track left for it, best pairs first, while pairs are good enough."""
+            for score, b, t in ranked:
+                if not good_enough(score):
+                    break
+                if ids[b] or t in used_tracks:
+                    continue
+                ids[b] = live[t].track_id
+                used_tracks.add(t)
+                live[t].box, live[t].last_frame = boxes[b], self._frame
+
+        claim(pairs, lambda overlap: overlap >= self.min_iou)
         if self.max_shift > 0:
             near = sorted(
                 (shift(box, track.box), b, t)
@@ -95,14 +100,7 @@ class IouTracker:
                 for t, track in enumerate(live)
                 if not ids[b] and t not in used_tracks
             )
-            for distance, b, t in near:
-                if distance > self.max_shift:
-                    break
-                if ids[b] or t in used_tracks:
-                    continue
-                ids[b] = live[t].track_id
-                used_tracks.add(t)
-                live[t].box, live[t].last_frame = boxes[b], self._frame
+            claim(near, lambda distance: distance <= self.max_shift)
         for b, box in enumerate(boxes):
             if not ids[b]:
                 ids[b] = self._next_id

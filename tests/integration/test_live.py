@@ -5,7 +5,6 @@ gliding across 640x480 frames; the audio is espeak-ng speech followed by silence
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from emomesh.live_cli import (
     Timed,
     audio_chunks,
     decode_pcm16,
-    frame_request,
+    gliding_frames,
     run_stream,
     start_request,
 )
@@ -86,14 +85,7 @@ def face_frames(seconds: float, fps: float = FPS) -> Iterator[Timed]:
     from skimage import data
 
     head = cv2.cvtColor(data.astronaut()[0:260, 120:360], cv2.COLOR_RGB2BGR)
-    head = cv2.resize(head, (200, 216), interpolation=cv2.INTER_AREA)
-    for index in range(int(seconds * fps)):
-        canvas = np.full((480, 640, 3), 90, np.uint8)
-        x = 220 + int(120 * math.sin(2 * math.pi * index / (4 * fps)))
-        canvas[130:346, x : x + 200] = head
-        ok, jpeg = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        assert ok
-        yield Timed(index / fps, frame_request(jpeg.tobytes(), index / fps), "frame", index)
+    return gliding_frames(cv2.resize(head, (200, 216), interpolation=cv2.INTER_AREA), seconds, fps)
 
 
 def speech_then_silence(total_s: float, work: Path) -> np.ndarray:
