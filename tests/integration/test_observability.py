@@ -177,6 +177,20 @@ def tone_wav(seconds: float = 1.0, rate: int = 16_000) -> bytes:
     return buffer.getvalue()
 
 
+def live_stream(astronaut_jpeg: bytes) -> list[fusion_pb2.StreamRequest]:
+    """A short AnalyzeStream: 10 frames and 3.2 s of PCM16 (one audio window), for the live-stream panels."""
+    t = np.arange(int(3.2 * 16_000)) / 16_000
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
+    start = fusion_pb2.StreamStart(audio_encoding=fusion_pb2.AUDIO_ENCODING_PCM16, sample_rate_hz=16_000, channels=1)
+    frames = [fusion_pb2.StreamRequest(frame=fusion_pb2.StreamFrame(encoded=astronaut_jpeg)) for _ in range(10)]
+    return [
+        fusion_pb2.StreamRequest(start=start),
+        *frames,
+        fusion_pb2.StreamRequest(audio=fusion_pb2.StreamAudio(data=pcm)),
+        fusion_pb2.StreamRequest(end=fusion_pb2.StreamEnd()),
+    ]
+
+
 def service_calls(astronaut_jpeg: bytes) -> dict[str, Callable[[grpc.Channel], object]]:
     """One representative call per service."""
     wav = tone_wav()
@@ -190,8 +204,11 @@ def service_calls(astronaut_jpeg: bytes) -> dict[str, Callable[[grpc.Channel], o
         "audio": lambda ch: audio_pb2_grpc.AudioServiceStub(ch).AnalyzeAudio(
             audio_pb2.AnalyzeAudioRequest(audio=wav), timeout=60
         ),
-        "fusion": lambda ch: fusion_pb2_grpc.FusionServiceStub(ch).Analyze(
-            fusion_pb2.AnalyzeRequest(image=astronaut_jpeg, audio=wav, text="What a lovely day."), timeout=60
+        "fusion": lambda ch: (
+            fusion_pb2_grpc.FusionServiceStub(ch).Analyze(
+                fusion_pb2.AnalyzeRequest(image=astronaut_jpeg, audio=wav, text="What a lovely day."), timeout=60
+            ),
+            list(fusion_pb2_grpc.FusionServiceStub(ch).AnalyzeStream(iter(live_stream(astronaut_jpeg)), timeout=60)),
         ),
         "dialog": lambda ch: list(
             dialog_pb2_grpc.DialogServiceStub(ch).Chat(
