@@ -3,16 +3,15 @@ encoded stream, as a browser's MediaRecorder (WebM/Opus) or an encoder writing O
 produces them. They are decoded as they arrive, in a thread (PyAV blocks on its reads), into 16 kHz
 mono PCM16 that the voice lane reads like any other audio.
 
+The stream's task collects the decoded samples every few milliseconds (services/fusion/stream.py).
 A container that needs to seek to be read (an MP4 whose index is at its end) cannot be streamed; its
 decoding fails with the decoder's message, which ends the stream with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import threading
 from collections import deque
-from collections.abc import Callable
 
 import numpy as np
 
@@ -74,24 +73,17 @@ class ChunkStream(io.RawIOBase):
 
 
 class ContainerDecoder:
-    """Decodes one encoded audio stream in a thread. Samples, a failure and the end are handed to the
-    event loop's thread through `on_samples` (16 kHz mono int16), `on_error` (InvalidInput) and
-    `on_done`, always in that order of events and `on_done` last."""
+    """Decodes one encoded audio stream in a thread. The stream's task collects what it decoded with
+    `drain()` (16 kHz mono int16 arrays, in order) and learns from `finished` and `error` that it is done;
+    nothing crosses back from the thread but these (no callbacks into the event loop)."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        on_samples: Callable[[np.ndarray], None],
-        on_error: Callable[[Exception], None],
-        on_done: Callable[[], None],
-        max_pending_bytes: int = 8 << 20,
-    ) -> None:
-        self.loop = loop
-        self.on_samples = on_samples
-        self.on_error = on_error
-        self.on_done = on_done
+    def __init__(self, max_pending_bytes: int = 8 << 20) -> None:
         self.stream = ChunkStream(max_pending_bytes)
+        self.error: InvalidInput | None = None
+        self.finished = False
         self._stopped = False
+        self._decoded: deque[np.ndarray] = deque()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="live-audio-decoder", daemon=True)
 
     def start(self) -> None:
@@ -101,7 +93,7 @@ class ContainerDecoder:
         self.stream.feed(data)
 
     def end(self) -> None:
-        """No more bytes: the decoder finishes what it has, then calls on_done."""
+        """No more bytes: the decoder finishes what it has, then sets `finished`."""
         self.stream.end()
 
     def stop(self) -> None:
@@ -109,9 +101,16 @@ class ContainerDecoder:
         self._stopped = True
         self.stream.end()
 
-    def _deliver(self, callback: Callable[..., None], *args: object) -> None:
-        if not self._stopped and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(callback, *args)
+    def drain(self) -> list[np.ndarray]:
+        """The samples decoded since the last drain, oldest first."""
+        with self._lock:
+            decoded = list(self._decoded)
+            self._decoded.clear()
+        return decoded
+
+    def _keep(self, samples: np.ndarray) -> None:
+        with self._lock:
+            self._decoded.append(samples.reshape(-1).astype(np.int16))
 
     def _run(self) -> None:
         import av
@@ -125,12 +124,12 @@ class ContainerDecoder:
                     if self._stopped:
                         return
                     for resampled in resampler.resample(frame):
-                        self._deliver(self.on_samples, resampled.to_ndarray().reshape(-1).astype(np.int16))
+                        self._keep(resampled.to_ndarray())
                 for resampled in resampler.resample(None):
-                    self._deliver(self.on_samples, resampled.to_ndarray().reshape(-1).astype(np.int16))
+                    self._keep(resampled.to_ndarray())
         except InvalidInput as exc:
-            self._deliver(self.on_error, exc)
+            self.error = exc
         except (av.error.FFmpegError, ValueError, OSError) as exc:
-            self._deliver(self.on_error, InvalidInput(f"the encoded audio could not be decoded: {exc}"))
+            self.error = InvalidInput(f"the encoded audio could not be decoded: {exc}")
         finally:
-            self._deliver(self.on_done)
+            self.finished = True

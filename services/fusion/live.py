@@ -199,12 +199,14 @@ class Utterances:
     def active(self) -> bool:
         return self.start is not None
 
-    def add(self, start: int, end: int, speech: bool) -> tuple[int, int] | None:
-        """Feeds one window; returns the utterance (start, end) that this window ended, if any."""
+    def add(self, start: int, end: int, speech: bool, earliest: int | None = None) -> tuple[int, int] | None:
+        """Feeds one window; returns the utterance (start, end) that this window ended, if any. `earliest`:
+        where the audio not analysed before this window begins (windows skipped by a lane that fell
+        behind); an utterance starting here starts there, so its words are not cut by the skip."""
         if not speech:
             return self.finish()
         if self.start is None:
-            self.start = start
+            self.start = min(start, earliest) if earliest is not None else start
         self.end = end
         if self.end - self.start >= self.max_samples:
             return self.finish()

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
 
 from emomesh.errors import EmomeshError, InvalidInput, TooLarge, Unavailable
 from emomesh.labels import distribution_from_probs, probs_from_distribution
@@ -81,6 +80,11 @@ TEXT_QUEUE = 8
 STATS_INTERVAL_S = 1.0
 STATE_INTERVAL_S = 0.2
 TRACK_MAX_SHIFT = 1.5
+# After the client's end, the decoder of encoded audio has this long to finish (it decodes far faster
+# than real time, so only a stuck decoder takes longer).
+DECODER_DRAIN_S = 10.0
+# How often decoded audio is collected from the decoder thread (a 100 ms chunk waits at most this long).
+DECODER_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ class StreamSession:
         self.windows = WindowSchedule(int(self.limits.window_s * 16000), int(self.limits.hop_s * 16000))
         self.utterances = Utterances(int(self.limits.max_utterance_s * 16000))
         self._last_words: tuple[tuple[int, int], str] | None = None
+        # The end of the last audio window analysed (samples).
+        self._analysed_to = 0
         # The ASR lane's work: the newest utterance-so-far (latest wins) and every ended utterance.
         self.partial_span: tuple[int, int] | None = None
         self.final_spans: deque[tuple[int, int]] = deque()
@@ -193,6 +199,8 @@ class StreamSession:
         # All the audio is in: at the client's end, or once the decoder has decoded the last bytes.
         self.audio_done = asyncio.Event()
         self.decoder: ContainerDecoder | None = None
+        # Set when the decoder did not finish in time after the end (_finish): its audio is not waited for.
+        self._decoder_abandoned = False
         self.text_queue: asyncio.Queue[_Turn | None] = asyncio.Queue()
         # Only the turns the text service will be sent as context are kept.
         self.turns: deque[text_pb2.ConversationTurn] = deque(maxlen=max(1, self.limits.text_context_turns))
@@ -272,6 +280,8 @@ class StreamSession:
         lanes = [asyncio.create_task(self._guard(self._face_lane)) for _ in range(max(1, self.limits.frames_in_flight))]
         lanes.append(asyncio.create_task(self._guard(self._voice_lane)))
         lanes.append(asyncio.create_task(self._guard(self._asr_lane)))
+        if self.decoder is not None:
+            lanes.append(asyncio.create_task(self._guard(self._collect_decoded)))
         text_lane = asyncio.create_task(self._guard(self._text_lane))
         reader = asyncio.create_task(self._guard(lambda: self._read(requests)))
         tasks = [reader, *lanes, text_lane, asyncio.create_task(self._guard(self._tick))]
@@ -303,7 +313,7 @@ class StreamSession:
             self._audio_buffer(start.sample_rate_hz, start.channels)
         elif encoding == fusion_pb2.AUDIO_ENCODING_CONTAINER:
             self._audio_buffer(DECODED_RATE, 1)
-            self.decoder = ContainerDecoder(asyncio.get_running_loop(), self._decoded, self.fail, self.audio_done.set)
+            self.decoder = ContainerDecoder()
             self.decoder.start()
         elif encoding != fusion_pb2.AUDIO_ENCODING_UNSPECIFIED:
             raise InvalidInput(f"audio_encoding {encoding} is not one this server reads (PCM16, CONTAINER)")
@@ -378,9 +388,19 @@ class StreamSession:
         else:
             self._received(data)
 
-    def _decoded(self, samples: np.ndarray) -> None:
-        """Samples from the decoder thread (16 kHz mono), on the event loop."""
-        self._received(samples.astype("<i2").tobytes())
+    async def _collect_decoded(self) -> None:
+        """Moves what the decoder thread decoded into the audio buffer, until it has finished."""
+        assert self.decoder is not None
+        while True:
+            finished = self.decoder.finished  # read before draining: nothing is decoded after it is set
+            for samples in self.decoder.drain():
+                self._received(samples.astype("<i2").tobytes())
+            if finished and self.decoder.error is not None:
+                raise self.decoder.error
+            if finished or self._decoder_abandoned:
+                self._decoder_done()
+                return
+            await asyncio.sleep(DECODER_POLL_S)
 
     def _decoder_done(self) -> None:
         self.audio_done.set()
@@ -419,6 +439,21 @@ class StreamSession:
         """After the client's last message: the lanes finish what they hold (the last frame, the last
         window and utterance, the text turns), then the final stats, then the end of the stream."""
         await reader
+        if self.decoder is not None and not self.audio_done.is_set():
+            try:
+                await asyncio.wait_for(self.audio_done.wait(), DECODER_DRAIN_S)
+            except TimeoutError:
+                # A decoder that never finishes must not hold the stream open until its deadline.
+                log.warning("live audio decoder did not finish; its remaining audio is dropped")
+                self._decoder_abandoned = True
+                self.decoder.stop()
+                self.item_error(
+                    "audio",
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"the encoded audio was still being decoded {DECODER_DRAIN_S:.0f} s after the end; the rest "
+                    "is dropped",
+                )
+                self._decoder_done()
         await asyncio.gather(*lanes)
         self.text_queue.put_nowait(None)
         await text
@@ -510,9 +545,12 @@ class StreamSession:
             return
         while True:
             self.audio_arrived.clear()
+            # Where the audio not yet analysed begins: the end of the last window taken (skipped windows
+            # lie between it and the window due now).
+            unanalysed = self._analysed_to
             window = self.windows.due(self.audio.end)
             if window is not None:
-                await self._analyse_window(*window)
+                await self._analyse_window(*window, earliest=max(unanalysed, self.audio.start))
                 continue
             if self.audio_done.is_set():
                 last = self.windows.final(self.audio.end)
@@ -535,7 +573,7 @@ class StreamSession:
         assert self.audio is not None
         return position / self.audio.sample_rate
 
-    async def _analyse_window(self, start: int, end: int) -> None:
+    async def _analyse_window(self, start: int, end: int, earliest: int | None = None) -> None:
         assert self.audio is not None
         item = f"audio window {self._seconds(start):.1f}-{self._seconds(end):.1f} s"
         samples = self.audio.window(start, end)
@@ -571,7 +609,8 @@ class StreamSession:
                 self.fusion.min_reliability,
             )
             self.fresh.update(result, self.now())
-        ended = self.utterances.add(start, end, response.speech_detected)
+        self._analysed_to = max(self._analysed_to, end)
+        ended = self.utterances.add(start, end, response.speech_detected, earliest)
         if ended is not None:
             self._post_final(ended)
         elif self.utterances.active and self.transcribe:

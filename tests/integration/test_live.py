@@ -306,9 +306,13 @@ async def test_encoded_audio_is_decoded_as_it_arrives_and_heard_like_pcm(
         yield fusion_pb2.StreamRequest(end={})
 
     async with fusion(modalities) as stub:
-        events = [e async for e in stub.AnalyzeStream(requests(), timeout=120)]
+        events = [e async for e in stub.AnalyzeStream(requests(), timeout=90)]
+    assert not any(e.HasField("error") for e in events), [e.error for e in events if e.HasField("error")]
     speech = [e.speech for e in events if e.HasField("speech")]
-    assert speech and speech[0].speech_detected and (speech[0].start_s, speech[0].end_s) == (0.0, 3.0)
+    # Encoded chunks carry uneven amounts of audio (pages, variable bitrate), so the lane may start at a
+    # later window (the newest wins); every window is still 3 s on the 1.5-s grid, and speech is heard.
+    assert speech and any(s.speech_detected for s in speech)
+    assert all(s.start_s % 1.5 == 0 and s.end_s - s.start_s == 3.0 for s in speech[:-1])
     assert abs(events[-1].stats.audio_received_s - seconds) < 0.1
     finals = [e.transcript for e in events if e.HasField("transcript") and e.transcript.final]
     assert finals and "happy" in finals[0].text.lower()

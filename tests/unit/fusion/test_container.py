@@ -60,27 +60,28 @@ def test_too_many_bytes_waiting_are_refused() -> None:
         stream.feed(b"9" * 10)
 
 
-async def decode(data: bytes, chunk: int = 3000) -> tuple[np.ndarray, list[Exception]]:
-    loop = asyncio.get_running_loop()
-    parts: list[np.ndarray] = []
-    errors: list[Exception] = []
-    done = asyncio.Event()
-    decoder = ContainerDecoder(loop, parts.append, errors.append, done.set)
+async def decode(data: bytes, chunk: int = 3000) -> tuple[np.ndarray, InvalidInput | None]:
+    """Feeds `data` in chunks as a stream would, then collects what was decoded once it has finished."""
+    decoder = ContainerDecoder()
     decoder.start()
+    parts: list[np.ndarray] = []
     for start in range(0, len(data), chunk):
         decoder.feed(data[start : start + chunk])
+        parts += decoder.drain()
         await asyncio.sleep(0)
     decoder.end()
-    await asyncio.wait_for(done.wait(), 10)
-    return (np.concatenate(parts) if parts else np.zeros(0, np.int16)), errors
+    await asyncio.to_thread(decoder._thread.join, 10)
+    assert decoder.finished
+    parts += decoder.drain()
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int16)), decoder.error
 
 
 @pytest.mark.parametrize(
     ("fmt", "codec"), [("webm", "libopus"), ("ogg", "libopus"), ("mp3", "mp3"), ("wav", "pcm_s16le")]
 )
 async def test_streamed_formats_decode_to_16_khz_mono(fmt: str, codec: str) -> None:
-    samples, errors = await decode(tone_file(fmt, codec))
-    assert not errors
+    samples, error = await decode(tone_file(fmt, codec))
+    assert error is None
     assert samples.dtype == np.int16
     assert abs(len(samples) / 16_000 - 2.0) < 0.05
     # The tone survives: most of its energy at 440 Hz.
@@ -89,19 +90,17 @@ async def test_streamed_formats_decode_to_16_khz_mono(fmt: str, codec: str) -> N
 
 
 async def test_bytes_that_are_no_audio_end_with_invalid_input() -> None:
-    samples, errors = await decode(b"\x00" * 5000)
+    samples, error = await decode(b"\x00" * 5000)
     assert len(samples) == 0
-    (error,) = errors
-    assert isinstance(error, InvalidInput) and "the encoded audio could not be decoded" in error.message
+    assert error is not None and "the encoded audio could not be decoded" in error.message
 
 
 async def test_stop_ends_a_decoder_waiting_for_bytes() -> None:
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    decoder = ContainerDecoder(loop, lambda _: None, lambda _: None, done.set)
+    decoder = ContainerDecoder()
     decoder.start()
     decoder.feed(tone_file("ogg", "libopus")[:2000])  # a header, then nothing more
     await asyncio.sleep(0.1)
+    assert not decoder.finished  # waiting for bytes
     decoder.stop()
     decoder._thread.join(5)
-    assert not decoder._thread.is_alive()
+    assert not decoder._thread.is_alive() and decoder.finished

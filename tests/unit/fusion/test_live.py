@@ -394,3 +394,13 @@ def test_emotion_of_maps_label_indexes_to_the_contract() -> None:
         common_pb2.EMOTION_NEUTRAL,
     ]
     assert emotion_of(None) == common_pb2.EMOTION_UNSPECIFIED
+
+
+def test_an_utterance_after_skipped_windows_starts_where_the_unanalysed_audio_begins() -> None:
+    utterances = Utterances(max_samples=100)
+    # The lane skipped windows 0-3 and 1.5-4.5 (earliest 0) and heard speech in 3-6: the words start at 0.
+    assert utterances.add(30, 60, True, earliest=0) is None
+    assert utterances.add(45, 75, False) == (0, 60)
+    # Without a skip, earliest is past the window's start and changes nothing.
+    assert utterances.add(60, 90, True, earliest=75) is None
+    assert utterances.finish() == (60, 90)

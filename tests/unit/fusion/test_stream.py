@@ -769,3 +769,39 @@ async def test_a_caller_cancelling_the_rpc_ends_the_stream_on_the_server(fakes: 
                     await asyncio.sleep(0.01)
     finally:
         await server.stop(None)
+
+
+# -- encoded audio ------------------------------------------------------------------------------
+
+
+async def test_encoded_audio_is_decoded_and_analysed_like_pcm(hub: StreamHub, fakes: Fakes) -> None:
+    from tests.unit.fusion.test_container import tone_file
+
+    client = Client(hub)
+    client.start(
+        audio_encoding=fusion_pb2.AUDIO_ENCODING_CONTAINER, settings=fusion_pb2.StreamSettings(transcribe=False)
+    )
+    await client.next("started")
+    encoded = tone_file("ogg", "libopus", seconds=3.5)
+    for start in range(0, len(encoded), 2000):
+        client.send(audio=fusion_pb2.StreamAudio(data=encoded[start : start + 2000]))
+    stats = await finished(client)
+    assert span(client.of("speech")[0]) == pytest.approx((0.0, 3.0))
+    assert stats.audio_received_s == pytest.approx(3.5, abs=0.05)
+
+
+async def test_a_decoder_that_never_finishes_does_not_hold_the_stream_open(
+    hub: StreamHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.fusion import stream as stream_module
+    from services.fusion.container import ContainerDecoder
+
+    monkeypatch.setattr(stream_module, "DECODER_DRAIN_S", 0.2)
+    monkeypatch.setattr(ContainerDecoder, "_run", lambda self: None)  # a decoder that never reports
+    client = Client(hub)
+    client.start(audio_encoding=fusion_pb2.AUDIO_ENCODING_CONTAINER)
+    await client.next("started")
+    client.send(audio=fusion_pb2.StreamAudio(data=b"OggS"))
+    await finished(client)
+    (error,) = [e.error for e in client.of("error")]
+    assert error.item == "audio" and "still being decoded 0 s after the end" in error.message
