@@ -519,16 +519,7 @@ class StreamSession:
         )
         self.emit(faces=faces)
         if response.HasField("primary"):
-            result = graded_result(
-                common_pb2.MODALITY_VISION,
-                response.primary,
-                1.0,
-                "",
-                response.model,
-                latency_ms,
-                self.fusion.min_reliability,
-            )
-            self.fresh.update(result, now)
+            self._take_part(common_pb2.MODALITY_VISION, response.primary, 1.0, response.model, latency_ms)
         self._update_state()
 
     # -- the voice lane -----------------------------------------------------------------------
@@ -599,16 +590,13 @@ class StreamSession:
         if response.HasField("distribution"):
             speech.distribution.CopyFrom(response.distribution)
         if response.speech_detected and response.HasField("distribution"):
-            result = graded_result(
+            self._take_part(
                 common_pb2.MODALITY_AUDIO,
                 response.distribution,
                 response.reliability,
-                "",
                 response.model,
                 response.latency_ms,
-                self.fusion.min_reliability,
             )
-            self.fresh.update(result, self.now())
         self._analysed_to = max(self._analysed_to, end)
         ended = self.utterances.add(start, end, response.speech_detected, earliest)
         if ended is not None:
@@ -698,16 +686,13 @@ class StreamSession:
             self._rpc_error(turn.item, exc)
             return
         self.turns.append(text_pb2.ConversationTurn(speaker=self.speaker, text=turn.text))
-        result = graded_result(
+        self._take_part(
             common_pb2.MODALITY_TEXT,
             response.distribution if response.HasField("distribution") else None,
             response.reliability,
-            "",
             response.model,
             response.latency_ms,
-            self.fusion.min_reliability,
         )
-        self.fresh.update(result, self.now())
         self.emit(
             droppable=False,
             text=fusion_pb2.StreamTextResult(text=turn.text, from_transcript=turn.from_transcript, result=response),
@@ -715,6 +700,18 @@ class StreamSession:
         self._update_state()
 
     # -- the fused state ----------------------------------------------------------------------
+
+    def _take_part(
+        self,
+        modality: common_pb2.Modality,
+        distribution: common_pb2.EmotionDistribution | None,
+        reliability: float,
+        model: common_pb2.ModelInfo,
+        latency_ms: float,
+    ) -> None:
+        """A modality's newest answer, graded as Analyze grades it, becomes its result in the fused state."""
+        result = graded_result(modality, distribution, reliability, "", model, latency_ms, self.fusion.min_reliability)
+        self.fresh.update(result, self.now())
 
     def _update_state(self, force: bool = False) -> None:
         now = self.now()

@@ -100,6 +100,8 @@ class TextTokenizer:
                 ids = [*ids[: self.max_length - 1], ids[-1]]
             sequences.append(ids)
             truncated.append(cut)
+        # Counted before the context is appended: they describe the text alone.
+        tokens = [len(s) for s in sequences]
         read_context = [len(ids) for ids in context_ids] if context_ids is not None else None
         if context_ids is not None:
             for ids, extra in zip(sequences, context_ids, strict=True):
@@ -112,7 +114,4 @@ class TextTokenizer:
         for row, ids in enumerate(sequences):
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-        tokens = [
-            len(s) - (n + 1 if n else 0) for s, n in zip(sequences, read_context or [0] * len(sequences), strict=True)
-        ]
         return TokenBatch(input_ids, attention_mask, tokens, truncated, read_context)
