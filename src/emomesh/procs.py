@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,17 @@ def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls: C
         except grpc.RpcError:
             return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def http_healthy(url: str, timeout_s: float = 1.0) -> bool:
+    """True when GET url answers 200 (the gateway's /healthz)."""
+    # No proxy: the stack's processes are on this machine, whatever HTTP(S)_PROXY says.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def wait_until(

@@ -1,4 +1,5 @@
-"""The embedded stack: tritonserver, redis-server and every Emomesh service on one machine (CPU).
+"""The embedded stack: tritonserver, redis-server, every Emomesh service and the console gateway on one
+machine (CPU).
 
     emomesh up          # start everything, print the endpoints, stop everything on Ctrl-C
 
@@ -25,8 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from emomesh.paths import MODEL_REPOSITORY, PROJECT_ROOT
-from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, service_port
-from emomesh.procs import RedisServer, free_port, grpc_healthy, kill_process_group, stop_process, wait_until
+from emomesh.ports import METRICS_PORT_OFFSET, REDIS_PORT, listen_port
+from emomesh.procs import (
+    RedisServer,
+    free_port,
+    grpc_healthy,
+    http_healthy,
+    kill_process_group,
+    stop_process,
+    wait_until,
+)
 from emomesh.security import ClientTls
 from emomesh.startup import (
     ModelLoadFailed,
@@ -56,10 +65,12 @@ class ServiceSpec:
     needs_redis: bool = False
     # Serves a Triton model: not ready without Triton, and restarted only once Triton is ready.
     needs_triton: bool = False
+    # "grpc" (grpc.health.v1 tells readiness) or "http" (the gateway: GET /healthz).
+    protocol: str = "grpc"
 
     @property
     def default_port(self) -> int:
-        return service_port(self.name)
+        return listen_port(self.name)
 
 
 # Services with dependencies start after the others are SERVING; all wait for health before the
@@ -72,6 +83,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
     # Dialog asks text for the emotion of a message sent without one (with the session's history as context).
     ServiceSpec("dialog", "services.dialog.server", depends_on=("text",), needs_redis=True),
 )
+# The console gateway (HTTP + WebSocket for browsers) over fusion, dialog and vision. It is no gRPC service, so
+# the client commands and `emomesh health` (which go through SERVICES) leave it out; the stack starts it last.
+GATEWAY = ServiceSpec("gateway", "services.gateway.server", depends_on=("fusion", "dialog", "vision"), protocol="http")
+ALL_SPECS: tuple[ServiceSpec, ...] = (*SERVICES, GATEWAY)
 
 
 @dataclass
@@ -84,7 +99,7 @@ class StackConfig:
     # Metrics ports default to the gRPC port + 1000 (the documented layout, emomesh.ports); ephemeral stacks pick
     # them free as well, since a free gRPC port says nothing about the port 1000 above it.
     metrics_ports: dict[str, int] = field(default_factory=dict)
-    services: tuple[str, ...] = tuple(s.name for s in SERVICES)
+    services: tuple[str, ...] = tuple(s.name for s in ALL_SPECS)
     ort_threads: int = 1
     extra_env: Mapping[str, str] = field(default_factory=dict)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
@@ -98,13 +113,13 @@ class StackConfig:
             state_dir=state_dir,
             triton_ports=TritonPorts(free_port(), free_port(), free_port()),
             redis_port=free_port(),
-            service_ports={s.name: free_port() for s in SERVICES},
-            metrics_ports={s.name: free_port() for s in SERVICES},
-            services=services or tuple(s.name for s in SERVICES),
+            service_ports={s.name: free_port() for s in ALL_SPECS},
+            metrics_ports={s.name: free_port() for s in ALL_SPECS},
+            services=services or tuple(s.name for s in ALL_SPECS),
         )
 
     def port(self, service: str) -> int:
-        spec = next(s for s in SERVICES if s.name == service)
+        spec = next(s for s in ALL_SPECS if s.name == service)
         return self.service_ports.get(service, spec.default_port)
 
     def metrics_port(self, service: str) -> int:
@@ -120,7 +135,7 @@ class StackConfig:
         """Every port the stack will listen on, by what it is for ("fusion gRPC", "Triton HTTP"...)."""
         ports: dict[str, int] = {}
         for name in self.services:
-            ports[f"{name} gRPC"] = self.port(name)
+            ports[f"{name} {'HTTP' if name == GATEWAY.name else 'gRPC'}"] = self.port(name)
             ports[f"{name} metrics"] = self.metrics_port(name)
         p = self.triton_ports
         ports.update({"Triton HTTP": p.http, "Triton gRPC": p.grpc, "Triton metrics": p.metrics})
@@ -197,6 +212,8 @@ class ServiceProcess:
             )
 
     def is_ready(self) -> bool:
+        if self.spec.protocol == "http":
+            return http_healthy(f"http://{self.address}/healthz")
         return grpc_healthy(self.address, tls=self.tls)
 
     def clean_up_after_exit(self) -> None:
@@ -263,7 +280,7 @@ class Stack:
         state = self.config.state_dir
         self.preflight()
         (state / "logs").mkdir(parents=True, exist_ok=True)
-        specs = [s for s in SERVICES if s.name in self.config.services]
+        specs = [s for s in ALL_SPECS if s.name in self.config.services]
         if self.config.needs_redis():
             with _reported_as_startup_error(self.redis.log_path):
                 self.redis.start()
@@ -275,7 +292,7 @@ class Stack:
         # Services that call others start once those are SERVING: fusion's readiness checks its
         # modality services at once, and a channel that found nobody listening waits out its
         # reconnect backoff (up to 2 s) before it connects, so its first calls would fail.
-        for wave in ([s for s in specs if not s.depends_on], [s for s in specs if s.depends_on]):
+        for wave in start_waves(specs):
             for spec in wave:
                 service = ServiceProcess(
                     spec,
@@ -311,12 +328,13 @@ class Stack:
             ) from exc
 
     def endpoints(self) -> StackEndpoints:
+        def listens(spec: ServiceSpec) -> dict[str, str]:
+            address = self.config.address(spec.name)
+            return {"http": f"http://{address}"} if spec.protocol == "http" else {"grpc": address}
+
         services = {
-            name: {
-                "grpc": self.config.address(name),
-                "metrics": f"http://127.0.0.1:{self.config.metrics_port(name)}/metrics",
-            }
-            for name in self.services
+            name: {**listens(service.spec), "metrics": f"http://127.0.0.1:{self.config.metrics_port(name)}/metrics"}
+            for name, service in self.services.items()
         }
         p = self.config.triton_ports
         triton = {
@@ -365,7 +383,8 @@ class Stack:
         for name in self.processes:
             port = self.config.port(name)
             metrics = self.config.metrics_port(name)
-            lines.append(f"  {name:<8} grpc 127.0.0.1:{port}   metrics http://127.0.0.1:{metrics}/metrics")
+            where = f"http 127.0.0.1:{port}" if name == GATEWAY.name else f"grpc 127.0.0.1:{port}"
+            lines.append(f"  {name:<8} {where}   metrics http://127.0.0.1:{metrics}/metrics")
         p = self.config.triton_ports
         lines.append(
             f"  triton   grpc 127.0.0.1:{p.grpc}   http 127.0.0.1:{p.http}   metrics http://127.0.0.1:{p.metrics}/metrics"
@@ -374,7 +393,16 @@ class Stack:
             lines.append(f"  redis    {self.redis.url}")
         if self._wrote_endpoints:
             lines.append(f"  (these endpoints are in {self.endpoints_path}: `--stack {self.config.state_dir}`)")
+        if self.console_url is not None:
+            lines.append(f"Console: open {self.console_url} in a browser (camera and microphone work on this machine)")
         return "\n".join(lines)
+
+    @property
+    def console_url(self) -> str | None:
+        """The web console's address, when this stack runs the gateway."""
+        if GATEWAY.name not in self.services:
+            return None
+        return f"http://{self.config.address(GATEWAY.name)}/"
 
     def __enter__(self) -> Stack:
         try:
@@ -386,6 +414,23 @@ class Stack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_waves(specs: list[ServiceSpec]) -> list[list[ServiceSpec]]:
+    """The services in the order they can start: each wave once every service it calls (among those this
+    stack runs) is SERVING. A dependency the stack does not run is not waited for."""
+    running = {spec.name for spec in specs}
+    started: set[str] = set()
+    waves: list[list[ServiceSpec]] = []
+    remaining = list(specs)
+    while remaining:
+        wave = [s for s in remaining if all(dep in started or dep not in running for dep in s.depends_on)]
+        if not wave:
+            raise ValueError(f"services that depend on each other: {', '.join(s.name for s in remaining)}")
+        waves.append(wave)
+        started.update(s.name for s in wave)
+        remaining = [s for s in remaining if s not in wave]
+    return waves
 
 
 def _startup_error(exc: BaseException, log_path: Path) -> StartupError:
