@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1.7
-# One recipe for all five Emomesh services, built from the repository root:
+# One recipe for all six Emomesh processes: the five gRPC services and the console gateway (HTTP +
+# WebSocket, SERVICE=gateway), built from the repository root:
 #
 #   docker build -f deploy/docker/service.Dockerfile --build-arg SERVICE=vision -t emomesh/vision .
+#   docker build -f deploy/docker/service.Dockerfile --build-arg SERVICE=gateway -t emomesh/gateway .
 #
-# The services are one Python project with one dependency set (see pyproject.toml), so every image
-# has the same layers up to the last, tiny one that picks the entry point: a node that runs all five
-# pulls the heavy layers once. See docs/operations.md ("Images").
+# They are one Python project with one dependency set (see pyproject.toml), so every image has the
+# same layers up to the last, tiny one that picks the entry point: a node that runs all six pulls the
+# heavy layers once. See docs/operations.md ("Images").
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -49,7 +51,8 @@ RUN groupadd --system --gid 10001 emomesh \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=asr-model /opt/emomesh-asr /opt/emomesh-asr
 # The repository layout is kept under /app (EMOMESH_HOME), so that files a service reads relative to
-# the project root (the text tokenizer, for one) are where they are in a checkout.
+# the project root (the text tokenizer, for one) are where they are in a checkout; services/ brings
+# the console's page along (services/gateway/static: the context filter keeps it).
 WORKDIR /app
 COPY --chown=root:root src/ ./src/
 COPY --chown=root:root services/ ./services/
@@ -63,10 +66,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMOMESH_HOME=/app \
     EMOMESH_AUDIO_ASR_CACHE_DIR=/opt/emomesh-asr \
     EMOMESH_SERVICE=${SERVICE}
-# Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports),
-# and write the entry point: listen on all interfaces unless
-# EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the embedded
-# stack; metrics and the health port follow the gRPC host), then exec so that SIGTERM reaches the
+# Fail the build on an unknown SERVICE (the port comes from the library's one table, emomesh.ports:
+# a service's gRPC port, the gateway's HTTP port 8080), and write the entry point: listen on all
+# interfaces unless EMOMESH_<SERVICE>_LISTEN says otherwise (the library's default is loopback, for the
+# embedded stack; metrics and the health port follow the listen host), then exec so that SIGTERM reaches the
 # server for its graceful shutdown. In a pod every interface is the pod's own IP, which callers and
 # Prometheus need; who may connect is up to the network policies, TLS and tokens (docs/operations.md). The single quotes
 # are on purpose: the variables expand when the container starts, not at build time.

@@ -1,9 +1,12 @@
 """The monitoring as deployed: a real Prometheus, with the committed rules, scraping the embedded stack
-(real tritonserver and services) after real requests; every Grafana dashboard query and every
-recording rule must return data, and every rule must evaluate without error."""
+(real tritonserver, services and console gateway) after real requests, gRPC to the services and HTTP +
+WebSocket through the gateway; every Grafana dashboard query and every recording rule must return data,
+and every rule must evaluate without error."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import numpy as np
 import pytest
@@ -28,7 +32,7 @@ import yaml
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port, stop_process, wait_until
-from emomesh.stack import SERVICES, Stack, StackConfig
+from emomesh.stack import Stack, StackConfig
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from emotion.dialog.v1 import dialog_pb2, dialog_pb2_grpc
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
@@ -41,13 +45,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
 DASHBOARD_DIR = PROJECT_ROOT / "deploy" / "grafana" / "provisioning" / "dashboards"
-RUNNING = {spec.name for spec in SERVICES}
 # Grafana's own variables, replaced as Grafana would for "All" and a window long enough to hold
 # every request the test sends (the rules use 5m windows too).
 GRAFANA_SUBSTITUTIONS = {"$__rate_interval": "5m", "$service": ".*", "$model": ".*"}
 # How long Prometheus may take to scrape and evaluate; generous because the machine is shared.
 DATA_DEADLINE_S = 120.0
 TRAFFIC_PERIOD_S = 2.0
+# Frames of the live stream sent through the gateway's WebSocket each round.
+GATEWAY_LIVE_FRAMES = 5
 
 
 @dataclass(frozen=True)
@@ -150,20 +155,28 @@ class Prometheus:
         stop_process(self.process)
 
 
+def metrics_targets(stack: Stack) -> dict[str, str]:
+    """Job name -> host:port of every /metrics the running stack serves (the services, the console
+    gateway, Triton), as its endpoints.json gives them."""
+    endpoints = stack.endpoints()
+    targets = {name: urllib.parse.urlsplit(where["metrics"]).netloc for name, where in endpoints.services.items()}
+    targets["triton"] = urllib.parse.urlsplit(endpoints.triton["metrics"]).netloc
+    return targets
+
+
 def prometheus_config_for(stack: Stack, state_dir: Path) -> Path:
     """The committed embedded-stack config with the ephemeral ports, a 1 s scrape and evaluation
     interval, and the committed rule files."""
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.local.yml").read_text())
     config["global"].update({"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"})
     config["rule_files"] = [str(PROMETHEUS_DIR / rule_file) for rule_file in config["rule_files"]]
-    metrics_targets = {name: f"127.0.0.1:{stack.config.metrics_port(name)}" for name in stack.processes}
-    metrics_targets["triton"] = f"127.0.0.1:{stack.config.triton_ports.metrics}"
+    targets = metrics_targets(stack)
     jobs = []
     for job in config["scrape_configs"]:
-        if job["job_name"] in metrics_targets:
-            job["static_configs"] = [{"targets": [metrics_targets[job["job_name"]]]}]
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
             jobs.append(job)
-    assert {job["job_name"] for job in jobs} == set(metrics_targets), "prometheus.local.yml lacks a job"
+    assert {job["job_name"] for job in jobs} == set(targets), "prometheus.local.yml lacks a job"
     config["scrape_configs"] = jobs
     path = state_dir / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
@@ -218,15 +231,69 @@ def service_calls(astronaut_jpeg: bytes) -> dict[str, Callable[[grpc.Channel], o
     }
 
 
+class GatewayTraffic:
+    """Requests through the console gateway as the console page makes them, for the gateway's panels:
+    GET /readyz, an Analyze of the photo (base64 JSON), a refused image (vision answers INVALID_ARGUMENT:
+    a 400 and a series of the upstream-error counter), and a short live stream over the WebSocket
+    ({"start"}, frames, {"end"}, then events until {"closed"}). With check, each answer is asserted."""
+
+    def __init__(self, base_url: str, astronaut_jpeg: bytes) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.image = base64.b64encode(astronaut_jpeg).decode("ascii")
+
+    def run(self, check: bool) -> None:
+        asyncio.run(self._round(check))
+
+    async def _round(self, check: bool) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=90)) as session:
+            async with session.get(f"{self.base_url}/readyz") as response:
+                ready = await response.json()
+                if check:
+                    assert response.status == 200 and ready["ready"] is True, ready
+            async with session.post(f"{self.base_url}/api/v1/fusion/analyze", json={"image": self.image}) as response:
+                analyzed = await response.json()
+                if check:
+                    assert response.status == 200 and "fused" in analyzed, analyzed
+            refused = {"image": base64.b64encode(b"not an image").decode("ascii")}
+            async with session.post(f"{self.base_url}/api/v1/vision/analyze-image", json=refused) as response:
+                error = await response.json()
+                if check:
+                    assert (response.status, error["error"]["code"]) == (400, "INVALID_ARGUMENT"), error
+            closed = await self._live_stream(session)
+            if check:
+                assert closed["code"] == "OK", closed
+
+    async def _live_stream(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        url = "ws" + self.base_url.removeprefix("http") + "/api/v1/fusion/stream"
+        async with session.ws_connect(url) as ws:
+            await ws.send_json({"start": {}})
+            for index in range(GATEWAY_LIVE_FRAMES):
+                await ws.send_json({"frame": {"encoded": self.image, "timestamp_s": index / 10}})
+            await ws.send_json({"end": {}})
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                event = json.loads(message.data)
+                if "closed" in event:
+                    closed: dict[str, Any] = event["closed"]
+                    return closed
+        raise AssertionError("the live stream's WebSocket closed without a closed message")
+
+
 class Traffic:
-    """Real calls to every running service, first once in the foreground (vision's must succeed),
-    then every TRAFFIC_PERIOD_S in a thread, so that rate() windows always hold fresh requests
-    however long the checks take. Other services' answers are not asserted here (they have their
-    own tests): a failed call still produces the RPC metrics the dashboards show."""
+    """Real calls to every running service, and requests through the console gateway, first once in the
+    foreground (vision's and the gateway's must succeed), then every TRAFFIC_PERIOD_S in a thread, so
+    that rate() windows always hold fresh requests however long the checks take. Other services'
+    answers are not asserted here (they have their own tests): a failed call still produces the RPC
+    metrics the dashboards show."""
 
     def __init__(self, stack: Stack, astronaut_jpeg: bytes) -> None:
         self.calls = service_calls(astronaut_jpeg)
-        self.channels = {name: grpc.insecure_channel(stack.config.address(name)) for name in stack.processes}
+        # The gRPC services; the gateway speaks HTTP (GatewayTraffic).
+        self.channels = {
+            name: grpc.insecure_channel(stack.config.address(name)) for name in stack.processes if name in self.calls
+        }
+        self.gateway = GatewayTraffic(stack.endpoints().services["gateway"]["http"], astronaut_jpeg)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="observability-traffic", daemon=True)
 
@@ -246,12 +313,17 @@ class Traffic:
                 vision_pb2.AnalyzeImageRequest(image=b"not an image"), timeout=30
             )
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        self.gateway.run(check=True)
         self.thread.start()
 
     def _run(self) -> None:
         while not self.stopped.wait(TRAFFIC_PERIOD_S):
             with contextlib.suppress(AssertionError):
                 self.call_all()
+            # Checked once in the foreground; here a failed request (a timeout on a busy machine) only
+            # means fewer samples this round.
+            with contextlib.suppress(AssertionError, aiohttp.ClientError, TimeoutError, ValueError):
+                self.gateway.run(check=False)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -262,28 +334,36 @@ class Traffic:
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, astronaut_jpeg: bytes) -> Iterator[Prometheus]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     require_tool("prometheus", "apt-get install prometheus; scripts/setup.sh does")
+    with Stack(StackConfig.ephemeral(tmp_path_factory.mktemp("observability-stack"))) as running:
+        # The console gateway's panels need it: `emomesh up` starts it with the services.
+        assert "gateway" in running.endpoints().services, "the stack runs no console gateway"
+        yield running
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: Stack, tmp_path_factory: pytest.TempPathFactory, astronaut_jpeg: bytes) -> Iterator[Prometheus]:
     state = tmp_path_factory.mktemp("observability")
-    with Stack(StackConfig.ephemeral(state / "stack")) as stack:
-        server = Prometheus(prometheus_config_for(stack, state), state)
+    server = Prometheus(prometheus_config_for(stack, state), state)
+    try:
+        expected_targets = len(metrics_targets(stack))
+        # Every target scraped once before the requests, so that rate() sees them as increases.
+        wait_until(lambda: len(server.query("up == 1")) == expected_targets, 60, "first scrape", server.process)
+        traffic = Traffic(stack, astronaut_jpeg)
         try:
-            expected_targets = len(stack.processes) + 1
-            # Every target scraped once before the requests, so that rate() sees them as increases.
-            wait_until(lambda: len(server.query("up == 1")) == expected_targets, 60, "first scrape", server.process)
-            traffic = Traffic(stack, astronaut_jpeg)
-            try:
-                traffic.start()
-                yield server
-            finally:
-                traffic.stop()
+            traffic.start()
+            yield server
         finally:
-            server.stop()
+            traffic.stop()
+    finally:
+        server.stop()
 
 
-def test_every_target_is_scraped(prometheus: Prometheus) -> None:
+def test_every_target_is_scraped(prometheus: Prometheus, stack: Stack) -> None:
     up = {s["metric"]["job"]: s["value"][1] for s in prometheus.query("up")}
-    assert up == dict.fromkeys([*RUNNING, "triton"], "1")
+    assert up == dict.fromkeys(metrics_targets(stack), "1")
+    assert {"vision", "audio", "text", "fusion", "dialog", "gateway", "triton"} <= set(up)
 
 
 @pytest.mark.parametrize("query", dashboard_queries(), ids=str)
@@ -325,6 +405,28 @@ def test_vision_latency_is_recorded_by_method_and_code(prometheus: Prometheus) -
     assert codes == {"OK", "INVALID_ARGUMENT"}
     triton_models = {s["metric"]["model"] for s in prometheus.wait_for_data("nv_inference_request_success > 0")}
     assert VisionSettings.from_env({}).model_name in triton_models
+
+
+def test_gateway_metrics_are_labelled_by_route_status_method_and_code(prometheus: Prometheus) -> None:
+    requests = {
+        (s["metric"]["route"], s["metric"]["status"])
+        for s in prometheus.wait_for_data('emomesh_gateway_http_requests_total{route=~"/api/.*|/readyz"}')
+    }
+    # Route patterns, not raw paths; the live stream is counted with its upgrade's status (101 Switching
+    # Protocols) once its WebSocket has ended.
+    assert {
+        ("/readyz", "200"),
+        ("/api/v1/fusion/analyze", "200"),
+        ("/api/v1/vision/analyze-image", "400"),
+        ("/api/v1/fusion/stream", "101"),
+    } <= requests, requests
+    errors = {
+        (s["metric"]["method"], s["metric"]["code"])
+        for s in prometheus.wait_for_data("emomesh_gateway_upstream_errors_total")
+    }
+    assert ("AnalyzeImage", "INVALID_ARGUMENT") in errors, errors
+    directions = {s["metric"]["direction"] for s in prometheus.wait_for_data("emomesh_gateway_ws_messages_total")}
+    assert directions == {"in", "out"}
 
 
 def test_metric_names_follow_prometheus_conventions(prometheus: Prometheus) -> None:

@@ -20,12 +20,14 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from emomesh.paths import PROJECT_ROOT
-from emomesh.ports import SERVICE_PORTS
+from emomesh.ports import SERVICE_PORTS, listen_port
 from tests.tools import require_tool
 
 DOCKER_DIR = PROJECT_ROOT / "deploy" / "docker"
 SERVICE_DOCKERFILE = DOCKER_DIR / "service.Dockerfile"
 TRITON_DOCKERFILE = DOCKER_DIR / "triton.Dockerfile"
+# What the service recipe builds: the five gRPC services and the console gateway (HTTP).
+IMAGES = [*SERVICE_PORTS, "gateway"]
 
 
 def load_triton_repository() -> ModuleType:
@@ -121,6 +123,45 @@ def test_service_context_filter_keeps_exactly_what_the_recipe_copies() -> None:
     assert kept == {source.rstrip("/") for source in copy_sources(SERVICE_DOCKERFILE)}
 
 
+def dockerignore_regex(pattern: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as Docker matches it (Go's filepath.Match, plus `**` for any number of
+    directories), against a path relative to the context root."""
+    parts = []
+    for token in re.split(r"(\*\*/|\*|\?)", pattern.strip("/")):
+        parts.append({"**/": "(?:.*/)?", "*": "[^/]*", "?": "[^/]"}.get(token, re.escape(token)))
+    return re.compile("".join(parts))
+
+
+def excluded_from_service_context(path: str) -> bool:
+    """Whether the service recipe's context filter leaves `path` out: the last rule that matches the
+    path or one of its parent directories decides, `!` rules keep."""
+    lines = (DOCKER_DIR / "service.Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for rule in rules:
+        keep = rule.startswith("!")
+        if any(dockerignore_regex(rule.removeprefix("!")).fullmatch(prefix) for prefix in prefixes):
+            excluded = not keep
+    return excluded
+
+
+def test_service_context_keeps_the_gateway_page_and_drops_bytecode() -> None:
+    """The console's page (services/gateway/static: HTML, JavaScript, CSS) reaches the image with
+    services/; compiled and local files do not."""
+    static = PROJECT_ROOT / "services" / "gateway" / "static"
+    page = {str(p.relative_to(PROJECT_ROOT)) for p in static.rglob("*") if p.is_file()}
+    page |= {f"services/gateway/static/{name}" for name in ("index.html", "console.js", "console.css")}
+    for path in [*sorted(page), "services/gateway/server.py", "src/emomesh/ports.py"]:
+        assert not excluded_from_service_context(path), path
+    for path in ("services/gateway/__pycache__/app.cpython-311.pyc", "data/raw/x.jpg", ".stack/endpoints.json"):
+        assert excluded_from_service_context(path), path
+    # The runtime stage copies services/ whole, so the page is at services/gateway/static under /app.
+    runtime = stages(SERVICE_DOCKERFILE)[-1]
+    assert ("COPY", "--chown=root:root services/ ./services/") in runtime
+
+
 def test_requirements_step_installs_the_runtime_dependencies_at_the_locked_versions(tmp_path: Path) -> None:
     """Runs the builder's install step with a pip that records its arguments instead of installing."""
     (run,) = [rest for kw, rest in stages(SERVICE_DOCKERFILE)[0] if kw == "RUN" and "tomllib" in rest]
@@ -158,7 +199,7 @@ def test_whisper_base_is_assembled_at_build_time_where_the_audio_service_looks()
     assert ("COPY", "--from=asr-model /opt/emomesh-asr /opt/emomesh-asr") in runtime
     (env,) = [rest for kw, rest in runtime if kw == "ENV" and "EMOMESH_HOME" in rest]
     assert "EMOMESH_AUDIO_ASR_CACHE_DIR=/opt/emomesh-asr" in env.split()
-    # No step after ARG SERVICE assembles it, so the five service images share the layer.
+    # No step after ARG SERVICE assembles it, so the six images (five services, the gateway) share the layer.
     assert not any("asr_models" in rest for kw, rest in runtime if kw == "RUN")
 
 
@@ -184,7 +225,7 @@ def build_entrypoint(service: str, tmp_path: Path) -> subprocess.CompletedProces
     )
 
 
-@pytest.mark.parametrize("service", list(SERVICE_PORTS))
+@pytest.mark.parametrize("service", IMAGES)
 def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str, tmp_path: Path) -> None:
     built = build_entrypoint(service, tmp_path)
     assert built.returncode == 0, built.stderr
@@ -198,7 +239,8 @@ def test_entrypoint_listens_on_all_interfaces_and_execs_the_service(service: str
     (fake_bin / "python").chmod(0o755)
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin"}
     started = subprocess.run([str(entrypoint)], env=env, capture_output=True, text=True, check=True)
-    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{SERVICE_PORTS[service]}"]
+    # The gRPC port of a service, the HTTP port (8080) of the gateway: emomesh.ports, as the image asks.
+    assert started.stdout.split() == ["-m", f"services.{service}.server", f"0.0.0.0:{listen_port(service)}"]
     overridden = subprocess.run(
         [str(entrypoint)], env={**env, listen_var: "127.0.0.1:9"}, capture_output=True, text=True, check=True
     )

@@ -1,8 +1,9 @@
 """k8s/: every overlay renders with kustomize (kubectl's built-in one) and validates offline against
 the Kubernetes OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors); the rendered
 objects follow the deployment rules (non-root, read-only root fs, probes, limits, PDBs, HPAs); the
-services' environment, read by their own settings classes, points at the right places (secret files
-included); the network policies allow exactly the documented paths between every workload."""
+services' and the console gateway's environment, read by their own settings classes, points at the
+right places (secret files included); the network policies allow exactly the documented paths between
+every workload."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ import yaml
 
 from emomesh.paths import PROJECT_ROOT
 from emomesh.ports import (
+    GATEWAY_PORT,
     METRICS_PORT_OFFSET,
     REDIS_PORT,
     SERVICE_PORTS,
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
     TRITON_METRICS_PORT,
+    metrics_port,
 )
 from emomesh.readiness import LIVENESS_SERVICE
 from tests.pki import Pki, make_pki
@@ -131,13 +134,17 @@ def test_validation_rejects_unknown_and_mistyped_fields() -> None:
 
 
 def test_base_has_one_file_per_service_with_all_its_objects() -> None:
-    for name in SERVICE_PORTS:
+    for name in [*SERVICE_PORTS, "gateway"]:
         docs = list(yaml.safe_load_all((K8S / "base" / f"{name}.yaml").read_text()))
         kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-        assert kinds == {
+        expected = {
             (kind, name)
             for kind in ("ServiceAccount", "Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler")
         }
+        # The gateway's Service is a virtual IP; Prometheus finds its pods through a headless one.
+        assert kinds == (expected | {("Service", "gateway-metrics")} if name == "gateway" else expected)
+    resources = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"]
+    assert {f"{name}.yaml" for name in [*SERVICE_PORTS, "gateway"]} <= set(resources)
 
 
 def test_triton_listens_on_the_documented_ports() -> None:
@@ -203,6 +210,57 @@ def test_services_have_grpc_probes_pdbs_hpas_and_headless_services(overlay: str)
     assert set(pdbs) >= set(deployments) - {"redis"}
 
 
+def container_port(container: Doc, port: int | str) -> int:
+    """A probe's port, by number or by the container port's name."""
+    return port if isinstance(port, int) else {p["name"]: p["containerPort"] for p in container["ports"]}[port]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_has_http_probes_a_virtual_ip_and_a_headless_service_for_metrics(overlay: str) -> None:
+    docs = render(overlay)
+    deployment = of_kind(docs, "Deployment")["gateway"]
+    services = of_kind(docs, "Service")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+        "http": GATEWAY_PORT,
+        "metrics": metrics_port("gateway"),
+    }
+    # HTTP probes on the HTTP port in every overlay: the tls component does not move them (the gateway
+    # serves no gRPC and keeps plain HTTP inside the cluster).
+    paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
+        assert "grpc" not in container[probe], probe
+        get = container[probe]["httpGet"]
+        target = (get["path"], container_port(container, get["port"]), get.get("scheme", "HTTP"))
+        assert target == (path, GATEWAY_PORT, "HTTP"), probe
+    assert "EMOMESH_HEALTH_PORT" not in env_of(deployment)
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    http = services["gateway"]["spec"]
+    assert http.get("type", "ClusterIP") == "ClusterIP" and http.get("clusterIP") != "None"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in http["ports"]] == [("http", GATEWAY_PORT, "http")]
+    scraped = services["gateway-metrics"]["spec"]
+    assert scraped["clusterIP"] == "None"
+    assert [(p["name"], p["port"], p["targetPort"]) for p in scraped["ports"]] == [
+        ("metrics", metrics_port("gateway"), "metrics")
+    ]
+    pdb, hpa = of_kind(docs, "PodDisruptionBudget")["gateway"], of_kind(docs, "HorizontalPodAutoscaler")["gateway"]
+    for selector in (http["selector"], scraped["selector"], pdb["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= pod_labels.items()
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "gateway"
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    # Each overlay runs it like the services: the same replica count (one in dev), its own image.
+    fusion = of_kind(docs, "Deployment")["fusion"]
+    assert deployment["spec"]["replicas"] == fusion["spec"]["replicas"] == (1 if overlay == "overlays/dev" else 2)
+    assert hpa["spec"]["minReplicas"] == deployment["spec"]["replicas"]
+    image = container["image"]
+    fusion_image = fusion["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == fusion_image.replace("/fusion", "/gateway"), (image, fusion_image)
+    assert container["imagePullPolicy"] == fusion["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_environment_is_understood_by_the_services(overlay: str, pki: Pki, tmp_path: Path) -> None:
     docs = render(overlay)
@@ -240,6 +298,105 @@ def test_service_environment_is_understood_by_the_services(overlay: str, pki: Pk
         assert (host, int(dep_port)) == (dependency, SERVICE_PORTS[dependency])
         outbound = fusion.outbound[dependency]
         assert (outbound.tls is not None, outbound.token is not None) == (secured, secured), dependency
+
+
+def gateway_settings(deployment: Doc, pki: Pki, tmp_path: Path) -> Any:
+    """The gateway's settings class reading the container's environment (local_environment)."""
+    env = local_environment(deployment, pki, tmp_path)
+    # The image's page (services/gateway/static) is the default; the settings only check that it has
+    # an index.html, which the gateway's own tests cover: a stand-in here.
+    assert "EMOMESH_GATEWAY_STATIC_DIR" not in env
+    static = tmp_path / "static"
+    static.mkdir(exist_ok=True)
+    (static / "index.html").write_text("<!doctype html>")
+    env["EMOMESH_GATEWAY_STATIC_DIR"] = str(static)
+    return importlib.import_module("services.gateway.config").GatewaySettings.from_env(env)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_environment_is_understood_by_the_gateway(overlay: str, pki: Pki, tmp_path: Path) -> None:
+    docs = render(overlay)
+    deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
+    grpc_ports = {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
+    secured = overlay == "overlays/prod"
+    env = local_environment(deployments["gateway"], pki, tmp_path)
+    settings = gateway_settings(deployments["gateway"], pki, tmp_path)
+    assert settings.listen == f"0.0.0.0:{GATEWAY_PORT}"
+    assert settings.metrics_port == metrics_port("gateway")
+    assert settings.metrics_host == "0.0.0.0"
+    # Plain HTTP inside the cluster: browsers get HTTPS from the Ingress.
+    assert settings.tls_cert is None and settings.tls_key is None
+    grace = deployments["gateway"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert settings.grace_s + 5 < grace
+    # Every service the gateway calls, at its Service's gRPC port; TLS and its own token in prod.
+    assert set(settings.upstreams) == {"fusion", "dialog", "vision"}
+    for name, upstream in settings.upstreams.items():
+        assert upstream.address is not None, name
+        host, port = upstream.address.split(":")
+        assert (host, int(port)) == (name, grpc_ports[name]) and int(port) == SERVICE_PORTS[name], name
+        security = upstream.security
+        assert (security.tls is not None, security.token is not None) == (secured, secured), name
+        if secured:
+            # It presents the certificate too, so mutual TLS on a service needs no change here.
+            assert security.tls.certificate_chain is not None
+    if secured:
+        assert env_of(deployments["gateway"])["EMOMESH_GATEWAY_OUTBOUND_TOKEN"]["valueFrom"] == {
+            "secretKeyRef": {"name": "emomesh-auth", "key": "gateway-token"}
+        }
+        # The gateway takes no tokens itself: browsers call it.
+        assert "EMOMESH_AUTH_TOKENS_FILE" not in env
+
+
+def nginx_size_bytes(size: str) -> int:
+    """An nginx size ("30m", "512k", "1g", "1024") in bytes."""
+    units = {"k": 1024, "m": 1024**2, "g": 1024**3}
+    return int(size[:-1]) * units[size[-1].lower()] if size[-1].isalpha() else int(size)
+
+
+def test_prod_publishes_the_console_over_https_with_limits_that_fit_the_gateway(pki: Pki, tmp_path: Path) -> None:
+    """The example Ingress ends TLS for the browser (cameras need a secure context), reaches the
+    gateway's HTTP port, and lets through what the gateway accepts: bodies up to its limit, a chat
+    reply streamed for up to its deadline, long live streams."""
+    assert not of_kind(render("base"), "Ingress") and not of_kind(render("overlays/dev"), "Ingress")
+    docs = render("overlays/prod")
+    (ingress,) = of_kind(docs, "Ingress").values()
+    assert ingress["metadata"]["namespace"] == NAMESPACE
+    (rule,) = ingress["spec"]["rules"]
+    (tls,) = ingress["spec"]["tls"]
+    assert rule["host"] in tls["hosts"] and tls["secretName"]
+    (path,) = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/", "Prefix")
+    backend = path["backend"]["service"]
+    service = of_kind(docs, "Service")[backend["name"]]["spec"]
+    assert backend["port"] == {"name": "http"} and {"name": "http", "port": GATEWAY_PORT} in [
+        {"name": p["name"], "port": p["port"]} for p in service["ports"]
+    ]
+    gateway = gateway_settings(of_kind(docs, "Deployment")["gateway"], pki, tmp_path)
+    annotations = ingress["metadata"]["annotations"]
+    nginx = "nginx.ingress.kubernetes.io/"
+    assert nginx_size_bytes(annotations[nginx + "proxy-body-size"]) >= gateway.max_body_bytes
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(annotations[nginx + timeout]) >= max(gateway.chat_timeout_s, 600), timeout
+    assert annotations[nginx + "proxy-buffering"] == "off"
+
+
+def test_every_caller_token_of_the_auth_component_is_in_the_documented_secret() -> None:
+    """The operations guide creates emomesh-auth with a `<caller>-token` key for every caller the auth
+    component reads one for, and lists that caller in the services' tokens file."""
+    keys = {
+        entry["valueFrom"]["secretKeyRef"]["key"]
+        for deployment in of_kind(render("overlays/prod"), "Deployment").values()
+        for entry in env_of(deployment).values()
+        if entry.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "emomesh-auth"
+    }
+    assert keys == {"fusion-token", "dialog-token", "gateway-token"}
+    guide = (PROJECT_ROOT / "docs" / "operations.md").read_text()
+    (create,) = re.findall(r"^kubectl -n emomesh create secret generic emomesh-auth (?:.*\\\n)*.*$", guide, re.M)
+    (tokens_file,) = re.findall(r"^printf '([^']*)'.*> tokens\.txt$", guide, re.M)
+    for key in keys:
+        caller = key.removesuffix("-token")
+        assert f"--from-literal={key}=" in create, key
+        assert f"{caller}:%s" in tokens_file, caller
 
 
 def test_dev_runs_triton_on_cpu_with_in_cluster_redis() -> None:
@@ -401,6 +558,10 @@ def documented_paths(workloads: dict[str, Endpoint]) -> set[tuple[str, str, int]
         if name in ("vision", "audio", "text"):
             paths |= {("fusion", name, port), (name, "triton", 8001)}
     paths |= {("prometheus", "triton", 8002), ("dialog", "internet", 443), ("dialog", "text", SERVICE_PORTS["text"])}
+    # The console gateway: browsers through clients (an ingress controller), and it reaches the three
+    # services the console uses, nothing else.
+    paths |= {("client", "gateway", GATEWAY_PORT), ("prometheus", "gateway", metrics_port("gateway"))}
+    paths |= {("gateway", name, SERVICE_PORTS[name]) for name in ("fusion", "dialog", "vision")}
     if "redis" in workloads:
         paths.add(("dialog", "redis", 6379))
     else:  # managed Redis, outside the cluster
@@ -428,7 +589,7 @@ def test_network_policies_allow_exactly_the_documented_paths(overlay: str) -> No
     for name, pod in workloads.items():
         containers = deployments[name]["spec"]["template"]["spec"]["containers"]
         destinations[name] = (pod, {p["containerPort"] for c in containers for p in c["ports"]})
-    destinations |= {"dns": (DNS, {53}), "internet": (INTERNET, {443, 6379, 6380, 50051, 8001})}
+    destinations |= {"dns": (DNS, {53}), "internet": (INTERNET, {443, 6379, 6380, 50051, 8001, GATEWAY_PORT})}
     sources = [*workloads.values(), CLIENT, PROMETHEUS, STRANGER]
     allowed = {
         (source.name, name, port)

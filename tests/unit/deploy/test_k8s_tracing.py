@@ -1,5 +1,5 @@
-"""k8s/components/tracing: prod with the component renders, validates, and every service reads its
-environment as tracing on (the rendering helpers are test_k8s.py's)."""
+"""k8s/components/tracing: prod with the component renders, validates, and every service and the
+console gateway read their environment as tracing on (the rendering helpers are test_k8s.py's)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_tracing_component_turns_tracing_on_in_every_service(tmp_path: Path) -> 
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
     deployments = of_kind(docs, "Deployment")
-    for name in SERVICE_PORTS:
+    for name in [*SERVICE_PORTS, "gateway"]:
         env = env_of(deployments[name])
         settings = TracingSettings.from_env({k: e.get("value", "from-a-reference") for k, e in env.items()})
         assert settings.exporter == "otlp" and settings.endpoint is not None, name
@@ -38,3 +38,7 @@ def test_tracing_component_turns_tracing_on_in_every_service(tmp_path: Path) -> 
     policy = of_kind(docs, "NetworkPolicy")["otlp-to-collector"]["spec"]
     assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "service"}
     assert policy["egress"][0]["ports"] == [{"protocol": "TCP", "port": 4317}]
+    # The policy selects every pod that exports spans, the gateway's included.
+    for name in [*SERVICE_PORTS, "gateway"]:
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items(), name

@@ -15,6 +15,9 @@ from emomesh.ports import SERVICE_PORTS, TRITON_METRICS_PORT, metrics_port
 from tests.tools import require_tool
 
 PROMETHEUS_DIR = PROJECT_ROOT / "deploy" / "prometheus"
+K8S_BASE = PROJECT_ROOT / "k8s" / "base"
+# Every process that serves Prometheus metrics on metrics_port(name): the services and the console gateway.
+SCRAPED = [*SERVICE_PORTS, "gateway"]
 
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -50,19 +53,38 @@ def jobs(config_name: str) -> dict[str, dict[str, Any]]:
     return {job["job_name"]: job for job in config["scrape_configs"]}
 
 
+def base_services() -> dict[str, dict[str, Any]]:
+    return {
+        doc["metadata"]["name"]: doc
+        for path in K8S_BASE.glob("*.yaml")
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc["kind"] == "Service"
+    }
+
+
 def test_kubernetes_config_scrapes_every_service_and_triton_on_metrics_ports() -> None:
     scraped = jobs("prometheus.yml")
-    assert set(scraped) == {*SERVICE_PORTS, "triton"}
+    assert set(scraped) == {*SCRAPED, "triton"}
+    services = base_services()
     for name, job in scraped.items():
         (sd,) = job["dns_sd_configs"]
-        assert sd["names"] == [f"{name}.emomesh.svc.cluster.local"]
-        assert sd["port"] == (TRITON_METRICS_PORT if name == "triton" else metrics_port(name))
+        port = TRITON_METRICS_PORT if name == "triton" else metrics_port(name)
+        assert sd["port"] == port
+        # The gateway's own Service is a virtual IP (one address for all pods): Prometheus resolves
+        # its headless twin instead, so that every pod is scraped.
+        service = "gateway-metrics" if name == "gateway" else name
+        assert sd["names"] == [f"{service}.emomesh.svc.cluster.local"]
+        # DNS discovery finds every pod only through a headless Service that has the port.
+        spec = services[service]["spec"]
+        assert spec["clusterIP"] == "None", service
+        assert spec["selector"] == {"app.kubernetes.io/name": name}
+        assert port in {p["port"] for p in spec["ports"]}, service
 
 
 def test_local_config_matches_the_embedded_stack_default_ports() -> None:
     scraped = jobs("prometheus.local.yml")
-    assert set(scraped) == {*SERVICE_PORTS, "triton"}
-    for name in SERVICE_PORTS:
+    assert set(scraped) == {*SCRAPED, "triton"}
+    for name in SCRAPED:
         targets = scraped[name]["static_configs"][0]["targets"]
         assert targets == [f"127.0.0.1:{metrics_port(name)}"]
     triton_targets = scraped["triton"]["static_configs"][0]["targets"]
@@ -86,6 +108,15 @@ def test_alerts_cover_the_issue_list() -> None:
         for r in g["rules"]
     }
     assert {"EmomeshHighP99Latency", "EmomeshHighErrorRatio", "TritonQueueTimeHigh", "EmomeshModalityDown"} <= names
+    assert {"EmomeshTargetDown", "EmomeshGatewayHighErrorRatio"} <= names
+
+
+def test_target_down_alert_watches_every_scraped_job() -> None:
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "rules" / "alerts.yml").read_text())
+    (rule,) = [r for g in alerts["groups"] for r in g["rules"] if r["alert"] == "EmomeshTargetDown"]
+    match = re.fullmatch(r'up\{job=~"([a-z|]+)"\} == 0', rule["expr"])
+    assert match is not None, rule["expr"]
+    assert set(match.group(1).split("|")) == set(jobs("prometheus.yml")) == set(jobs("prometheus.local.yml"))
 
 
 def test_adapter_exposes_the_metric_the_triton_autoscaler_reads() -> None:
