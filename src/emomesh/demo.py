@@ -12,6 +12,8 @@ Mandarin clip comes back without any transcript, since then speech recognition i
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from emomesh.analyze_cli import DETAIL, analyze, build_request, format_response,
 from emomesh.labels import status_name
 from emomesh.live_cli import LiveReport, Timeline, audio_chunks, decode_pcm16, gliding_frames, replay, summary
 from emomesh.paths import SAMPLES_DIR
+from emomesh.ports import GATEWAY_PORT, LOOPBACK
 from emomesh.render import top_text
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
@@ -124,6 +127,30 @@ def live_session(address: str, image: Path, speech: Path, seconds: float = 4.0) 
     return report
 
 
+def console_check(stack: Stack) -> None:
+    """The web console through the gateway: the page is served and the gateway sees its services ready. The
+    demo's stack stops at the end, so it says how to keep one running to open the console in a browser."""
+    url = stack.console_url
+    if url is None:
+        return
+    print(f"\n== Web console (gateway): {url}", flush=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever the proxy says
+    with opener.open(url, timeout=10) as page:
+        size = len(page.read())
+    try:
+        with opener.open(url + "readyz", timeout=10) as answer:
+            readiness = json.load(answer)
+    except urllib.error.HTTPError as exc:
+        readiness = json.load(exc)
+    services = ", ".join(f"{name} {status}" for name, status in readiness["services"].items())
+    print(f"  the page: {size} bytes; ready: {'yes' if readiness['ready'] else 'no'} ({services})", flush=True)
+    print(
+        f"  To try it in a browser: `.venv/bin/emomesh up`, then open http://{LOOPBACK}:{GATEWAY_PORT}/ "
+        "(camera, push-to-talk and chat; docs/console.md). This demo's stack stops now.",
+        flush=True,
+    )
+
+
 def run_demo(
     state_dir: Path, image: Path = SAMPLE_IMAGE, speech: Path = SAMPLE_SPEECH, speech_zh: Path = SAMPLE_SPEECH_ZH
 ) -> str:
@@ -141,4 +168,5 @@ def run_demo(
         analyze_mandarin(config, speech_zh)
         analyze_chinese_texts(config.address("text"))
         live_session(config.address("fusion"), image, speech)
+        console_check(stack)
     return reply

@@ -43,7 +43,7 @@ def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Emomesh stack up in" in out
-    for service in ("vision", "audio", "text", "fusion", "dialog", "triton", "redis"):
+    for service in ("vision", "audio", "text", "fusion", "dialog", "gateway", "triton", "redis"):
         assert f"  {service} " in out, service
     # The smiling face and the happy sentence agree; the fused result follows them.
     assert "fused: happy" in out and "polarity positive" in out
@@ -63,6 +63,10 @@ def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> 
     assert re.search(r"faces     frame 0: #1 happy", out), out
     assert re.search(r"speech      0\.0-  3\.0 s", out), out
     assert "face lane: frame sent -> faces received p50" in out
+    # The web console: the gateway served the page and saw its services ready; the hint says how to open it.
+    assert "== Web console (gateway): http://127.0.0.1:" in out
+    assert re.search(r"the page: \d+ bytes; ready: yes \(fusion SERVING, dialog SERVING, vision SERVING\)", out), out
+    assert "`.venv/bin/emomesh up`, then open http://127.0.0.1:8080/" in out
     assert "stack stopped." in out
 
 
@@ -109,7 +113,11 @@ def test_up_serves_restarts_what_dies_until_ctrl_c_then_stops_everything(tmp_pat
     assert set(addresses) == {"vision", "audio", "text", "fusion", "dialog"}, output
     # What it printed is in endpoints.json too, for `--stack`; with the launcher's pid.
     endpoints = json.loads((tmp_path / ENDPOINTS_FILE).read_text())
-    assert {name: e["grpc"] for name, e in endpoints["services"].items()} == addresses
+    grpc_services = {name: e["grpc"] for name, e in endpoints["services"].items() if "grpc" in e}
+    assert grpc_services == addresses
+    # and the console's gateway, whose URL `up` prints
+    console = endpoints["services"]["gateway"]["http"]
+    assert f"Console: open {console}/ in a browser" in output, output
     assert endpoints["pid"] == process.pid and endpoints["redis"].startswith("redis://127.0.0.1:")
     children = _children(process.pid)
     assert any("tritonserver" in c for c in children.values()), children
