@@ -195,6 +195,9 @@ class Gateway:
     async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        if request.path.startswith("/static/"):
+            # Revalidated on every load (a 304 when unchanged): a new console.js never meets an old page.
+            response.headers.setdefault("Cache-Control", "no-cache")
 
     # -- pages and probes ------------------------------------------------------------------------
 

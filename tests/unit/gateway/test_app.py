@@ -153,6 +153,7 @@ async def test_the_console_and_its_assets_are_served_with_a_strict_policy(client
     script = await client.get("/static/console.js")
     assert script.status == 200
     assert "javascript" in script.headers["Content-Type"]
+    assert script.headers["Cache-Control"] == "no-cache"
     assert (await client.get("/static/../config.py")).status in (403, 404)
 
 
