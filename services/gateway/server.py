@@ -38,10 +38,10 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
     stop_tracing = start_tracing("gateway", settings.tracing)
     gateway = Gateway(settings)
     # No access log: the metrics count every request by route and status, and errors are logged where they happen.
-    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(gateway.app(), access_log=None, handle_signals=False, shutdown_timeout=settings.grace_s)
     await runner.setup()
     tls = ssl_context(settings)
-    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls, shutdown_timeout=settings.grace_s)
+    site = web.TCPSite(runner, settings.host, settings.port, ssl_context=tls)
     await site.start()
     start_metrics_server(settings.metrics_port, settings.metrics_host)
     scheme = "https" if tls else "http"
@@ -61,6 +61,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event | None = None) ->
         log.info("gateway stopping", extra={"fields": {"grace_s": settings.grace_s}})
         gateway.shutting_down = True
         await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
         if stop_tracing is not None:
             stop_tracing()
 

@@ -1,14 +1,19 @@
 """The embedded stack locked down as in production: every service on mutual TLS with bearer tokens
-(one tokens file naming two callers, `fusion` and `app`), fusion calling vision and text with its
-client certificate and its own token, and clients going through TLS with a token — or failing to.
+(one tokens file naming three callers, `fusion`, `gateway` and `app`), fusion calling vision and text with
+its client certificate and its own token, the console's gateway calling fusion and vision the same way, and
+clients going through TLS with a token — or failing to.
 
 Configured only through the documented environment variables, each service its own process."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +34,7 @@ pytestmark = pytest.mark.e2e
 SERVICES = ("vision", "text", "fusion")
 FUSION_TOKEN = "fusion-to-modalities-7f3a9c2e41d8"
 APP_TOKEN = "app-backend-token-5b8e1d0c9a7f"
+GATEWAY_TOKEN = "gateway-to-services-3d9b7e6a1c40"
 TEXT = "Thank you so much, I love it!"
 ANSWERED = (common_pb2.MODALITY_STATUS_OK, common_pb2.MODALITY_STATUS_LOW_CONFIDENCE)
 
@@ -58,6 +64,10 @@ def secure_env(pki: Pki, tokens: Path) -> dict[str, str]:
         "EMOMESH_FUSION_OUTBOUND_TLS_CERT": str(pki.client.cert),
         "EMOMESH_FUSION_OUTBOUND_TLS_KEY": str(pki.client.key),
         "EMOMESH_FUSION_OUTBOUND_TOKEN": FUSION_TOKEN,
+        "EMOMESH_GATEWAY_OUTBOUND_TLS_CA": str(pki.ca),
+        "EMOMESH_GATEWAY_OUTBOUND_TLS_CERT": str(pki.client.cert),
+        "EMOMESH_GATEWAY_OUTBOUND_TLS_KEY": str(pki.client.key),
+        "EMOMESH_GATEWAY_OUTBOUND_TOKEN": GATEWAY_TOKEN,
     }
     return env
 
@@ -66,8 +76,8 @@ def secure_env(pki: Pki, tokens: Path) -> dict[str, str]:
 def stack(tmp_path_factory: pytest.TempPathFactory, pki: Pki, client_tls: ClientTls) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("secure-stack")
     tokens = state / "tokens"
-    tokens.write_text(f"fusion:{FUSION_TOKEN}\napp:{APP_TOKEN}\n")
-    config = StackConfig.ephemeral(state, services=SERVICES)
+    tokens.write_text(f"fusion:{FUSION_TOKEN}\ngateway:{GATEWAY_TOKEN}\napp:{APP_TOKEN}\n")
+    config = StackConfig.ephemeral(state, services=(*SERVICES, "gateway"))
     config.extra_env = secure_env(pki, tokens)
     config.client_tls = client_tls
     with Stack(config) as running:
@@ -158,3 +168,23 @@ def test_emomesh_analyze_reads_tls_and_token_from_the_environment(stack: Stack, 
     refused = subprocess.run(command, env=client_env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     assert "UNAUTHENTICATED" in refused.stderr
+
+
+def test_the_console_gateway_reaches_the_services_over_mutual_tls_with_its_token(
+    stack: Stack, astronaut_jpeg: bytes
+) -> None:
+    assert stack.console_url is not None
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as not_ready:  # 503: this stack runs no dialog service
+        opener.open(stack.console_url + "readyz", timeout=10)
+    readiness = json.load(not_ready.value)
+    assert readiness["services"] == {"fusion": "SERVING", "dialog": "NOT_CONFIGURED", "vision": "SERVING"}
+    body = json.dumps({"image": base64.b64encode(astronaut_jpeg).decode(), "text": TEXT}).encode()
+    request = urllib.request.Request(
+        stack.console_url + "api/v1/fusion/analyze", body, {"Content-Type": "application/json"}
+    )
+    with opener.open(request, timeout=60) as answer:
+        response = json.load(answer)
+    statuses = {r["modality"]: r["status"] for r in response["modalities"]}
+    assert statuses["MODALITY_VISION"] == "MODALITY_STATUS_OK"
+    assert response["fused"]["distribution"]["top"] == "EMOTION_HAPPY"
