@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, outbound_metadata, reset_request_id, set_request_id
+from emomesh.redact import scrub_addresses
 from emomesh.security import open_aio_channel
 from emomesh.server import grpc_options
 from emomesh.tracing import client_interceptors
@@ -85,9 +86,23 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
     return web.json_response(error_body(code, message), status=status, headers=headers)
 
 
-def upstream_error(method: str, exc: grpc.aio.AioRpcError) -> web.Response:
+def upstream_message(service: str, code: grpc.StatusCode, details: str | None) -> str:
+    """What the page is told about a failed call: the service's own message, without internal addresses (a
+    connection failure's details name the peer). A service that cannot be reached is named, since the page
+    does not know which service a route goes to."""
+    message = scrub_addresses(details or code.name)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"the {service} service is unavailable: {message}"
+    return message
+
+
+def upstream_error(service: str, method: str, exc: grpc.aio.AioRpcError) -> web.Response:
+    log.info(
+        "service call failed",
+        extra={"fields": {"method": method, "code": exc.code().name, "details": exc.details()}},
+    )
     metrics.UPSTREAM_ERRORS.labels(method, exc.code().name).inc()
-    return json_error(http_status(exc.code()), exc.code().name, exc.details() or exc.code().name)
+    return json_error(http_status(exc.code()), exc.code().name, upstream_message(service, exc.code(), exc.details()))
 
 
 class Upstreams:
@@ -257,7 +272,7 @@ class Gateway:
             except NotConfigured as exc:
                 return json_error(503, "NOT_CONFIGURED", str(exc))
             except grpc.aio.AioRpcError as exc:
-                return upstream_error(route.method, exc)
+                return upstream_error(route.service, route.method, exc)
             return web.json_response(to_json(response), dumps=_compact)
 
         return handle
@@ -280,7 +295,7 @@ class Gateway:
             try:
                 chunk = await call.read()
             except grpc.aio.AioRpcError as exc:
-                return upstream_error("Chat", exc)
+                return upstream_error("dialog", "Chat", exc)
             # X-Accel-Buffering: a proxy in front (nginx) must pass the lines on as they come.
             response = web.StreamResponse(
                 headers={
@@ -296,7 +311,7 @@ class Gateway:
                     chunk = await call.read()
             except grpc.aio.AioRpcError as exc:
                 metrics.UPSTREAM_ERRORS.labels("Chat", exc.code().name).inc()
-                line = error_body(exc.code().name, exc.details() or exc.code().name)
+                line = error_body(exc.code().name, upstream_message("dialog", exc.code(), exc.details()))
                 await response.write(_compact(line).encode() + b"\n")
             except ConnectionResetError:
                 return response  # the browser went away; the finally cancels the reply
@@ -352,7 +367,9 @@ class Gateway:
             if code != grpc.StatusCode.OK:
                 metrics.UPSTREAM_ERRORS.labels("AnalyzeStream", code.name).inc()
             close_code = WS_NORMAL if code == grpc.StatusCode.OK else WS_INTERNAL
-            await _close(ws, code.name, await call.details() or "", close_code)
+            details = await call.details()
+            message = upstream_message("fusion", code, details) if code != grpc.StatusCode.OK else ""
+            await _close(ws, code.name, message, close_code)
         finally:
             for task in (to_service, to_page):
                 task.cancel()

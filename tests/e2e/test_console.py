@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import base64
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from emomesh.paths import PROJECT_ROOT
+from emomesh.procs import free_port, http_healthy, stop_process, wait_until
 from emomesh.stack import Stack, StackConfig
 from tests.browser import LAPTOP, PHONE, astronaut_camera, chromium, spoken_microphone, wait_for
 from tests.integration.openai_server import OpenAIStub
@@ -270,3 +274,46 @@ def test_the_page_fits_a_phone(tmp_path: Path, media: tuple[Path, Path], console
         screenshot(driver, "console-phone")
     finally:
         driver.quit()
+
+
+def test_a_service_that_is_down_is_named_in_a_banner(tmp_path: Path, console_url: str, stack: Stack) -> None:
+    """A second gateway whose dialog service is down (nothing listens at its address): the page loads and names
+    what does not work, and the greeting says why it failed instead of hanging."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "EMOMESH_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "EMOMESH_GATEWAY_METRICS_PORT": "0",
+        "EMOMESH_GATEWAY_FUSION_ADDR": stack.config.address("fusion"),
+        "EMOMESH_GATEWAY_VISION_ADDR": stack.config.address("vision"),
+        "EMOMESH_GATEWAY_DIALOG_ADDR": f"127.0.0.1:{free_port()}",
+        "EMOMESH_GATEWAY_CALL_TIMEOUT_S": "3",
+    }
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "services.gateway.server"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+        )
+    driver = None
+    try:
+        wait_until(lambda: http_healthy(f"http://127.0.0.1:{port}/healthz"), 30, "the second gateway", gateway, log)
+        driver = chromium(tmp_path, "absent", LAPTOP)
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait_for(lambda: attribute(driver, "#status-banner", "data-ready") == "false", 20, "readiness", driver)
+        banner = js(driver, "return document.querySelector('#status-banner').textContent")
+        assert "dialog unavailable" in banner
+        assert "fusion" not in banner  # fusion is up
+        greeting = wait_for(
+            lambda: [b for b in bubbles(driver, "assistant") if b["text"].strip()], 30, "the failed greeting", driver
+        )
+        assert "the dialog service is unavailable" in greeting[-1]["text"]
+        assert "127.0.0.1" not in greeting[-1]["text"]  # the page is not told where the services run
+        screenshot(driver, "console-dialog-down")
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop_process(gateway)

@@ -257,7 +257,11 @@ async def test_service_failures_map_to_http_statuses(services: Services) -> None
     async with TestClient(TestServer(gateway.app())) as test_client:
         unavailable = await test_client.post("/api/v1/fusion/analyze", json={"text": "hi"})
         assert unavailable.status == 503
-        assert (await unavailable.json())["error"]["code"] == "UNAVAILABLE"
+        error = (await unavailable.json())["error"]
+        assert error["code"] == "UNAVAILABLE"
+        # the page learns which service is down, not where it runs (a connection failure names the peer)
+        assert error["message"].startswith("the fusion service is unavailable: failed to connect")
+        assert "127.0.0.1" not in error["message"] and down.split(":")[1] not in error["message"]
         not_configured = await test_client.post("/api/v1/vision/analyze-image", json={"image": "AA=="})
         assert not_configured.status == 503
         assert (await not_configured.json())["error"] == {
@@ -320,7 +324,8 @@ async def test_chat_errors_before_the_reply_are_http_errors_and_later_ones_the_l
     assert broken.status == 200
     lines = await lines_of(broken)
     assert [line.get("delta") for line in lines[:3]] == ["I ", "hear ", "you."]
-    assert lines[-1] == {"error": {"code": "UNAVAILABLE", "message": "the LLM went away"}}
+    error = {"code": "UNAVAILABLE", "message": "the dialog service is unavailable: the LLM went away"}
+    assert lines[-1] == {"error": error}
 
 
 # -- the live stream ---------------------------------------------------------------------------------
