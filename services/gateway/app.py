@@ -9,7 +9,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,10 @@ from aiohttp import WSMsgType, web
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from emomesh.admission import InflightBytes
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, outbound_metadata, reset_request_id, set_request_id
+from emomesh.memory import HeapTrimmer
+from emomesh.metrics import ADMISSION_REFUSED
 from emomesh.redact import scrub_addresses
 from emomesh.security import open_aio_channel
 from emomesh.server import grpc_options
@@ -45,6 +48,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Permissions-Policy": "camera=(self), microphone=(self)",
 }
+# Bodies above this are parsed in a worker thread: parsing a 20 MB JSON body takes a few hundred ms, during which
+# the event loop would answer nothing else (live streams included).
+PARSE_IN_THREAD_BYTES = 1024 * 1024
 # WebSocket close codes (RFC 6455) for how a live stream ended.
 WS_NORMAL, WS_POLICY, WS_INTERNAL, WS_TRY_LATER = 1000, 1008, 1011, 1013
 
@@ -151,9 +157,15 @@ class Gateway:
         self.streams: set[web.WebSocketResponse] = set()
         self._readiness: tuple[float, dict[str, Any]] | None = None
         self._readiness_lock = asyncio.Lock()
+        # A body is held about four times over while it is translated (bytes, JSON text, the parsed message,
+        # the serialized call): the bytes of bodies in progress are bounded, as the services bound theirs.
+        self.inflight = InflightBytes("gateway", settings.max_inflight_bytes)
+        self.trimmer = HeapTrimmer()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self.observe, self.api_errors])
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[self.observe, self.api_errors, self.admit]
+        )
         app.router.add_get("/", self.index)
         app.router.add_static("/static", self.settings.static_dir, follow_symlinks=False)
         app.router.add_get("/healthz", self.healthz)
@@ -166,7 +178,15 @@ class Gateway:
         app.on_response_prepare.append(self._add_security_headers)
         app.on_shutdown.append(self._close_streams)
         app.on_cleanup.append(lambda _: self.upstreams.close())
+        app.cleanup_ctx.append(self._trim_heap_periodically)
         return app
+
+    async def _trim_heap_periodically(self, app: web.Application) -> AsyncIterator[None]:
+        """Returns freed memory to the system after large bodies, and every 30 s (emomesh.memory)."""
+        task = asyncio.create_task(self.trimmer.run())
+        yield
+        task.cancel()
+        self.trimmer.cancel()
 
     # -- middleware ------------------------------------------------------------------------------
 
@@ -206,6 +226,28 @@ class Gateway:
             if exc.status == 413:
                 message = f"the request body is larger than {self.settings.max_body_bytes} bytes"
             return json_error(exc.status, code, message)
+
+    @web.middleware
+    async def admit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Refuses a body (429) while the bodies in progress hold EMOMESH_GATEWAY_MAX_INFLIGHT_BYTES, before it is
+        read; a body of unknown length counts as the largest allowed."""
+        if request.method != "POST":
+            return await handler(request)
+        nbytes = min(request.content_length or self.settings.max_body_bytes, self.settings.max_body_bytes)
+        if not self.inflight.try_hold(nbytes):
+            route = request.match_info.route.resource
+            ADMISSION_REFUSED.labels("gateway", route.canonical if route is not None else "unmatched").inc()
+            return json_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                f"the gateway is busy: requests in progress hold {self.inflight.held} bytes of "
+                f"{self.inflight.limit}; try again shortly",
+            )
+        try:
+            return await handler(request)
+        finally:
+            self.inflight.release(nbytes)
+            self.trimmer.request_done(nbytes)
 
     async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         for name, value in SECURITY_HEADERS.items():
@@ -259,7 +301,10 @@ class Gateway:
     # -- unary calls -----------------------------------------------------------------------------
 
     async def _read(self, request: web.Request, message_type: type[Message]) -> Message:
-        return parse(await request.read(), message_type)
+        body = await request.read()
+        if len(body) > PARSE_IN_THREAD_BYTES:
+            return await asyncio.to_thread(parse, body, message_type)
+        return parse(body, message_type)
 
     def unary(self, route: UnaryRoute) -> Handler:
         async def handle(request: web.Request) -> web.StreamResponse:

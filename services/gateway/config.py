@@ -41,6 +41,8 @@ class GatewaySettings:
     tls_key: Path | None
     # A request body (JSON: an image and a recording as base64) larger than this is refused with 413.
     max_body_bytes: int
+    # Body bytes all requests in progress may hold; past it, requests are refused with 429 before they are read.
+    max_inflight_bytes: int
     # One WebSocket message of the live stream (a frame as base64 JSON).
     max_ws_message_bytes: int
     # Live streams bridged at once by this replica; fusion has its own limit behind it.
@@ -100,6 +102,7 @@ class GatewaySettings:
             tls_key=None if key is None else Path(key),
             # Fusion takes a 21 MiB message; as base64 inside JSON that is 28 MiB.
             max_body_bytes=env.get_int("MAX_BODY_BYTES", 28 * MiB, minimum=1024),
+            max_inflight_bytes=env.get_int("MAX_INFLIGHT_BYTES", 64 * MiB, minimum=1024),
             max_ws_message_bytes=env.get_int("MAX_WS_MESSAGE_BYTES", 4 * MiB, minimum=1024),
             max_streams=env.get_int("MAX_STREAMS", 8, minimum=1),
             call_timeout_s=env.get_float("CALL_TIMEOUT_S", 30.0, minimum=0.01),
@@ -109,4 +112,10 @@ class GatewaySettings:
             tracing=TracingSettings.from_env(environ),
         )
         settings.port  # noqa: B018 -- fails fast on a listen address without a port
+        if settings.max_inflight_bytes < settings.max_body_bytes:
+            # Otherwise a body of the largest allowed size could never be admitted.
+            raise ConfigError(
+                f"EMOMESH_GATEWAY_MAX_INFLIGHT_BYTES={settings.max_inflight_bytes} is below the body limit "
+                f"{settings.max_body_bytes}"
+            )
         return settings

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -440,3 +441,37 @@ async def test_shutdown_tells_open_streams_that_they_end(services: Services) -> 
         assert (await gateway.readiness())["ready"] is False
     finally:
         await test_client.close()
+
+
+async def test_bodies_in_progress_are_bounded_and_the_rest_refused_with_429(services: Services) -> None:
+    gateway = Gateway(
+        settings_for(
+            services.addresses, EMOMESH_GATEWAY_MAX_BODY_BYTES="4096", EMOMESH_GATEWAY_MAX_INFLIGHT_BYTES="6000"
+        )
+    )
+    padded = {"speaker": "x" * 3000}
+    async with TestClient(TestServer(gateway.app())) as test_client:
+        slow = asyncio.create_task(test_client.post("/api/v1/fusion/analyze", json={"text": "slow", **padded}))
+        for _ in range(500):  # until the slow request's body is admitted
+            if gateway.inflight.held:
+                break
+            await asyncio.sleep(0.01)
+        refused = await test_client.post("/api/v1/fusion/analyze", json={"text": "hi", **padded})
+        assert refused.status == 429
+        error = (await refused.json())["error"]
+        assert error["code"] == "RESOURCE_EXHAUSTED"
+        assert "the gateway is busy" in error["message"]
+        assert (await test_client.post("/api/v1/fusion/analyze", json={"text": "small"})).status == 200
+        assert (await slow).status == 504  # the slow one ran to its deadline, unaffected
+        assert gateway.inflight.held == 0
+        assert (await test_client.post("/api/v1/fusion/analyze", json={"text": "hi", **padded})).status == 200
+
+
+async def test_a_large_body_is_parsed_off_the_event_loop_and_arrives_whole(
+    client: TestClient[Any, Any], services: Services
+) -> None:
+    image = bytes(range(256)) * 8192  # 2 MiB: above PARSE_IN_THREAD_BYTES once in base64
+    body = io.BytesIO(json.dumps({"image": base64.b64encode(image).decode()}).encode())
+    response = await client.post("/api/v1/fusion/analyze", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 200
+    assert services.fusion.requests[-1].image == image

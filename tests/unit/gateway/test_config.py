@@ -51,6 +51,7 @@ def test_upstreams_and_tokens_a_service_token_wins_over_the_shared_one() -> None
         ({"EMOMESH_GATEWAY_TLS_CERT": "/no/cert.pem", "EMOMESH_GATEWAY_TLS_KEY": "/no/key.pem"}, "no such file"),
         ({"EMOMESH_GATEWAY_MAX_STREAMS": "0"}, "below the minimum 1"),
         ({"EMOMESH_GATEWAY_DIALOG_TOKEN": "short"}, "16 to 4096 printable"),
+        ({"EMOMESH_GATEWAY_MAX_INFLIGHT_BYTES": "2048"}, "below the body limit"),
     ],
 )
 def test_bad_settings_fail_at_start_with_the_variable_named(environ: dict[str, str], message: str) -> None:
