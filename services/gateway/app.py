@@ -16,12 +16,12 @@ from typing import Any
 import grpc
 from aiohttp import WSMsgType, web
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emomesh.admission import InflightBytes
 from emomesh.logs import REQUEST_ID_HEADER, new_request_id, outbound_metadata, reset_request_id, set_request_id
 from emomesh.memory import HeapTrimmer
 from emomesh.metrics import ADMISSION_REFUSED
+from emomesh.readiness import serving_status
 from emomesh.redact import scrub_addresses
 from emomesh.security import open_aio_channel
 from emomesh.server import grpc_options
@@ -133,15 +133,7 @@ class Upstreams:
 
     async def health(self, service: str, timeout_s: float = 1.0) -> str:
         channel = self.channels.get(service)
-        if channel is None:
-            return "NOT_CONFIGURED"
-        try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            return exc.code().name
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+        return "NOT_CONFIGURED" if channel is None else await serving_status(channel, timeout_s)
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))

@@ -162,22 +162,25 @@ def triton_model_readiness(client: ModelServer, models: Sequence[str], timeout_s
     return check
 
 
+async def serving_status(channel: grpc.aio.Channel, timeout_s: float = 1.0) -> str:
+    """A peer's overall health as a name: SERVING, NOT_SERVING..., or the status code of a failed check
+    (UNAVAILABLE when nothing answers)."""
+    try:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
+        )
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
 def peers_readiness(channels: Mapping[str, grpc.aio.Channel], timeout_s: float = 1.0) -> ReadinessCheck:
     """Ready while at least one of the peers (by name) reports SERVING for its overall health."""
-
-    async def status(channel: grpc.aio.Channel) -> str:
-        try:
-            response = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            return exc.code().name
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
     async def check() -> str | None:
         if not channels:
             return "no peer service is configured"
-        statuses = await asyncio.gather(*(status(channel) for channel in channels.values()))
+        statuses = await asyncio.gather(*(serving_status(channel, timeout_s) for channel in channels.values()))
         if "SERVING" in statuses:
             return None
         return "none is SERVING: " + ", ".join(f"{name} {s}" for name, s in zip(channels, statuses, strict=True))

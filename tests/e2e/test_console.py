@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from emomesh.paths import PROJECT_ROOT
-from emomesh.procs import free_port, http_healthy, stop_process, wait_until
-from emomesh.stack import Stack, StackConfig
-from tests.browser import LAPTOP, PHONE, astronaut_camera, chromium, spoken_microphone, wait_for
+from emomesh.procs import free_port, wait_until
+from emomesh.stack import GATEWAY, ServiceProcess, Stack, StackConfig
+from tests.browser import LAPTOP, PHONE, Camera, astronaut_camera, chromium, spoken_microphone, wait_for
 from tests.integration.openai_server import OpenAIStub
 
 pytestmark = pytest.mark.e2e
@@ -226,36 +223,19 @@ def test_an_offline_reply_is_marked_as_a_fallback(page: Any, llm: OpenAIStub) ->
     assert "offline" in reply["text"].lower()
 
 
-def test_a_denied_camera_shows_its_message(tmp_path: Path, media: tuple[Path, Path], console_url: str) -> None:
+@pytest.mark.parametrize(("camera", "expected"), [("denied", "camera access was denied"), ("absent", "no camera")])
+def test_a_denied_or_missing_camera_shows_its_message(
+    tmp_path: Path, media: tuple[Path, Path], console_url: str, camera: Camera, expected: str
+) -> None:
     video, audio = media
-    driver = chromium(tmp_path, "denied", LAPTOP, video, audio)
+    driver = chromium(tmp_path, camera, LAPTOP, video, audio)
     try:
         driver.get(console_url)
-        message = wait_for(
-            lambda: camera_message(driver),
-            20,
-            "the camera message",
-            driver,
-        )
-        assert "denied" in message.lower()
-        # the rest of the page still works: the chat answers
-        wait_for(lambda: bubbles(driver, "assistant"), 30, "the greeting", driver)
-        screenshot(driver, "console-camera-denied")
-    finally:
-        driver.quit()
-
-
-def test_no_camera_says_so(tmp_path: Path, console_url: str) -> None:
-    driver = chromium(tmp_path, "absent", LAPTOP)
-    try:
-        driver.get(console_url)
-        message = wait_for(
-            lambda: camera_message(driver),
-            20,
-            "the camera message",
-            driver,
-        )
-        assert "no camera" in message.lower()
+        message = wait_for(lambda: camera_message(driver), 20, "the camera message", driver)
+        assert expected in message.lower()
+        # the rest of the page still works: the greeting comes
+        wait_for(lambda: [b for b in bubbles(driver, "assistant") if b["text"].strip()], 30, "the greeting", driver)
+        screenshot(driver, f"console-camera-{camera}")
     finally:
         driver.quit()
 
@@ -289,18 +269,11 @@ def test_a_service_that_is_down_is_named_in_a_banner(tmp_path: Path, console_url
         "EMOMESH_GATEWAY_DIALOG_ADDR": f"127.0.0.1:{free_port()}",
         "EMOMESH_GATEWAY_CALL_TIMEOUT_S": "3",
     }
-    log = tmp_path / "gateway.log"
-    with log.open("wb") as out:
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "services.gateway.server"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-        )
+    gateway = ServiceProcess(GATEWAY, env, f"127.0.0.1:{port}", tmp_path / "gateway.log")
+    gateway.start()
     driver = None
     try:
-        wait_until(lambda: http_healthy(f"http://127.0.0.1:{port}/healthz"), 30, "the second gateway", gateway, log)
+        wait_until(gateway.is_ready, 30, "the second gateway", gateway.process, gateway.log_path)
         driver = chromium(tmp_path, "absent", LAPTOP)
         driver.get(f"http://127.0.0.1:{port}/")
         wait_for(lambda: attribute(driver, "#status-banner", "data-ready") == "false", 20, "readiness", driver)
@@ -316,4 +289,4 @@ def test_a_service_that_is_down_is_named_in_a_banner(tmp_path: Path, console_url
     finally:
         if driver is not None:
             driver.quit()
-        stop_process(gateway)
+        gateway.stop()
