@@ -109,8 +109,9 @@ def reply_finished(driver: Any, assistant_bubbles_before: int) -> bool:
     return len(replies) > assistant_bubbles_before and replies[-1]["streaming"] == "false"
 
 
-def camera_message(driver: Any) -> str | None:
-    return js(driver, "const m = document.querySelector('#camera-message'); return m.hidden ? null : m.textContent")
+def shown_message(driver: Any, selector: str) -> str | None:
+    """The text of a message element while it is shown (#camera-message, #mic-message)."""
+    return js(driver, f"const m = document.querySelector({selector!r}); return m.hidden ? null : m.textContent")
 
 
 def test_the_page_loads_with_the_stack_up(page: Any) -> None:
@@ -223,18 +224,29 @@ def test_an_offline_reply_is_marked_as_a_fallback(page: Any, llm: OpenAIStub) ->
     assert "offline" in reply["text"].lower()
 
 
-@pytest.mark.parametrize(("camera", "expected"), [("denied", "camera access was denied"), ("absent", "no camera")])
-def test_a_denied_or_missing_camera_shows_its_message(
-    tmp_path: Path, media: tuple[Path, Path], console_url: str, camera: Camera, expected: str
+@pytest.mark.parametrize(
+    ("camera", "expected", "microphone"),
+    [("denied", "camera access was denied", "microphone access was denied"), ("absent", "no camera", "no microphone")],
+)
+def test_a_denied_or_missing_camera_and_microphone_show_their_messages(
+    tmp_path: Path, media: tuple[Path, Path], console_url: str, camera: Camera, expected: str, microphone: str
 ) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
     video, audio = media
     driver = chromium(tmp_path, camera, LAPTOP, video, audio)
     try:
         driver.get(console_url)
-        message = wait_for(lambda: camera_message(driver), 20, "the camera message", driver)
+        message = wait_for(lambda: shown_message(driver, "#camera-message"), 20, "the camera message", driver)
         assert expected in message.lower()
         # the rest of the page still works: the greeting comes
         wait_for(lambda: [b for b in bubbles(driver, "assistant") if b["text"].strip()], 30, "the greeting", driver)
+        # push-to-talk asks for the microphone and says why it cannot record
+        button = driver.find_element("css selector", "#ptt")
+        ActionChains(driver).click_and_hold(button).pause(0.5).release(button).perform()
+        mic = wait_for(lambda: shown_message(driver, "#mic-message"), 20, "the microphone message", driver)
+        assert microphone in mic.lower()
+        assert attribute(driver, "#ptt", "data-state") == "idle"
         screenshot(driver, f"console-camera-{camera}")
     finally:
         driver.quit()
