@@ -74,7 +74,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from emomesh.readiness import check_health
+    from emomesh.readiness import check_gateway, check_health
 
     try:
         tls = analyze_cli.client_security().tls
@@ -83,10 +83,17 @@ def cmd_health(args: argparse.Namespace) -> int:
     except ValueError as exc:  # AddressError and ConfigError are ValueErrors
         print(f"emomesh health: {exc}", file=sys.stderr)
         return 2
+    # The console gateway speaks HTTP: checked (GET /readyz) when the stack of --stack runs it.
+    gateway = book.stack.services.get("gateway", {}).get("http") if book.stack is not None else None
+    if gateway is not None:
+        addresses["gateway"] = gateway.removeprefix("http://")
     ok = True
     reports = []
     for name, address in addresses.items():
-        report = check_health(address, timeout_s=args.timeout, tls=tls)
+        if name == "gateway" and gateway is not None:
+            report = check_gateway(gateway, timeout_s=args.timeout)
+        else:
+            report = check_health(address, timeout_s=args.timeout, tls=tls)
         ok &= report.serving
         if args.json:
             reason = report.reason.removeprefix("(").removesuffix(")")

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -224,3 +227,24 @@ def check_health(address: str, timeout_s: float = 2.0, tls: ClientTls | None = N
         except grpc.RpcError:
             why = "no reason given"
         return HealthReport(status, f"({why})")
+
+
+def check_gateway(url: str, timeout_s: float = 2.0) -> HealthReport:
+    """Readiness of the console gateway at url (http://host:port): GET /readyz, and which of its services are
+    not SERVING when it is not ready."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the stack's own ports: no proxy
+    try:
+        with opener.open(f"{url}/readyz", timeout=timeout_s) as response:
+            report = json.load(response)
+    except urllib.error.HTTPError as exc:  # 503: not ready, with the same body
+        try:
+            report = json.load(exc)
+        except ValueError:
+            return HealthReport("NOT_SERVING", f"(HTTP {exc.code})")
+    except (OSError, ValueError) as exc:
+        return HealthReport("DOWN", f"({exc})")
+    if report.get("ready"):
+        return HealthReport("SERVING")
+    down = [f"{name} {status}" for name, status in report.get("services", {}).items() if status != "SERVING"]
+    reason = report.get("reason") or ", ".join(down) or "no reason given"
+    return HealthReport("NOT_SERVING", f"({reason})")

@@ -8,6 +8,7 @@ With EMOMESH_CONSOLE_SCREENSHOTS=DIR the tests also save what the page looks lik
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from emomesh import cli
 from emomesh.procs import free_port, wait_until
 from emomesh.stack import GATEWAY, ServiceProcess, Stack, StackConfig
 from tests.browser import LAPTOP, PHONE, Camera, astronaut_camera, chromium, spoken_microphone, wait_for
@@ -302,3 +304,11 @@ def test_a_service_that_is_down_is_named_in_a_banner(tmp_path: Path, console_url
         if driver is not None:
             driver.quit()
         gateway.stop()
+
+
+def test_emomesh_health_checks_the_gateway_of_the_stack(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["health", "--stack", str(stack.config.state_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    statuses = {s["service"]: (s["address"], s["status"]) for s in report["services"]}
+    assert statuses["gateway"] == (stack.config.address("gateway"), "SERVING")
+    assert set(statuses) == {"vision", "audio", "text", "fusion", "dialog", "gateway"}

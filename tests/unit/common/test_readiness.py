@@ -5,6 +5,8 @@ health`; the Triton and peer checks; the `emomesh health` command."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from emomesh.procs import free_port
 from emomesh.readiness import (
     LIVENESS_SERVICE,
     ReadinessCheck,
+    check_gateway,
     check_health,
     peers_readiness,
     triton_model_readiness,
@@ -195,3 +198,51 @@ async def test_peers_readiness_needs_one_peer_serving() -> None:
             for channel in channels.values():
                 await channel.close()
     assert await peers_readiness({})() == "no peer service is configured"
+
+
+class _Readyz(http.server.BaseHTTPRequestHandler):
+    """A gateway's /readyz that answers what the test put in `answer`."""
+
+    answer: tuple[int, bytes] = (200, b"{}")
+
+    def do_GET(self) -> None:
+        status, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "reason"),
+    [
+        ((200, b'{"ready": true, "services": {"fusion": "SERVING", "dialog": "SERVING"}}'), "SERVING", ""),
+        (
+            (503, b'{"ready": false, "services": {"fusion": "SERVING", "dialog": "UNAVAILABLE", "vision": "SERVING"}}'),
+            "NOT_SERVING",
+            "(dialog UNAVAILABLE)",
+        ),
+        ((503, b"not json"), "NOT_SERVING", "(HTTP 503)"),
+    ],
+)
+def test_the_gateway_is_checked_by_its_readyz(answer: tuple[int, bytes], status: str, reason: str) -> None:
+    handler = type("Handler", (_Readyz,), {"answer": answer})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        report = check_gateway(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (report.status, report.reason) == (status, reason)
+
+
+def test_a_gateway_that_is_not_there_is_down() -> None:
+    report = check_gateway(f"http://127.0.0.1:{free_port()}", timeout_s=1.0)
+    assert report.status == "DOWN"
+    assert "refused" in report.reason.lower()
