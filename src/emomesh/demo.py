@@ -157,7 +157,7 @@ def run_demo(
     """Starts the stack on free ports, runs the samples through it, stops it; returns the report."""
     config = StackConfig.ephemeral(state_dir)
     with Stack(config) as stack:
-        print(stack.describe(), flush=True)
+        print(stack.describe(console_hint=False), flush=True)
         print(f"\n== FusionService.Analyze: {image.name} + {speech.name} (its transcript as the text)", flush=True)
         response = analyze(config.address("fusion"), build_request(image=image, audio=speech))
         print(format_response(response), flush=True)

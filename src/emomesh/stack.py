@@ -378,7 +378,9 @@ class Stack:
         self.redis.stop()
         self.lock.release()
 
-    def describe(self) -> str:
+    def describe(self, console_hint: bool = True) -> str:
+        """What runs where, for people; console_hint: end with the console's URL (`emomesh up`, not the demo,
+        whose stack stops before anyone could open it)."""
         lines = [f"Emomesh stack up in {self.timings.get('total', 0):.1f}s (state and logs in {self.config.state_dir})"]
         for name in self.processes:
             port = self.config.port(name)
@@ -393,7 +395,7 @@ class Stack:
             lines.append(f"  redis    {self.redis.url}")
         if self._wrote_endpoints:
             lines.append(f"  (these endpoints are in {self.endpoints_path}: `--stack {self.config.state_dir}`)")
-        if self.console_url is not None:
+        if console_hint and self.console_url is not None:
             lines.append(f"Console: open {self.console_url} in a browser (camera and microphone work on this machine)")
         return "\n".join(lines)
 

@@ -67,6 +67,7 @@ def test_demo_starts_the_stack_analyses_the_sample_and_stops(tmp_path: Path) -> 
     assert "== Web console (gateway): http://127.0.0.1:" in out
     assert re.search(r"the page: \d+ bytes; ready: yes \(fusion SERVING, dialog SERVING, vision SERVING\)", out), out
     assert "`.venv/bin/emomesh up`, then open http://127.0.0.1:8080/" in out
+    assert "Console: open" not in out  # the demo's own stack stops: it does not invite anyone to open it
     assert "stack stopped." in out
 
 
