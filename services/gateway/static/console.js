@@ -645,6 +645,13 @@ async function getMicrophone() {
   }
 }
 
+/** Stops the microphone between turns, so the browser does not show it in use while nobody talks; the next
+ * press asks again (without a prompt once the site is allowed). */
+function releaseMicrophone() {
+  ptt.micStream?.getTracks().forEach((track) => track.stop());
+  ptt.micStream = null;
+}
+
 async function startTalking() {
   if (ptt.held || ui.ptt.dataset.state !== 'idle') return;
   ptt.held = true;
@@ -658,6 +665,7 @@ async function startTalking() {
   if (!stream || !ptt.held) {
     // No microphone, or released while the permission prompt was open: nothing to record.
     if (stream) showMessage(ui.pttHint, 'Microphone ready: hold the button while you speak.');
+    releaseMicrophone();
     ptt.held = false;
     return;
   }
@@ -683,6 +691,7 @@ function stopTalking() {
   const durationMs = performance.now() - ptt.startedAt;
   // The last data arrives just before `stop`, so the recording is only complete then.
   recorder.onstop = () => {
+    releaseMicrophone();
     if (durationMs >= MIN_RECORDING_MS && chunks.length) {
       analyseTurn(new Blob(chunks, { type: recorder.mimeType || 'audio/webm' }));
     } else {
