@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ def screenshot(driver: Any, name: str) -> None:
     """The whole page (below the fold too) as a PNG in EMOMESH_CONSOLE_SCREENSHOTS, when that is set."""
     if not SCREENSHOTS:
         return
+    time.sleep(1.0)  # the theme colour fades over 0.8 s (console.css): show it, not a blend
     width, height = driver.execute_script(
         "return [document.documentElement.clientWidth, document.documentElement.scrollHeight];"
     )
