@@ -228,6 +228,28 @@ def test_an_offline_reply_is_marked_as_a_fallback(page: Any, llm: OpenAIStub) ->
     assert "offline" in reply["text"].lower()
 
 
+def test_live_voice_streams_the_microphone_into_the_live_stream(page: Any) -> None:
+    """The toggle restarts the live stream with the microphone's encoded audio (WebM/Opus as MediaRecorder
+    makes it): the voice lane's windows and words arrive while the face boxes go on; off again, it stops."""
+    faces_before = js(page, "return window.emomeshConsole.facesSeen")
+    page.find_element("css selector", "#live-voice").click()
+    emotion = wait_for(lambda: attribute(page, "#live-voice-line", "data-emotion"), 60, "a live speech window", page)
+    assert emotion in {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    words = wait_for(
+        lambda: js(page, "return document.querySelector('#live-words').textContent.trim()"), 90, "live words", page
+    )
+    assert any(word in words.lower() for word in ("job", "happy", "best", "day", "life")), words
+    assert js(page, "return window.emomeshConsole.facesSeen") > faces_before  # the face lane went on
+    assert attribute(page, "#overlay", "data-source") == "stream"
+    screenshot(page, "console-laptop-live-voice")
+    page.find_element("css selector", "#live-voice").click()
+    wait_for(lambda: js(page, "return document.querySelector('#live-voice-line').hidden"), 10, "voice off", page)
+    faces_after = js(page, "return window.emomeshConsole.facesSeen")
+    wait_for(
+        lambda: js(page, "return window.emomeshConsole.facesSeen") > faces_after, 20, "faces after voice off", page
+    )
+
+
 @pytest.mark.parametrize(
     ("camera", "expected", "microphone"),
     [("denied", "camera access was denied", "microphone access was denied"), ("absent", "no camera", "no microphone")],

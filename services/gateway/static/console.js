@@ -46,6 +46,10 @@ let cameraStream = null;
 const live = { socket: null, startedAt: 0, frameSize: null, frameTimer: 0, pollTimer: 0, retryTimer: 0,
   clearTimer: 0, pollBusy: false, pollStatus: '' };
 const ptt = { held: false, micStream: null, recorder: null, chunks: [], startedAt: 0 };
+// Live voice: the microphone streamed into the live stream as encoded audio (its own microphone stream, so
+// push-to-talk can record and release its own meanwhile).
+const voice = { on: false, stream: null, sending: Promise.resolve() };
+const VOICE_CHUNK_MS = 250;             // MediaRecorder hands over encoded audio this often
 
 // ---- Small helpers ------------------------------------------------------------------------------
 
@@ -543,16 +547,25 @@ function openStream() {
     if (ended) return;
     ended = true;
     clearInterval(live.frameTimer);
+    stopVoiceRecorder(socket);
     if (live.socket === socket) live.socket = null;
     if (socket.readyState === WebSocket.OPEN) socket.close();
-    streamFailed(why);
+    if (!socket.replaced) streamFailed(why);  // a stream closed to start another one is no failure
   };
   socket.onopen = () => {
-    socket.send(JSON.stringify({ start: { settings: { transcribe: false } } }));
+    // A stream's audio encoding is fixed by its start: with live voice, the browser's encoded audio
+    // (WebM/Opus from MediaRecorder) goes in as it is, and words are transcribed as they come.
+    const start = voice.on
+      ? { audio_encoding: 'AUDIO_ENCODING_CONTAINER', settings: { transcribe: true } }
+      : { settings: { transcribe: false } };
+    socket.send(JSON.stringify({ start }));
     live.startedAt = performance.now();
     stopPolling();
-    ui.liveStatus.textContent = 'Live: streaming about 8 frames a second.';
+    ui.liveStatus.textContent = voice.on
+      ? 'Live: streaming about 8 frames a second and the microphone.'
+      : 'Live: streaming about 8 frames a second.';
     live.frameTimer = setInterval(() => sendFrame(socket), FRAME_INTERVAL_MS);
+    if (voice.on) startVoiceRecorder(socket);
   };
   socket.onmessage = (event) => {
     let message;
@@ -586,11 +599,87 @@ function sendFrame(socket) {
 function handleStreamEvent(event) {
   if (event.faces) {
     showFaces(event.faces.faces || [], live.frameSize, 'stream');
+  } else if (event.speech) {
+    showLiveSpeech(event.speech);
+  } else if (event.transcript) {
+    ui.liveWords.textContent = event.transcript.text || '';
   } else if (event.state) {
     showLiveDistribution(event.state.fused?.distribution, 'fused, smoothed');
   } else if (event.error) {
     console.debug('live stream item error', event.error);  // a bad frame; the stream goes on
   }
+}
+
+// ---- Live voice: the microphone into the same stream --------------------------------------------
+
+/** A 3-s window of the voice lane: its top emotion, or that it heard no speech (no label then). */
+function showLiveSpeech(speech) {
+  if (!speech.speech_detected || !speech.distribution) {
+    ui.liveVoiceEmotion.textContent = 'no speech';
+    return;
+  }
+  const top = topEmotion(speech.distribution);
+  if (!top) return;
+  ui.liveVoiceEmotion.textContent = `${top.label} ${percent(top.confidence)}`;
+  ui.liveVoiceLine.dataset.emotion = top.label;
+}
+
+async function setLiveVoice(on) {
+  if (on) {
+    if (!navigator.mediaDevices?.getUserMedia) {
+      ui.liveVoice.checked = false;
+      return showMessage(ui.micMessage, 'The microphone needs HTTPS or localhost.');
+    }
+    try {
+      voice.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (error) {
+      ui.liveVoice.checked = false;
+      return showMessage(ui.micMessage, mediaProblem(error, 'microphone'));
+    }
+    showMessage(ui.micMessage, '');
+  } else {
+    voice.stream?.getTracks().forEach((track) => track.stop());
+    voice.stream = null;
+  }
+  voice.on = on;
+  ui.liveVoiceLine.hidden = !on;
+  ui.liveVoiceLine.dataset.emotion = '';
+  ui.liveVoiceEmotion.textContent = on ? 'listening…' : '—';
+  ui.liveWords.textContent = '';
+  restartStream();
+}
+
+/** Ends the current stream on purpose and opens a new one (its start says whether audio comes). */
+function restartStream() {
+  if (!liveAvailable) return;
+  const old = live.socket;
+  if (old) {
+    old.replaced = true;
+    old.close();
+  }
+  clearTimeout(live.retryTimer);
+  openStream();
+}
+
+function startVoiceRecorder(socket) {
+  if (!voice.stream || typeof MediaRecorder === 'undefined') return;
+  const opus = 'audio/webm;codecs=opus';
+  const recorder = new MediaRecorder(voice.stream, MediaRecorder.isTypeSupported?.(opus) ? { mimeType: opus } : {});
+  // Chunks are sent in the order they were recorded: one encoded stream, cut anywhere.
+  recorder.ondataavailable = (event) => {
+    if (!event.data?.size) return;
+    voice.sending = voice.sending.then(async () => {
+      const data = await blobToBase64(event.data);
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ audio: { data } }));
+    }).catch(() => {});
+  };
+  recorder.start(VOICE_CHUNK_MS);
+  socket.voiceRecorder = recorder;  // each stream has its own recording: a new stream needs a new header
+}
+
+function stopVoiceRecorder(socket) {
+  if (socket.voiceRecorder && socket.voiceRecorder.state !== 'inactive') socket.voiceRecorder.stop();
+  socket.voiceRecorder = null;
 }
 
 function startPolling() {
@@ -767,6 +856,7 @@ function bindEvents() {
   ui.customApply.addEventListener('click', () => selectPersona(PERSONA_CUSTOM));
   ui.newSession.addEventListener('click', startNewSession);
   ui.chatForm.addEventListener('submit', onChatSubmit);
+  ui.liveVoice.addEventListener('change', () => setLiveVoice(ui.liveVoice.checked));
   bindPushToTalk();
 }
 
