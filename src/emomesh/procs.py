@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,8 +18,30 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from emomesh.security import ClientSecurity, ClientTls, open_channel
 
+# Where free_port looks first: below Linux's default range of ephemeral ports (32768-60999), from which the
+# kernel also picks the local port of every outgoing connection. A port taken from that range can be
+# claimed by a client connection (a browser driver's, a gRPC channel's) between the moment it is found free
+# and the moment the service binds it: a CI run lost a whole stack's start to that once.
+FREE_PORT_RANGE = (20000, 32767)
+_free_ports = random.Random()
+
+
+def _bindable(port: int) -> bool:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on, preferably outside the kernel's ephemeral range (see
+    FREE_PORT_RANGE); the kernel's own pick when none of a few tries is free."""
+    for _ in range(50):
+        port = _free_ports.randint(*FREE_PORT_RANGE)
+        if _bindable(port):
+            return port
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
