@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,7 +30,7 @@ from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
 from services.gateway import metrics
 from services.gateway.config import REQUIRED_UPSTREAMS, UPSTREAMS, GatewaySettings
-from services.gateway.translate import BadRequest, dumps, error_body, http_status, parse, to_json
+from services.gateway.translate import BadRequest, compact, dumps, error_body, http_status, parse, to_json
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +206,14 @@ class Gateway:
 
     @web.middleware
     async def api_errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Under /api/ every error is the contract's JSON error, including aiohttp's own (404, 405, 413)."""
+        """Under /api/ every error is the contract's JSON error, including aiohttp's own (404, 405, 413): a
+        body that is not the route's message (400) and a service without an address (503) for every route."""
         try:
             return await handler(request)
+        except BadRequest as exc:
+            return json_error(400, "BAD_REQUEST", str(exc))
+        except NotConfigured as exc:
+            return json_error(503, "NOT_CONFIGURED", str(exc))
         except web.HTTPException as exc:
             if not request.path.startswith("/api/") or exc.status < 400:
                 raise
@@ -304,13 +308,9 @@ class Gateway:
                 message = await self._read(request, route.request_type)
                 call = getattr(self.upstreams.stub(route.service), route.method)
                 response = await call(message, timeout=self.settings.call_timeout_s, metadata=outbound_metadata())
-            except BadRequest as exc:
-                return json_error(400, "BAD_REQUEST", str(exc))
-            except NotConfigured as exc:
-                return json_error(503, "NOT_CONFIGURED", str(exc))
             except grpc.aio.AioRpcError as exc:
                 return upstream_error(route.service, route.method, exc)
-            return web.json_response(to_json(response), dumps=_compact)
+            return web.json_response(to_json(response), dumps=compact)
 
         return handle
 
@@ -319,15 +319,10 @@ class Gateway:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """Chat's reply as `application/x-ndjson`, one ChatChunk per line as it streams. Errors before the
         first chunk get their HTTP status; a later one is the last line ({"error": ...})."""
-        try:
-            message = await self._read(request, dialog_pb2.ChatRequest)
-            call = self.upstreams.stub("dialog").Chat(
-                message, timeout=self.settings.chat_timeout_s, metadata=outbound_metadata()
-            )
-        except BadRequest as exc:
-            return json_error(400, "BAD_REQUEST", str(exc))
-        except NotConfigured as exc:
-            return json_error(503, "NOT_CONFIGURED", str(exc))
+        message = await self._read(request, dialog_pb2.ChatRequest)
+        call = self.upstreams.stub("dialog").Chat(
+            message, timeout=self.settings.chat_timeout_s, metadata=outbound_metadata()
+        )
         try:
             try:
                 chunk = await call.read()
@@ -349,7 +344,7 @@ class Gateway:
             except grpc.aio.AioRpcError as exc:
                 metrics.UPSTREAM_ERRORS.labels("Chat", exc.code().name).inc()
                 line = error_body(exc.code().name, upstream_message("dialog", exc.code(), exc.details()))
-                await response.write(_compact(line).encode() + b"\n")
+                await response.write(compact(line).encode() + b"\n")
             except ConnectionResetError:
                 return response  # the browser went away; the finally cancels the reply
             await response.write_eof()
@@ -449,7 +444,3 @@ async def _close(ws: web.WebSocketResponse, code: str, message: str, ws_code: in
         await ws.send_json({"closed": {"code": code, "message": message}})
         metrics.WS_MESSAGES.labels("out").inc()
     await ws.close(code=ws_code)
-
-
-def _compact(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -42,8 +42,13 @@ def to_json(message: Message) -> dict[str, Any]:
     )
 
 
+def compact(data: Any) -> str:
+    """JSON text without spaces, non-ASCII kept as it is: how every answer of the gateway is written."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(message: Message) -> str:
-    return json.dumps(to_json(message), separators=(",", ":"), ensure_ascii=False)
+    return compact(to_json(message))
 
 
 def parse(body: bytes | str, message_type: type[M]) -> M:
