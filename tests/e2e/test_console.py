@@ -113,6 +113,15 @@ def reply_finished(driver: Any, assistant_bubbles_before: int) -> bool:
     return len(replies) > assistant_bubbles_before and replies[-1]["streaming"] == "false"
 
 
+def send_chat(driver: Any, message: str, what: str) -> dict[str, Any]:
+    """Types a message, sends it, and waits for its reply to finish streaming; the reply's bubble."""
+    before = len(bubbles(driver, "assistant"))
+    driver.find_element("css selector", "#chat-input").send_keys(message)
+    driver.find_element("css selector", "#chat-send").click()
+    wait_for(lambda: reply_finished(driver, before), 60, what, driver)
+    return bubbles(driver, "assistant")[-1]
+
+
 def shown_message(driver: Any, selector: str) -> str | None:
     """The text of a message element while it is shown (#camera-message, #mic-message)."""
     return js(driver, f"const m = document.querySelector({selector!r}); return m.hidden ? null : m.textContent")
@@ -189,16 +198,7 @@ def test_a_chat_reply_streams_in(page: Any, llm: OpenAIStub) -> None:
         }).observe(document.querySelector('#chat-log'), {subtree: true, childList: true, characterData: true,
                                                           attributes: true});""",
     )
-    before = len(bubbles(page, "assistant"))
-    page.find_element("css selector", "#chat-input").send_keys("I finally finished the project I was worried about")
-    page.find_element("css selector", "#chat-send").click()
-    wait_for(
-        lambda: reply_finished(page, before),
-        60,
-        "the streamed reply",
-        page,
-    )
-    reply = bubbles(page, "assistant")[-1]
+    reply = send_chat(page, "I finally finished the project I was worried about", "the streamed reply")
     assert REPLY in reply["text"]
     assert reply["fallback"] == "false"
     seen = js(page, "return window.__seen")
@@ -212,18 +212,9 @@ def test_a_chat_reply_streams_in(page: Any, llm: OpenAIStub) -> None:
 def test_an_offline_reply_is_marked_as_a_fallback(page: Any, llm: OpenAIStub) -> None:
     llm.fail_status = 503
     try:
-        before = len(bubbles(page, "assistant"))
-        page.find_element("css selector", "#chat-input").send_keys("Are you there?")
-        page.find_element("css selector", "#chat-send").click()
-        wait_for(
-            lambda: reply_finished(page, before),
-            60,
-            "the fallback reply",
-            page,
-        )
+        reply = send_chat(page, "Are you there?", "the fallback reply")
     finally:
         llm.fail_status = None
-    reply = bubbles(page, "assistant")[-1]
     assert reply["fallback"] == "true"
     assert "offline" in reply["text"].lower()
 

@@ -261,11 +261,16 @@ def test_gateway_has_http_probes_a_virtual_ip_and_a_headless_service_for_metrics
     assert container["imagePullPolicy"] == fusion["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
 
 
+def grpc_service_ports(services: dict[str, Doc]) -> dict[str, int]:
+    """Each Service's port named grpc, by Service name."""
+    return {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_environment_is_understood_by_the_services(overlay: str, pki: Pki, tmp_path: Path) -> None:
     docs = render(overlay)
     deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
-    grpc_ports = {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
+    grpc_ports = grpc_service_ports(services)
     secured = overlay == "overlays/prod"
     for name, port in SERVICE_PORTS.items():
         env = local_environment(deployments[name], pki, tmp_path)
@@ -300,9 +305,9 @@ def test_service_environment_is_understood_by_the_services(overlay: str, pki: Pk
         assert (outbound.tls is not None, outbound.token is not None) == (secured, secured), dependency
 
 
-def gateway_settings(deployment: Doc, pki: Pki, tmp_path: Path) -> Any:
-    """The gateway's settings class reading the container's environment (local_environment)."""
-    env = local_environment(deployment, pki, tmp_path)
+def gateway_settings(env: dict[str, str], tmp_path: Path) -> Any:
+    """The gateway's settings class reading a container's environment (as local_environment gives it)."""
+    env = dict(env)
     # The image's page (services/gateway/static) is the default; the settings only check that it has
     # an index.html, which the gateway's own tests cover: a stand-in here.
     assert "EMOMESH_GATEWAY_STATIC_DIR" not in env
@@ -317,10 +322,10 @@ def gateway_settings(deployment: Doc, pki: Pki, tmp_path: Path) -> Any:
 def test_gateway_environment_is_understood_by_the_gateway(overlay: str, pki: Pki, tmp_path: Path) -> None:
     docs = render(overlay)
     deployments, services = of_kind(docs, "Deployment"), of_kind(docs, "Service")
-    grpc_ports = {n: p["port"] for n, s in services.items() for p in s["spec"]["ports"] if p["name"] == "grpc"}
+    grpc_ports = grpc_service_ports(services)
     secured = overlay == "overlays/prod"
     env = local_environment(deployments["gateway"], pki, tmp_path)
-    settings = gateway_settings(deployments["gateway"], pki, tmp_path)
+    settings = gateway_settings(env, tmp_path)
     assert settings.listen == f"0.0.0.0:{GATEWAY_PORT}"
     assert settings.metrics_port == metrics_port("gateway")
     assert settings.metrics_host == "0.0.0.0"
@@ -371,7 +376,7 @@ def test_prod_publishes_the_console_over_https_with_limits_that_fit_the_gateway(
     assert backend["port"] == {"name": "http"} and {"name": "http", "port": GATEWAY_PORT} in [
         {"name": p["name"], "port": p["port"]} for p in service["ports"]
     ]
-    gateway = gateway_settings(of_kind(docs, "Deployment")["gateway"], pki, tmp_path)
+    gateway = gateway_settings(local_environment(of_kind(docs, "Deployment")["gateway"], pki, tmp_path), tmp_path)
     annotations = ingress["metadata"]["annotations"]
     nginx = "nginx.ingress.kubernetes.io/"
     assert nginx_size_bytes(annotations[nginx + "proxy-body-size"]) >= gateway.max_body_bytes
