@@ -56,7 +56,6 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -71,6 +70,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import write_results
+from bench.reliability_memory import Sampler, status_kib
 from emomesh.paths import PROJECT_ROOT
 from emomesh.security import open_aio_channel
 from emomesh.server import grpc_options
@@ -554,34 +554,19 @@ async def live_rows(c: Clients, gateway: str, seconds: float) -> list[dict[str, 
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmRSS")
+    """The process's resident set in MiB; fails once it is gone (a bench about its memory is then void)."""
+    kib = status_kib(pid, "VmRSS")
+    if not kib:
+        raise RuntimeError(f"process {pid} is gone (no VmRSS in /proc/{pid}/status)")
+    return kib / 1024
 
 
-class RssSampler:
-    """Samples a process's VmRSS every RSS_INTERVAL_S on a thread, while in a `with` block."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append(rss_mib(self.pid))
-            self._stop.wait(RSS_INTERVAL_S)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def sampled_mib(sampler: Sampler) -> list[float]:
+    """The gateway's RSS samples of a Sampler, in MiB (status_kib gives 0 once the process is gone)."""
+    samples = [mib for _, mib in sampler.series["gateway"]]
+    if not samples or not all(samples):
+        raise RuntimeError("the gateway's process is gone")
+    return samples
 
 
 async def memory_row(c: Clients, gateway: str, pid: int) -> dict[str, Any]:
@@ -594,9 +579,9 @@ async def memory_row(c: Clients, gateway: str, pid: int) -> dict[str, Any]:
     parse(body, fusion_pb2.AnalyzeRequest)
     parse_ms = (time.perf_counter() - start) * 1000
     await asyncio.sleep(1.0)
-    with RssSampler(pid) as resting:
+    with Sampler({"gateway": pid}, RSS_INTERVAL_S) as resting:
         await asyncio.sleep(1.0)
-    rest = statistics.median(resting.samples)
+    rest = statistics.median(sampled_mib(resting))
     url = f"{gateway}/api/v1/fusion/analyze"
     timeout = aiohttp.ClientTimeout(total=180)
 
@@ -630,7 +615,7 @@ async def memory_row(c: Clients, gateway: str, pid: int) -> dict[str, Any]:
             await asyncio.sleep(0.05)
 
     pinger = asyncio.create_task(ping())
-    with RssSampler(pid) as loaded:
+    with Sampler({"gateway": pid}, RSS_INTERVAL_S) as loaded:
         answers = await asyncio.gather(*(post() for _ in range(BIG_REQUESTS)))
     posting = False
     await pinger
@@ -640,7 +625,8 @@ async def memory_row(c: Clients, gateway: str, pid: int) -> dict[str, Any]:
     after_5s = rss_mib(pid)
     # The same requests straight to fusion, four at once as well, for what the service itself takes.
     direct_answers = await asyncio.gather(*(direct() for _ in range(BIG_REQUESTS)))
-    peak = max(loaded.samples)
+    loaded_mib = sampled_mib(loaded)
+    peak = max(loaded_mib)
     body_mib = len(body) / MiB
     return {
         "pid": pid,
@@ -652,7 +638,7 @@ async def memory_row(c: Clients, gateway: str, pid: int) -> dict[str, Any]:
         "after_5s_mib": round(after_5s, 1),
         "peak_over_rest_mib": round(peak - rest, 1),
         "copies_per_body": round((peak - rest) / (BIG_REQUESTS * body_mib), 2),
-        "rss_samples": len(loaded.samples),
+        "rss_samples": len(loaded_mib),
         "parse_ms_per_body": round(parse_ms, 1),
         "healthz_during_p50_ms": pct(pings, 50),
         "healthz_during_max_ms": round(max(pings), 1) if pings else None,
