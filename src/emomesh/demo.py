@@ -12,8 +12,6 @@ Mandarin clip comes back without any transcript, since then speech recognition i
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -25,6 +23,8 @@ from emomesh.labels import status_name
 from emomesh.live_cli import LiveReport, Timeline, audio_chunks, decode_pcm16, gliding_frames, replay, summary
 from emomesh.paths import SAMPLES_DIR
 from emomesh.ports import GATEWAY_PORT, LOOPBACK
+from emomesh.procs import local_http
+from emomesh.readiness import gateway_readiness
 from emomesh.render import top_text
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
@@ -134,14 +134,9 @@ def console_check(stack: Stack) -> None:
     if url is None:
         return
     print(f"\n== Web console (gateway): {url}", flush=True)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, whatever the proxy says
-    with opener.open(url, timeout=10) as page:
+    with local_http().open(url, timeout=10) as page:
         size = len(page.read())
-    try:
-        with opener.open(url + "readyz", timeout=10) as answer:
-            readiness = json.load(answer)
-    except urllib.error.HTTPError as exc:
-        readiness = json.load(exc)
+    readiness = gateway_readiness(url.rstrip("/"), timeout_s=10)
     services = ", ".join(f"{name} {status}" for name, status in readiness["services"].items())
     print(f"  the page: {size} bytes; ready: {'yes' if readiness['ready'] else 'no'} ({services})", flush=True)
     print(

@@ -59,12 +59,16 @@ def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls: C
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def local_http() -> urllib.request.OpenerDirector:
+    """An HTTP client for the stack's own ports: no proxy, since they are on this machine whatever
+    HTTP(S)_PROXY says."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_healthy(url: str, timeout_s: float = 1.0) -> bool:
     """True when GET url answers 200 (the gateway's /healthz)."""
-    # No proxy: the stack's processes are on this machine, whatever HTTP(S)_PROXY says.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(url, timeout=timeout_s) as response:
+        with local_http().open(url, timeout=timeout_s) as response:
             return bool(response.status == 200)
     except (OSError, ValueError):
         return False

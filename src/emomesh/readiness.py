@@ -23,12 +23,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from emomesh.procs import local_http
 from emomesh.security import ClientSecurity, ClientTls, open_channel
 
 log = logging.getLogger(__name__)
@@ -229,18 +230,27 @@ def check_health(address: str, timeout_s: float = 2.0, tls: ClientTls | None = N
         return HealthReport(status, f"({why})")
 
 
+def gateway_readiness(url: str, timeout_s: float = 2.0) -> dict[str, Any]:
+    """The console gateway's /readyz report at url (http://host:port): {"ready", "services", ...}, whether it
+    answered 200 or 503 (not ready, with the same body). HTTPError for an answer without that body, another
+    OSError or ValueError when it cannot be reached or read."""
+    try:
+        with local_http().open(f"{url}/readyz", timeout=timeout_s) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        try:
+            return dict(json.load(exc))
+        except ValueError:
+            raise exc from None
+
+
 def check_gateway(url: str, timeout_s: float = 2.0) -> HealthReport:
     """Readiness of the console gateway at url (http://host:port): GET /readyz, and which of its services are
     not SERVING when it is not ready."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the stack's own ports: no proxy
     try:
-        with opener.open(f"{url}/readyz", timeout=timeout_s) as response:
-            report = json.load(response)
-    except urllib.error.HTTPError as exc:  # 503: not ready, with the same body
-        try:
-            report = json.load(exc)
-        except ValueError:
-            return HealthReport("NOT_SERVING", f"(HTTP {exc.code})")
+        report = gateway_readiness(url, timeout_s)
+    except urllib.error.HTTPError as exc:
+        return HealthReport("NOT_SERVING", f"(HTTP {exc.code})")
     except (OSError, ValueError) as exc:
         return HealthReport("DOWN", f"({exc})")
     if report.get("ready"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from emomesh.procs import grpc_healthy
+from emomesh.procs import grpc_healthy, local_http
 from emomesh.security import ClientSecurity, ClientTls, open_channel
 from emomesh.server import grpc_options
 from emomesh.stack import Stack, StackConfig
@@ -174,7 +174,7 @@ def test_the_console_gateway_reaches_the_services_over_mutual_tls_with_its_token
     stack: Stack, astronaut_jpeg: bytes
 ) -> None:
     assert stack.console_url is not None
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    opener = local_http()
     with pytest.raises(urllib.error.HTTPError) as not_ready:  # 503: this stack runs no dialog service
         opener.open(stack.console_url + "readyz", timeout=10)
     readiness = json.load(not_ready.value)
