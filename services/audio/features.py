@@ -93,23 +93,48 @@ def _header_duration_s(container: av.container.InputContainer, stream: av.AudioS
     return None
 
 
+# FFmpeg's default probe reads up to 5 MB and 5 s of a stream to learn what every format accepted here
+# states in its header; for a 3 s WAV that probe was half of the whole decode (8.9 of 16 ms). A header-only
+# open decodes the same samples (checked for WAV, FLAC, MP3, Vorbis, Opus, WebM and AAC); the full probe
+# remains the fallback for a stream whose header leaves the rate or channel count unknown.
+HEADER_ONLY_PROBE = {"probesize": "4096", "analyzeduration": "0"}
+
+
+def _open_audio(data: bytes, options: dict[str, str]) -> av.container.InputContainer:
+    try:
+        return av.open(io.BytesIO(data), mode="r", options=options)
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise InvalidInput(f"audio could not be read: not {FORMATS_HINT}, or its header is corrupt") from exc
+
+
+def _stream_format(container: av.container.InputContainer) -> tuple[int, int] | None:
+    """(sample rate, channels) of the first audio stream; None when there is none or either is unknown."""
+    if not container.streams.audio:
+        return None
+    context = container.streams.audio[0].codec_context
+    rate, channels = int(context.sample_rate or 0), int(context.channels or 0)
+    return (rate, channels) if rate > 0 and channels > 0 else None
+
+
 def decode_audio(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedAudio:
     """Encoded audio bytes -> float32 mono at 16 kHz, refusing bad or oversized input with a clear error."""
     if not data:
         raise InvalidInput("audio is empty")
     if len(data) > limits.max_bytes:
         raise TooLarge(f"audio is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise InvalidInput(f"audio could not be read: not {FORMATS_HINT}, or its header is corrupt") from exc
+    container = _open_audio(data, HEADER_ONLY_PROBE)
+    if _stream_format(container) is None:
+        # The header left the rate or channel count open: let FFmpeg look into the stream itself.
+        container.close()
+        container = _open_audio(data, {})
     with container:
         if not container.streams.audio:
             raise InvalidInput("the file has no audio stream")
         stream = container.streams.audio[0]
-        rate, channels = int(stream.codec_context.sample_rate or 0), int(stream.codec_context.channels or 0)
-        if rate <= 0 or channels <= 0:
+        found = _stream_format(container)
+        if found is None:
             raise InvalidInput("audio header has no sample rate or channel count; the file is corrupt")
+        rate, channels = found
         declared = _header_duration_s(container, stream)
         if declared is not None and declared > limits.max_duration_s:
             raise TooLarge(f"audio is {declared:.1f} s long; the limit is {limits.max_duration_s:.0f} s")

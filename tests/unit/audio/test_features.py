@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import av
 import numpy as np
 import pytest
 
@@ -96,6 +99,36 @@ def test_decodes_common_formats_to_16k_mono(fmt: str) -> None:
     assert audio.duration_s == pytest.approx(2.0, abs=0.06)
     spectrum = np.abs(np.fft.rfft(audio.samples[4000:20000]))
     assert np.fft.rfftfreq(16000, 1 / 16000)[np.argmax(spectrum)] == pytest.approx(440, abs=2)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg", "opus", "mp3", "webm"])
+def test_header_only_open_decodes_the_samples_a_full_probe_does(fmt: str) -> None:
+    stereo = np.stack([tone(1.5, rate=44_100, freq=440.0), tone(1.5, rate=44_100, freq=660.0)], axis=1)
+    wav = encode(stereo, rate=44_100)
+    data = encode(stereo, rate=44_100, fmt="FLAC") if fmt == "flac" else wav if fmt == "wav" else transcode(wav, fmt)
+    with av.open(io.BytesIO(data), mode="r") as container:  # FFmpeg's default, full probe
+        stream = container.streams.audio[0]
+        channels = int(stream.codec_context.channels)
+        reference = F._decode_stream(container, stream, channels, 600.0)
+    decoded = decode_audio(data)
+    assert decoded.source_channels == channels
+    np.testing.assert_array_equal(decoded.samples, reference)
+
+
+def test_a_header_without_the_format_falls_back_to_the_full_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[dict[str, str]] = []
+    real_open, real_format = F._open_audio, F._stream_format
+
+    def recording_open(data: bytes, options: dict[str, str]) -> av.container.InputContainer:
+        opened.append(options)
+        return real_open(data, options)
+
+    monkeypatch.setattr(F, "_open_audio", recording_open)
+    # As if the header-only open had left the sample rate unknown.
+    monkeypatch.setattr(F, "_stream_format", lambda c: None if len(opened) == 1 else real_format(c))
+    audio = decode_audio(encode(tone(1.0, rate=22_050), rate=22_050))
+    assert opened == [F.HEADER_ONLY_PROBE, {}]
+    assert audio.source_sample_rate == 22_050 and audio.duration_s == pytest.approx(1.0, abs=0.01)
 
 
 def test_eight_channel_96k_is_averaged_to_mono() -> None:
