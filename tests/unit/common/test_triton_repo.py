@@ -25,3 +25,14 @@ def test_gpu_variant_uses_onnxruntime_on_gpu_with_optional_tensorrt() -> None:
 def test_a_model_can_opt_out_of_tensorrt() -> None:
     spec = {**load_specs()["fer_mini_xception"], "tensorrt": False}
     assert "tensorrt" not in render_config("fer_mini_xception", spec, RenderOptions("gpu", tensorrt=True))
+
+
+def test_only_the_gpu_variant_waits_to_fill_a_batch() -> None:
+    spec = load_specs()["audio_acrnn"]
+    configured = spec["dynamic_batching"]["max_queue_delay_microseconds"]
+    assert configured > 0
+    gpu = render_config("audio_acrnn", spec, RenderOptions("gpu"))
+    assert f"max_queue_delay_microseconds: {configured}\n" in gpu
+    # On the CPU a lone request runs at once; queued ones are still batched by the dynamic batcher.
+    local = render_config("audio_acrnn", spec, RenderOptions("local"))
+    assert "max_queue_delay_microseconds: 0\n" in local and "dynamic_batching {" in local
