@@ -6,13 +6,15 @@ gRPC + the audio service + Triton, with the served path's overhead taken apart.
 
 For each model of --models (default: the ACRNN and the Whisper-encoder model, those whose ONNX file is
 there), starts an ephemeral embedded stack with only the audio service (tritonserver +
-`services.audio.server`, EMOMESH_AUDIO_MODEL=<model>) and measures, on the same clips:
-- in-process: per-clip latency (p50) and the model's share of it;
-- Triton direct: the same windows sent straight to Triton's gRPC endpoint (tritonclient), p50;
-- served: AnalyzeAudio p50 at concurrency 1 as the client sees it, and as the service itself reports
-  it (`latency_ms`); clips/s at --concurrency.
-served - in-process = the serving overhead; (Triton direct - model in-process) is Triton's share of it,
-(client p50 - service latency_ms) the gRPC hop's, the rest the service's own.
+`services.audio.server`, EMOMESH_AUDIO_MODEL=<model>) and, clip by clip, runs three paths in turn (the
+order rotating), so that all three see the same machine load:
+- in-process: decode + VAD + features, then the model;
+- Triton direct: the clip's windows sent straight to Triton's gRPC endpoint (tritonclient);
+- served: AnalyzeAudio at concurrency 1 as the client sees it, and as the service reports it (`latency_ms`).
+The overhead is read from the per-clip differences (medians of the pairs): served - in-process in all;
+the gRPC hop (client time - `latency_ms`); Triton (Triton direct - the model in-process); the rest is the
+service's own (its thread hand-off, the response). The service's stage histograms give its decode, VAD
+and features times. Then clips/s at --concurrency.
 The clips are espeak-ng sentences (3-5 s, 22.05 kHz WAV, 1-2 analysis windows each). Transcription is
 off for the emotion rows; `--asr` adds a row for AnalyzeAudio with transcribe=true (the service's default
 ASR model, Whisper base; `EMOMESH_AUDIO_ASR_MODEL=tiny.en` for tiny.en; bench.bench_asr compares them)."""
@@ -99,31 +101,6 @@ class AudioPipeline:
         return self.model_only(self.features(clip)).mean(axis=0)
 
 
-def in_process(clips: list[bytes], model: str = DEFAULT_MODEL) -> dict[str, float]:
-    pipeline = AudioPipeline(model=model)
-    pipeline(clips[0])
-    model_s, start = 0.0, time.perf_counter()
-    windows, per_clip = 0, []
-    for data in clips:
-        t0 = time.perf_counter()
-        features = pipeline.features(data)
-        windows += len(features)
-        t = time.perf_counter()
-        pipeline.model_only(features).mean(axis=0)
-        model_s += time.perf_counter() - t
-        per_clip.append(time.perf_counter() - t0)
-    total = time.perf_counter() - start
-    return {
-        "clips_per_s": len(clips) / total,
-        "p50_ms": float(np.percentile(per_clip, 50) * 1000),
-        "mean_ms": float(np.mean(per_clip) * 1000),
-        "model_only_clips_per_s": len(clips) / model_s,
-        "model_ms_per_window": model_s / windows * 1000,
-        "model_ms_per_clip": model_s / len(clips) * 1000,
-        "windows": windows,
-    }
-
-
 def stage_sums(metrics_url: str) -> dict[str, tuple[float, float]]:
     """(sum, count) of the audio service's per-stage and per-Triton-call histograms, by stage."""
     import urllib.request
@@ -155,26 +132,89 @@ def stage_means_ms(before: dict[str, tuple[float, float]], after: dict[str, tupl
     return means
 
 
-def triton_direct(url: str, model: str, clips: list[bytes]) -> dict[str, float]:
-    """The clips' windows sent straight to Triton (no audio service): Triton's own cost per clip."""
+def p50_ms(seconds: Sequence[float] | np.ndarray) -> float:
+    return float(np.percentile(seconds, 50) * 1000)
+
+
+async def side_by_side(
+    address: str, triton_url: str, model: str, clips: list[bytes], metrics_url: str
+) -> dict[str, object]:
+    """Per clip, in turn (the order rotating): the in-process pipeline, the clip's windows straight to
+    Triton, and AnalyzeAudio through the service; one warm-up call of each first."""
     import tritonclient.grpc as triton
 
-    pipeline_kind = model_features(model)
-    client = triton.InferenceServerClient(url)
-    name = client.get_model_metadata(model).inputs[0].name
-    batches = []
-    for data in clips:
-        audio = decode_audio(data)
-        batches.append(analysis_windows(audio.samples, pipeline_kind).log_mel)
-    latencies = []
-    for windows in [batches[0], *batches]:
-        request = triton.InferInput(name, list(windows.shape), "FP32")
-        request.set_data_from_numpy(windows)
-        t = time.perf_counter()
-        client.infer(model, [request], outputs=[triton.InferRequestedOutput("probabilities")])
-        latencies.append(time.perf_counter() - t)
+    pipeline = AudioPipeline(model=model)
+    client = triton.InferenceServerClient(triton_url)
+    input_name = client.get_model_metadata(model).inputs[0].name
+    times: dict[str, list[float]] = {k: [] for k in ("in_process", "model", "triton", "served", "service")}
+    windows = 0
+
+    async with grpc.aio.insecure_channel(address, options=grpc_options(64 * 1024 * 1024)) as channel:
+        stub = audio_pb2_grpc.AudioServiceStub(channel)
+
+        async def in_process(data: bytes) -> None:
+            nonlocal windows
+            start = time.perf_counter()
+            features = pipeline.features(data)
+            model_start = time.perf_counter()
+            pipeline.model_only(features).mean(axis=0)
+            times["model"].append(time.perf_counter() - model_start)
+            times["in_process"].append(time.perf_counter() - start)
+            windows += len(features)
+
+        async def triton_direct(data: bytes) -> None:
+            features = pipeline.features(data)
+            request = triton.InferInput(input_name, list(features.shape), "FP32")
+            request.set_data_from_numpy(features)
+            start = time.perf_counter()
+            client.infer(model, [request], outputs=[triton.InferRequestedOutput("probabilities")])
+            times["triton"].append(time.perf_counter() - start)
+
+        async def served(data: bytes) -> None:
+            start = time.perf_counter()
+            response = await stub.AnalyzeAudio(audio_pb2.AnalyzeAudioRequest(audio=data), timeout=120)
+            times["served"].append(time.perf_counter() - start)
+            times["service"].append(response.latency_ms / 1000)
+
+        paths = [in_process, triton_direct, served]
+        for path in paths:
+            await path(clips[0])
+        for key in times:
+            times[key].clear()
+        windows = 0
+        before = stage_sums(metrics_url)
+        for i, data in enumerate(clips):
+            for path in paths[i % 3 :] + paths[: i % 3]:
+                await path(data)
+        stages = stage_means_ms(before, stage_sums(metrics_url))
     client.close()
-    return {"p50_ms": float(np.percentile(latencies[1:], 50) * 1000)}
+    served_s, local_s = np.array(times["served"]), np.array(times["in_process"])
+    service_s, model_s, triton_s = np.array(times["service"]), np.array(times["model"]), np.array(times["triton"])
+    # Each clip's own differences, so that load that comes and goes cancels out.
+    overhead = {
+        "served_minus_in_process": float(np.median(served_s - local_s) * 1000),
+        "grpc_hop": float(np.median(served_s - service_s) * 1000),
+        "triton_minus_model": float(np.median(triton_s - model_s) * 1000),
+    }
+    overhead["rest"] = overhead["served_minus_in_process"] - overhead["grpc_hop"] - overhead["triton_minus_model"]
+    return {
+        "in_process": {
+            "p50_ms": p50_ms(local_s),
+            "mean_ms": float(local_s.mean() * 1000),
+            "model_ms_per_clip": float(model_s.mean() * 1000),
+            "model_ms_per_window": float(model_s.sum() / windows * 1000),
+            "windows": windows,
+        },
+        "triton_direct": {"p50_ms": p50_ms(triton_s), "mean_ms": float(triton_s.mean() * 1000)},
+        "served_c1": {
+            "p50_ms": p50_ms(served_s),
+            "p99_ms": float(np.percentile(served_s, 99) * 1000),
+            "mean_ms": float(served_s.mean() * 1000),
+            "service_p50_ms": p50_ms(service_s),
+            "service_stages_ms": stages,
+        },
+        "overhead_ms_median_of_pairs": overhead,
+    }
 
 
 async def through_grpc(
@@ -210,6 +250,27 @@ async def through_grpc(
     }
 
 
+def print_side_by_side(model: str, row: dict[str, object]) -> None:
+    local, direct, served = row["in_process"], row["triton_direct"], row["served_c1"]
+    overhead = row["overhead_ms_median_of_pairs"]
+    assert isinstance(local, dict) and isinstance(direct, dict) and isinstance(served, dict)
+    assert isinstance(overhead, dict)
+    print(
+        f"{model} per clip, in turn: in-process p50 {local['p50_ms']:.1f} ms (model "
+        f"{local['model_ms_per_clip']:.1f} ms, {local['model_ms_per_window']:.2f} ms/window); Triton direct p50 "
+        f"{direct['p50_ms']:.1f} ms; served p50 {served['p50_ms']:.1f} ms (the service's own "
+        f"{served['service_p50_ms']:.1f} ms)",
+        flush=True,
+    )
+    print(
+        f"{model} served - in-process {overhead['served_minus_in_process']:+.1f} ms = gRPC hop "
+        f"{overhead['grpc_hop']:.1f} + Triton - model {overhead['triton_minus_model']:+.1f} + the rest "
+        f"{overhead['rest']:+.1f} (medians of the per-clip differences); service stages "
+        f"{ {k: round(v, 1) for k, v in served['service_stages_ms'].items()} }",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=40)
@@ -229,45 +290,22 @@ def main(argv: list[str] | None = None) -> int:
         for model in models:
             row: dict[str, object] = {"onnx_mb": model_file(model).stat().st_size / 1e6}
             results[model] = row
-            row["in_process"] = local = in_process(clips, model)
-            print(
-                f"{model} in-process (decode+VAD+features+onnxruntime, 1 thread): p50 {local['p50_ms']:.1f} ms, "
-                f"mean {local['mean_ms']:.1f} ms per clip, model {local['model_ms_per_clip']:.1f} ms "
-                f"({local['model_ms_per_window']:.2f} ms/window)",
-                flush=True,
-            )
             config = replace(
                 StackConfig.ephemeral(Path(work) / f"stack-{model}", services=("audio",)),
                 extra_env={"EMOMESH_AUDIO_MODEL": model},
             )
             with Stack(config) as stack:
                 address = stack.config.address("audio")
-                row["triton_direct"] = direct = triton_direct(stack.triton.grpc_url, model, clips)
-                print(f"{model} Triton direct (windows only): p50 {direct['p50_ms']:.1f} ms per clip", flush=True)
                 metrics_url = f"http://127.0.0.1:{stack.config.metrics_port('audio')}/metrics"
-                for concurrency in sorted({1, args.concurrency}):
-                    before = stage_sums(metrics_url)
-                    served = asyncio.run(through_grpc(address, clips, concurrency))
-                    if concurrency == 1:
-                        # Inside the service, per clip: decode, voice activity, features, the Triton call.
-                        stages = stage_means_ms(before, stage_sums(metrics_url))
-                        served["service_stages_ms"] = stages  # type: ignore[assignment]
-                        triton_ms = sum(v for k, v in stages.items() if k.startswith("triton"))
-                        print(
-                            f"{model} where the served time goes (means, c=1): served {served['mean_ms']:.1f} - "
-                            f"in-process {local['mean_ms']:.1f} = {served['mean_ms'] - local['mean_ms']:+.1f} ms; "
-                            f"gRPC hop (client - service) {served['mean_ms'] - served['service_mean_ms']:.1f} ms, "
-                            f"Triton call - model in-process {triton_ms - local['model_ms_per_clip']:+.1f} ms; "
-                            f"stages { ({k: round(v, 1) for k, v in stages.items()}) }",
-                            flush=True,
-                        )
-                    row[f"grpc_triton_c{concurrency}"] = served
-                    print(
-                        f"{model} gRPC + Triton, {concurrency} concurrent: {served['clips_per_s']:.1f} clips/s "
-                        f"(p50 {served['p50_ms']:.1f} ms, service's own {served['service_p50_ms']:.1f} ms, "
-                        f"p99 {served['p99_ms']:.1f} ms)",
-                        flush=True,
-                    )
+                row.update(asyncio.run(side_by_side(address, stack.triton.grpc_url, model, clips, metrics_url)))
+                print_side_by_side(model, row)
+                served = asyncio.run(through_grpc(address, clips, args.concurrency))
+                row[f"grpc_triton_c{args.concurrency}"] = served
+                print(
+                    f"{model} gRPC + Triton, {args.concurrency} concurrent: {served['clips_per_s']:.1f} clips/s "
+                    f"(p50 {served['p50_ms']:.1f} ms, p99 {served['p99_ms']:.1f} ms)",
+                    flush=True,
+                )
                 if args.asr:
                     served = asyncio.run(through_grpc(address, clips[: max(4, args.clips // 4)], 1, transcribe=True))
                     row["grpc_triton_with_asr_c1"] = served
