@@ -101,6 +101,9 @@ class StackConfig:
     metrics_ports: dict[str, int] = field(default_factory=dict)
     services: tuple[str, ...] = tuple(s.name for s in ALL_SPECS)
     ort_threads: int = 1
+    # Triton's dynamic batcher waits each model's configured delay for more requests, as on GPU (None: not
+    # on this CPU; bench.bench_batch_delay compares the two).
+    batch_delay: bool | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     # TLS towards the services' gRPC ports, when extra_env gives them certificates (health checks).
@@ -285,7 +288,10 @@ class Stack:
             with _reported_as_startup_error(self.redis.log_path):
                 self.redis.start()
             self.timings["redis"] = time.perf_counter() - begin
-        render_repository(state / "triton-repo", RenderOptions("local", ort_threads=self.config.ort_threads))
+        render_repository(
+            state / "triton-repo",
+            RenderOptions("local", ort_threads=self.config.ort_threads, batch_delay=self.config.batch_delay),
+        )
         self.triton.start()
         self._wait_triton()
         self.timings["triton"] = time.perf_counter() - begin

@@ -26,6 +26,14 @@ class RenderOptions:
     instances: int = 1
     ort_threads: int = 1
     tensorrt: bool = True
+    # Whether the dynamic batcher waits each model's max_queue_delay_microseconds for more requests. None:
+    # the variant's own choice, on GPU yes, on CPU (local) no, since there a batch costs about the sum of its
+    # items; requests that queue while the model runs are batched either way.
+    batch_delay: bool | None = None
+
+    def queue_delay_us(self, model: dict[str, Any]) -> int:
+        wait = self.batch_delay if self.batch_delay is not None else self.variant != "local"
+        return int(model["dynamic_batching"]["max_queue_delay_microseconds"]) if wait else 0
 
 
 def load_specs(path: Path = TRITON_DIR / "models.yaml") -> dict[str, dict[str, Any]]:
@@ -46,6 +54,7 @@ def render_config(name: str, model: dict[str, Any], options: RenderOptions) -> s
         instances=options.instances,
         ort_threads=options.ort_threads,
         tensorrt=options.tensorrt,
+        queue_delay_us=options.queue_delay_us(model),
     )
 
 

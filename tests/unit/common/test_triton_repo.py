@@ -36,3 +36,8 @@ def test_only_the_gpu_variant_waits_to_fill_a_batch() -> None:
     # On the CPU a lone request runs at once; queued ones are still batched by the dynamic batcher.
     local = render_config("audio_acrnn", spec, RenderOptions("local"))
     assert "max_queue_delay_microseconds: 0\n" in local and "dynamic_batching {" in local
+    # Either can be asked for (bench.bench_batch_delay compares the two on the CPU).
+    waiting = render_config("audio_acrnn", spec, RenderOptions("local", batch_delay=True))
+    assert f"max_queue_delay_microseconds: {configured}\n" in waiting
+    not_waiting = render_config("audio_acrnn", spec, RenderOptions("gpu", batch_delay=False))
+    assert "max_queue_delay_microseconds: 0\n" in not_waiting
