@@ -123,17 +123,18 @@ def decode_audio(data: bytes, limits: DecodeLimits = DecodeLimits()) -> DecodedA
     if len(data) > limits.max_bytes:
         raise TooLarge(f"audio is {len(data)} bytes; the limit is {limits.max_bytes} bytes")
     container = _open_audio(data, HEADER_ONLY_PROBE)
-    if _stream_format(container) is None:
+    found = _stream_format(container)
+    if found is None:
         # The header left the rate or channel count open: let FFmpeg look into the stream itself.
         container.close()
         container = _open_audio(data, {})
+        found = _stream_format(container)
     with container:
         if not container.streams.audio:
             raise InvalidInput("the file has no audio stream")
-        stream = container.streams.audio[0]
-        found = _stream_format(container)
         if found is None:
             raise InvalidInput("audio header has no sample rate or channel count; the file is corrupt")
+        stream = container.streams.audio[0]
         rate, channels = found
         declared = _header_duration_s(container, stream)
         if declared is not None and declared > limits.max_duration_s:
