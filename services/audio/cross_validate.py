@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-minutes", type=float, default=8.0, help="ACRNN training budget per fold")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
-    from services.audio.train_whisper_head import add_recipe_arguments
+    from services.audio.train_whisper_head import add_recipe_arguments, recipe
 
     add_recipe_arguments(parser)
     args = parser.parse_args(argv)
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     predicted = probabilities.argmax(axis=1)
     report = {
         "model": args.model,
-        "recipe": {"speed_perturb": args.speed_perturb, "ensemble": args.ensemble, "seed": args.seed},
+        "recipe": recipe(args),
         "folds_run": args.folds,
         "minutes_per_fold": timings,
         "corpora": corpus_report(labels[done], predicted[done], folds[done], corpora[done]),

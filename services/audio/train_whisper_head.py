@@ -109,14 +109,7 @@ class EncoderStates:
     states: np.ndarray  # float16 [windows, S, T, D], layer-normalised
     window_clip: np.ndarray  # clip index of each window
     # False for the windows of a speed-perturbed copy: training draws from them, scoring never reads them.
-    # None: every window is of a recorded clip.
-    window_recorded: np.ndarray | None = None
-
-    @property
-    def recorded(self) -> np.ndarray:
-        if self.window_recorded is None:
-            return np.ones(len(self.window_clip), dtype=bool)
-        return self.window_recorded
+    recorded: np.ndarray
 
     @property
     def speakers(self) -> np.ndarray:
@@ -178,8 +171,6 @@ def load_encoder_states(
         if not (states_file.exists() and index_file.exists()):
             _encode_clips(clips, encoder, cache_dir, threads, speed)
         files.append((states_file, index_file))
-    if len(files) == 1:
-        return EncoderStates(clips, np.load(files[0][0]), np.load(files[0][1]))
     parts = [np.load(states_file, mmap_mode="r") for states_file, _ in files]
     states = np.empty((sum(len(part) for part in parts), *parts[0].shape[1:]), dtype=np.float16)
     offset = 0
@@ -194,15 +185,14 @@ def load_encoder_states(
 def clip_probabilities(head: nn.Module, data: EncoderStates, clip_mask: np.ndarray, batch: int = 64) -> np.ndarray:
     """Mean probabilities over each clip's recorded windows (rows of clips outside the mask stay zero)."""
     head.eval()
-    recorded = data.recorded
-    windows = np.flatnonzero(clip_mask[data.window_clip] & recorded)
+    windows = np.flatnonzero(clip_mask[data.window_clip] & data.recorded)
     sums = np.zeros((len(data.clips), NUM_LABELS))
     with torch.no_grad():
         for i in range(0, len(windows), batch):
             idx = windows[i : i + batch]
             probs = head(torch.from_numpy(data.states[idx].astype(np.float32))).numpy()
             np.add.at(sums, data.window_clip[idx], probs)
-    counts = np.bincount(data.window_clip[recorded], minlength=len(data.clips))[:, None]
+    counts = np.bincount(data.window_clip[data.recorded], minlength=len(data.clips))[:, None]
     return sums / np.maximum(counts, 1)
 
 
@@ -305,6 +295,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=int, default=1, help="heads from consecutive seeds, averaged")
 
 
+def recipe(args: argparse.Namespace) -> dict[str, object]:
+    """The head recipe of parsed arguments, for reports."""
+    return {"speed_perturb": args.speed_perturb, "ensemble": args.ensemble, "seed": args.seed}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoder", choices=sorted(ENCODERS), default="base")
@@ -327,9 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     print(format_confusion(result["confusion"]))  # type: ignore[arg-type]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     export_head(head, args.out, np.asarray(data.states[:2]))
-    report: dict[str, object] = {"heads": heads, "inner_validation": result}
-    report["head"] = [member.config for member in head.heads]
-    report["recipe"] = {"speed_perturb": args.speed_perturb, "ensemble": args.ensemble, "seed": args.seed}
+    report = {
+        "heads": heads,
+        "inner_validation": result,
+        "head": [member.config for member in head.heads],
+        "recipe": recipe(args),
+    }
     if args.report:
         args.report.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
