@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +85,10 @@ TRACK_MAX_SHIFT = 1.5
 DECODER_DRAIN_S = 10.0
 # How often decoded audio is collected from the decoder thread (a 100 ms chunk waits at most this long).
 DECODER_POLL_S = 0.02
+# A refused stream is refused once its opening message is in, or after this long without one: a status
+# sent while the client is still writing that message reaches the client as INTERNAL instead of its own
+# (grpc/grpc#36066).
+REFUSAL_READ_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,10 @@ class StreamHub:
     ) -> AsyncGenerator[fusion_pb2.StreamEvent, None]:
         if self.active >= self.limits.max_streams:
             STREAM_ENDS.labels("refused").inc()
-            raise TooLarge(f"{self.active} streams are in flight; the limit is {self.limits.max_streams}")
+            active = self.active
+            with suppress(Exception):  # whatever the opening message is, or is not, the answer is the same
+                await asyncio.wait_for(anext(aiter(requests)), REFUSAL_READ_S)
+            raise TooLarge(f"{active} streams are in flight; the limit is {self.limits.max_streams}")
         self.active += 1
         STREAMS_ACTIVE.set(self.active)
         reason = "error"

@@ -21,6 +21,7 @@ from emotion.common.v1 import common_pb2
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from emotion.vision.v1 import vision_pb2, vision_pb2_grpc
+from services.fusion import stream
 from services.fusion.fuse import FusionConfig
 from services.fusion.orchestrator import ModalityClients, Orchestrator, OrchestratorLimits
 from services.fusion.servicer import FusionServicer
@@ -645,6 +646,28 @@ async def test_a_stream_beyond_max_streams_is_refused(fakes: Fakes) -> None:
     third.start()
     await third.next("started")
     await finished(third)
+
+
+async def test_a_refusal_waits_for_the_opening_message_but_not_forever(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The refusal follows the client's opening message, so the client is not still writing it when the
+    # status arrives (which would reach it as INTERNAL); a client that sends nothing is refused anyway.
+    monkeypatch.setattr(stream, "REFUSAL_READ_S", 0.05)
+    hub = hub_of(fakes, max_streams=1)
+    first = Client(hub)
+    first.start()
+    await first.next("started")
+    silent = Client(hub)
+    with pytest.raises(TooLarge, match="1 streams are in flight"):
+        await silent.next("started")
+    prompt = Client(hub)
+    prompt.start()
+    with pytest.raises(TooLarge, match="1 streams are in flight"):
+        await prompt.next("started")
+    assert prompt._outgoing.empty()  # its opening message was read before the refusal
+    assert hub.active == 1
+    await finished(first)
 
 
 async def test_frames_faster_than_max_fps_end_the_stream(fakes: Fakes) -> None:
