@@ -30,15 +30,34 @@ from emomesh.tracing import ServerCallSpan, start_tracing
 log = logging.getLogger(__name__)
 
 
-def grpc_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Channel/server options: message size limits on both directions and keepalive that survives
-    idle load balancers."""
+# Every channel made with grpc_options pings its server this often, also while a call waits for its answer
+# with no data moving (a minute-long Analyze, a quiet live stream), so that idle load balancers keep the
+# connection. A gRPC server takes a ping that comes sooner than its min_ping_interval_without_data (5 min by
+# default) as a strike and, after two, sends GOAWAY "too_many_pings", which ends every call on the
+# connection as UNAVAILABLE. The servers here accept such pings up to three times as often as these
+# clients send them.
+KEEPALIVE_TIME_MS = 30_000
+MIN_PING_INTERVAL_MS = 10_000
+
+
+def grpc_options(max_message_bytes: int, keepalive_time_ms: int = KEEPALIVE_TIME_MS) -> list[tuple[str, Any]]:
+    """Channel options: message size limits on both directions and keepalive that survives idle load
+    balancers."""
     return [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", keepalive_time_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Server options: grpc_options (the server pings its clients too, to find dead ones) and a ping
+    policy that lets clients ping as grpc_options makes them, with or without calls in flight."""
+    return [
+        *grpc_options(max_message_bytes),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
     ]
 
 
@@ -205,7 +224,7 @@ class GrpcServer:
         # Observability outermost: calls refused by authentication or admission are counted and
         # logged like any status; authentication before admission, so strangers hold no budget.
         self.server = grpc.aio.server(
-            options=grpc_options(settings.max_message_bytes),
+            options=server_options(settings.max_message_bytes),
             interceptors=[
                 ObservabilityInterceptor(name),
                 *server_interceptors(settings.auth),
