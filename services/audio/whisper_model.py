@@ -25,6 +25,7 @@ import onnx
 
 from emomesh.config import ConfigError
 from emomesh.paths import model_file
+from emomesh.wheel_assets import file_sha256
 from services.audio.asr_models import WHISPER_BASE, model_directory
 from services.audio.config import WHISPER_EMOTION_MODEL, AsrSettings
 from services.audio.features import WHISPER_FRAMES
@@ -73,17 +74,9 @@ def build(head: Path, model_bin: Path) -> bytes:
     return merged.SerializeToString()
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * 1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def assemble(out: Path, spec: AssemblySpec, model_bin: Path) -> Path:
     """Writes the merged model to `out` unless it is already there with the expected checksum."""
-    if out.is_file() and out.stat().st_size == spec.size and sha256_of(out) == spec.sha256:
+    if out.is_file() and out.stat().st_size == spec.size and file_sha256(out) == spec.sha256:
         return out
     data = build(spec.head, model_bin)
     digest = hashlib.sha256(data).hexdigest()

@@ -12,7 +12,7 @@ import pytest
 
 from emomesh.config import ConfigError
 from services.audio import asr_models
-from services.audio.asr_models import SplitModel, WheelFile, assemble, assemble_split_model, model_directory
+from services.audio.asr_models import SplitModel, asr_wheel_file, assemble, assemble_split_model, model_directory
 from services.audio.config import AsrSettings
 
 PART_1 = b"first part of the weights " * 100
@@ -132,7 +132,7 @@ def test_a_copy_another_process_finished_first_is_used_and_left_alone(
 ) -> None:
     parts, files = wheel_files
     target = tmp_path / "cache" / "whisper-fake"
-    join = asr_models._join
+    join = asr_models.join_parts
 
     def join_while_another_process_finishes(sources: list[Path], out: Path) -> tuple[int, str]:
         result = join(sources, out)
@@ -140,7 +140,7 @@ def test_a_copy_another_process_finished_first_is_used_and_left_alone(
         (target / "model.bin").write_bytes(PART_1 + PART_2)
         return result
 
-    monkeypatch.setattr(asr_models, "_join", join_while_another_process_finishes)
+    monkeypatch.setattr(asr_models, "join_parts", join_while_another_process_finishes)
     assert assemble(parts, files, target, JOINED_SIZE, JOINED_SHA256) == target
     # The other process's copy (no tokenizer beside it), not replaced by ours; ours is cleaned up.
     assert sorted(p.name for p in target.iterdir()) == ["model.bin"]
@@ -170,10 +170,10 @@ def fake_wheels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: tuple[by
     return SplitModel(
         name="whisper-fake",
         parts=(
-            WheelFile("fake-whisper-1", "fake_whisper_1", "data/model.bin.part1"),
-            WheelFile("fake-whisper-2", "fake_whisper_2", "data/model.bin.part2"),
+            asr_wheel_file("fake-whisper-1", "fake_whisper_1", "data/model.bin.part1"),
+            asr_wheel_file("fake-whisper-2", "fake_whisper_2", "data/model.bin.part2"),
         ),
-        files=(WheelFile("fake-whisper-2", "fake_whisper_2", "data/config.json"),),
+        files=(asr_wheel_file("fake-whisper-2", "fake_whisper_2", "data/config.json"),),
         size=JOINED_SIZE,
         sha256=JOINED_SHA256,
     )

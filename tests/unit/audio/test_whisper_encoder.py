@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from emomesh.config import ConfigError
+from emomesh.wheel_assets import file_sha256
 from services.audio.asr_models import WHISPER_BASE, WHISPER_TINY_EN
 from services.audio.features import WHISPER_FRAMES, WINDOW_SAMPLES, analysis_windows, whisper_log_mel
 from services.audio.whisper_encoder import build_encoder, encoder_layers, encoder_session, read_ctranslate2
-from services.audio.whisper_model import AssemblySpec, assemble, build, sha256_of, whisper_model_bin
+from services.audio.whisper_model import AssemblySpec, assemble, build, whisper_model_bin
 from tests.audio_media import decode_wav, espeak
 
 
@@ -70,14 +71,14 @@ def test_the_served_model_is_assembled_with_the_committed_checksum(tmp_path: Pat
     spec = AssemblySpec.load()
     out = tmp_path / "audio_whisper_emotion" / "1" / "model.onnx"
     assert assemble(out, spec, whisper_model_bin(WHISPER_BASE)) == out
-    assert out.stat().st_size == spec.size and sha256_of(out) == spec.sha256
+    assert out.stat().st_size == spec.size and file_sha256(out) == spec.sha256
     # A second run keeps the file; a damaged one is rebuilt.
     mtime = out.stat().st_mtime_ns
     assemble(out, spec, whisper_model_bin(WHISPER_BASE))
     assert out.stat().st_mtime_ns == mtime
     out.write_bytes(b"broken")
     assemble(out, spec, whisper_model_bin(WHISPER_BASE))
-    assert sha256_of(out) == spec.sha256
+    assert file_sha256(out) == spec.sha256
 
 
 def test_a_different_checksum_stops_the_assembly_and_names_both(tmp_path: Path) -> None:
