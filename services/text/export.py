@@ -7,7 +7,11 @@ The graph takes `input_ids` and `attention_mask` (int64 [N, L], both dimensions 
 `probabilities` (float32 [N, 7], softmax, in LABELS order). The float export is quantized with
 onnxruntime's dynamic int8 quantization (weights int8, activations quantized on the fly): ~4x smaller
 (90 MB -> ~23 MB, within the repository's size budget) and faster on CPU, for ~1 point of accuracy.
-GPU deployments can export with --no-quantize and serve the float model (TensorRT FP16)."""
+GPU deployments can export with --no-quantize and serve the float model (TensorRT FP16).
+
+`--untrained-base DIR` exports an encoder from a Hugging Face checkpoint folder with a new, untrained head
+instead (e.g. MPNet-base from services.text.mpnet_base): what serving that encoder costs can be measured
+(bench.bench_text_encoders) before anything is trained on it. Its probabilities mean nothing."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from emomesh.onnx_export import export_onnx
 from services.text.config import DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER
 from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT
 from services.text.tokenize import TextTokenizer
-from services.text.train import load_classifier
+from services.text.train import load_classifier, load_classifier_base, save
 
 
 def export_float(checkpoint: Path, out: Path) -> None:
@@ -75,7 +79,11 @@ def compare(reference: Path, candidate: Path, checkpoint: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="output folder of services.text.train")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="output folder of services.text.train")
+    source.add_argument(
+        "--untrained-base", type=Path, help="HF checkpoint folder: its encoder with an untrained head (cost only)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_FILE)
     parser.add_argument("--tokenizer-out", type=Path, default=DEFAULT_TOKENIZER)
     parser.add_argument("--no-quantize", action="store_true", help="keep float32 weights")
@@ -83,15 +91,20 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            torch.manual_seed(0)
+            checkpoint = Path(tmp) / "untrained"
+            save(load_classifier_base(args.untrained_base), args.untrained_base / "tokenizer.json", checkpoint, {})
         float_path = Path(tmp) / "float.onnx"
-        export_float(args.checkpoint, float_path)
+        export_float(checkpoint, float_path)
         if args.no_quantize:
             shutil.copyfile(float_path, args.out)
         else:
             quantize(float_path, args.out)
-            print(f"int8 vs float32: max probability difference {compare(float_path, args.out, args.checkpoint):.4f}")
-    args.tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.checkpoint / "tokenizer.json", args.tokenizer_out)
+            print(f"int8 vs float32: max probability difference {compare(float_path, args.out, checkpoint):.4f}")
+        args.tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint / "tokenizer.json", args.tokenizer_out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.tokenizer_out}")
 
 

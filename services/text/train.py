@@ -88,7 +88,7 @@ def load_classifier(directory: Path, softmax: bool = False) -> EmotionClassifier
     """A classifier saved by this script (encoder/ + head.pt)."""
     from transformers import AutoModel
 
-    extra = {"add_pooling_layer": False} if _is_bert(directory / "encoder") else {}
+    extra = {"add_pooling_layer": False} if _has_pooler(directory / "encoder") else {}
     encoder = AutoModel.from_pretrained(directory / "encoder", **extra)
     model = EmotionClassifier(encoder, encoder.config.hidden_size, softmax=softmax)
     model.head.load_state_dict(torch.load(directory / "head.pt", weights_only=True))
@@ -99,8 +99,8 @@ def load_classifier_base(base: Path) -> EmotionClassifier:
     """A classifier with a new head on the encoder of an HF checkpoint folder (the start of training)."""
     from transformers import AutoModel
 
-    # BERT checkpoints carry a pooler for [CLS]; mean pooling does not use it.
-    extra = {"add_pooling_layer": False} if _is_bert(base) else {}
+    # BERT and MPNet checkpoints carry a pooler for their first token; mean pooling does not use it.
+    extra = {"add_pooling_layer": False} if _has_pooler(base) else {}
     encoder = AutoModel.from_pretrained(base, **extra)
     return EmotionClassifier(encoder, encoder.config.hidden_size)
 
@@ -332,9 +332,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("done in %.0f s; best on the selection rows %s", time.perf_counter() - started, best)
 
 
-def _is_bert(base: Path) -> bool:
+def _has_pooler(base: Path) -> bool:
+    """BERT-like: the encoder has a pooler for its first token (BERT, MPNet), which mean pooling does not use."""
     config = json.loads((base / "config.json").read_text())
-    return bool(config.get("model_type") == "bert")
+    return config.get("model_type") in ("bert", "mpnet")
 
 
 if __name__ == "__main__":
