@@ -42,13 +42,12 @@ from emomesh.triton_repo import load_specs
 from emotion.audio.v1 import audio_pb2, audio_pb2_grpc
 from services.audio.config import DEFAULT_MODEL
 from services.audio.features import (
-    DEFAULT_FEATURES,
     FEATURE_SHAPES,
     analysis_windows,
     decode_audio,
     speech_activity,
 )
-from services.audio.model import FEATURES_PARAMETER
+from services.audio.model import model_features
 
 SPEECH_MODELS = ("audio_acrnn", "audio_whisper_emotion")
 
@@ -73,19 +72,13 @@ def make_clips(work: Path, count: int) -> list[bytes]:
     return clips
 
 
-def model_features(model: str) -> str:
-    """The features a model reads, from its models.yaml parameters (as the service reads its config)."""
-    parameters = load_specs()[model].get("parameters", {})
-    return str(parameters.get(FEATURES_PARAMETER, DEFAULT_FEATURES))
-
-
 class AudioPipeline:
     """AnalyzeAudio's emotion work in-process (no transcription): PyAV decode to 16 kHz mono, voice
     activity, the model's analysis windows, the model on all windows in one batch, mean of the windows."""
 
     def __init__(self, providers: Sequence[str] = CPU_PROVIDERS, model: str = DEFAULT_MODEL) -> None:
         self.model = ort_session(model, providers)
-        self.kind = model_features(model)
+        self.kind = model_features(model, load_specs()[model].get("parameters", {}))
         self.input = self.model.get_inputs()[0].name
         self.model.run(None, {self.input: np.zeros((1, *FEATURE_SHAPES[self.kind]), np.float32)})
 

@@ -61,16 +61,31 @@ async def calls_in_a_row(
 
 
 async def measure(stacks: dict[str, Stack], clips: list[bytes], jpeg: bytes, concurrency: int, rounds: int) -> dict:
-    vision = {
-        name: vision_pb2_grpc.VisionServiceStub(grpc.aio.insecure_channel(s.config.address("vision")))
-        for name, s in stacks.items()
-    }
-    audio = {
-        name: audio_pb2_grpc.AudioServiceStub(
-            grpc.aio.insecure_channel(s.config.address("audio"), options=grpc_options(64 * 1024 * 1024))
+    channels = {
+        name: (
+            grpc.aio.insecure_channel(s.config.address("vision")),
+            grpc.aio.insecure_channel(s.config.address("audio"), options=grpc_options(64 * 1024 * 1024)),
         )
         for name, s in stacks.items()
     }
+    try:
+        return await _measure(channels, stacks, clips, jpeg, concurrency, rounds)
+    finally:
+        for vision_channel, audio_channel in channels.values():
+            await vision_channel.close()
+            await audio_channel.close()
+
+
+async def _measure(
+    channels: dict[str, tuple[grpc.aio.Channel, grpc.aio.Channel]],
+    stacks: dict[str, Stack],
+    clips: list[bytes],
+    jpeg: bytes,
+    concurrency: int,
+    rounds: int,
+) -> dict:
+    vision = {name: vision_pb2_grpc.VisionServiceStub(pair[0]) for name, pair in channels.items()}
+    audio = {name: audio_pb2_grpc.AudioServiceStub(pair[1]) for name, pair in channels.items()}
     image_request = vision_pb2.AnalyzeImageRequest(image=jpeg)
     latencies: dict[str, dict[str, list[float]]] = {name: {"image": [], "audio": []} for name in stacks}
     for name in stacks:  # warm-up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -29,11 +30,12 @@ class SpeechEmotionClassifier(Protocol):
     async def classify(self, windows: np.ndarray) -> np.ndarray: ...
 
 
-def model_features(spec: ModelSpec) -> str:
-    features = spec.parameters.get(FEATURES_PARAMETER, DEFAULT_FEATURES)
+def model_features(name: str, parameters: Mapping[str, object]) -> str:
+    """The features a model reads, from its parameters (Triton's config, or models.yaml for the benches)."""
+    features = str(parameters.get(FEATURES_PARAMETER, DEFAULT_FEATURES))
     if features not in FEATURE_SHAPES:
         raise RuntimeError(
-            f"model {spec.name} says {FEATURES_PARAMETER}={features!r}; the audio service computes "
+            f"model {name} says {FEATURES_PARAMETER}={features!r}; the audio service computes "
             f"{' or '.join(sorted(FEATURE_SHAPES))}"
         )
     return features
@@ -42,14 +44,15 @@ def model_features(spec: ModelSpec) -> str:
 class SpeechEmotionModel(ServedModel):
     def check(self, spec: ModelSpec) -> None:
         """The served model must take exactly the features this service computes for it."""
-        expected = FEATURE_SHAPES[model_features(spec)]
+        features = model_features(spec.name, spec.parameters)
+        expected = FEATURE_SHAPES[features]
         if not spec.inputs or tuple(spec.inputs[0].shape) != expected:
             shape = spec.inputs[0].shape if spec.inputs else None
-            raise RuntimeError(f"model {self.name} takes {shape}; its features ({model_features(spec)}) are {expected}")
+            raise RuntimeError(f"model {self.name} takes {shape}; its features ({features}) are {expected}")
 
     @property
     def features(self) -> str:
-        return model_features(self.spec)
+        return model_features(self.spec.name, self.spec.parameters)
 
     async def classify(self, windows: np.ndarray) -> np.ndarray:
         """windows: float32 [N, *FEATURE_SHAPES[features]] -> [N, 7] probabilities."""
