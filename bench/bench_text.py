@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +22,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import CPU_PROVIDERS, ort_session, write_results
+from bench.common import CPU_PROVIDERS, local_triton, ort_session, write_results
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port
-from emomesh.triton_repo import RenderOptions, render_repository
-from emomesh.tritonserver import TritonPorts, TritonServer
+from emomesh.tritonserver import TritonServer
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import DEFAULT_MODEL, DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER, TextSettings
 from services.text.language import detect_language
@@ -138,17 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        render_repository(state / "repo", RenderOptions("local", ort_threads=1))
-        ports = TritonPorts(free_port(), free_port(), free_port())
-        triton = TritonServer(state / "repo", state, ports, state / "triton.log")
-        triton.start()
-        try:
-            triton.wait_ready(180)
-            summary = asyncio.run(run(args, triton))
-        finally:
-            triton.stop()
+    with local_triton() as triton:
+        summary = asyncio.run(run(args, triton))
     print(json.dumps(summary, indent=2))
     write_results(args.out, summary)
 

@@ -26,7 +26,6 @@ import json
 import re
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,10 +33,9 @@ import grpc
 import numpy as np
 
 from bench.bench_text import SENTENCES
-from bench.common import write_results
+from bench.common import local_triton, write_results
 from emomesh.procs import free_port
-from emomesh.triton_repo import RenderOptions, render_repository
-from emomesh.tritonserver import TritonPorts, TritonServer
+from emomesh.tritonserver import TritonServer
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 from services.text.config import DEFAULT_MODEL, DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER, TextSettings
 from services.text.model import OnnxTextModel
@@ -136,18 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("model.onnx", "tokenizer.json"):
         if not (args.candidate / name).is_file():
             parser.error(f"{args.candidate / name} is missing")
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
-        render_repository(state / "repo", RenderOptions("local", ort_threads=1))
-        add_candidate(state / "repo", args.candidate)
-        ports = TritonPorts(free_port(), free_port(), free_port())
-        triton = TritonServer(state / "repo", state, ports, state / "triton.log")
-        triton.start()
-        try:
-            triton.wait_ready(300)
-            summary = asyncio.run(run(args, triton))
-        finally:
-            triton.stop()
+    with local_triton(lambda repo: add_candidate(repo, args.candidate), ready_s=300) as triton:
+        summary = asyncio.run(run(args, triton))
     print(json.dumps(summary, indent=2))
     write_results(args.out, summary)
 

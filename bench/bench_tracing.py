@@ -37,7 +37,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from bench.common import summary, write_results
+from bench.common import local_triton, summary, write_results
 from emomesh.logs import REQUEST_ID_HEADER, outbound_metadata
 from emomesh.paths import PROJECT_ROOT
 from emomesh.procs import free_port, grpc_healthy, stop_process, wait_until
@@ -50,8 +50,7 @@ from emomesh.tracing import (
     trace_metadata,
     triton_span,
 )
-from emomesh.triton_repo import RenderOptions, render_repository
-from emomesh.tritonserver import TritonPorts, TritonServer
+from emomesh.tritonserver import TritonServer
 from emotion.fusion.v1 import fusion_pb2, fusion_pb2_grpc
 from emotion.text.v1 import text_pb2, text_pb2_grpc
 
@@ -223,22 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--span-work-calls", type=int, default=5000, help="in-process span-work repetitions")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp, span_sink() as (sink, otlp_port):
+    with tempfile.TemporaryDirectory() as tmp, span_sink() as (sink, otlp_port), local_triton() as triton:
         state = Path(tmp)
-        render_repository(state / "repo", RenderOptions("local", ort_threads=1))
-        triton = TritonServer(
-            state / "repo", state, TritonPorts(free_port(), free_port(), free_port()), state / "triton.log"
-        )
-        triton.start()
-        try:
-            triton.wait_ready(180)
-            with (
-                services("off", triton, otlp_port, state) as untraced,
-                services("on", triton, otlp_port, state) as traced,
-            ):
-                results = asyncio.run(measure(args, {"off": untraced, "on": traced}))
-        finally:
-            triton.stop()
+        with (
+            services("off", triton, otlp_port, state) as untraced,
+            services("on", triton, otlp_port, state) as traced,
+        ):
+            results = asyncio.run(measure(args, {"off": untraced, "on": traced}))
         # Received by the time the traced services stopped (their graceful stop flushes).
         results["spans_exported_when_on"] = sink.spans
         # Last: it installs a tracer provider in this process, which cannot be undone.

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from emomesh.paths import model_file
-from emomesh.triton_repo import load_specs
+from emomesh.procs import free_port
+from emomesh.triton_repo import RenderOptions, load_specs, render_repository
+from emomesh.tritonserver import TritonPorts, TritonServer
 
 # Execution providers of the in-process baselines; `python -m bench --providers cuda` on a GPU machine.
 CPU_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
@@ -31,6 +35,27 @@ def ort_session(model: str, providers: Sequence[str] = CPU_PROVIDERS, threads: i
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(model_file(model)), options, providers=list(providers))
+
+
+@contextmanager
+def local_triton(prepare: Callable[[Path], None] | None = None, ready_s: float = 180) -> Iterator[TritonServer]:
+    """The real tritonserver on free ports over the project's model repository, rendered for the local
+    variant with one onnxruntime thread per model (`prepare(repository)` may change it before the start),
+    in a temporary directory; stopped on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp)
+        render_repository(state / "repo", RenderOptions("local", ort_threads=1))
+        if prepare is not None:
+            prepare(state / "repo")
+        triton = TritonServer(
+            state / "repo", state, TritonPorts(free_port(), free_port(), free_port()), state / "triton.log"
+        )
+        triton.start()
+        try:
+            triton.wait_ready(ready_s)
+            yield triton
+        finally:
+            triton.stop()
 
 
 def write_results(path: Path | None, results: object) -> None:

