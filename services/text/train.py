@@ -24,6 +24,13 @@ train rows are held out of training, scored at 70% and 100% of the steps, and th
 meta.json), ready for services.text.export. Dev is scored once, at the end, on the exported model
 (services.text.evaluate or `emomesh eval`). On a CUDA machine it trains on the GPU.
 
+Distillation (`--teacher DIR`, a checkpoint of this script on a larger base such as MPNet-base): the
+teacher's probabilities at `--temperature` are computed once for every training example, as shown and
+without its context (context dropout shows both), and the loss becomes
+(1 - `--distill-weight`) x the weighted cross-entropy + `--distill-weight` x T^2 x KL(teacher || student),
+the student's logits softened by the same T (Hinton et al., 2015). The teacher reads with its own
+tokenizer and lengths (its meta.json).
+
 The shipped model: `--time-budget-min 20 --threads 1` on a shared 2-core CPU, 896 steps (0.9 epoch).
 See docs/text.md for its dev-set scores."""
 
@@ -137,14 +144,16 @@ def inverse_sqrt_class_weights(counts: Counter[int]) -> torch.Tensor:
     )
 
 
-def predict(
+def logits_of(
     model: EmotionClassifier,
     tokenizer: TextTokenizer,
     texts: list[str],
     contexts: list[str] | None = None,
     batch_size: int = 128,
 ) -> np.ndarray:
+    """The model's logits [N, 7] for the texts (and their contexts), in the texts' order."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     every_context = contexts if contexts is not None else [""] * len(texts)
     # Sorting by length keeps padding small; the order is restored at the end.
@@ -153,12 +162,51 @@ def predict(
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = tokenizer.encode([texts[i] for i in rows], [every_context[i] for i in rows])
-            logits = model(torch.from_numpy(batch.input_ids), torch.from_numpy(batch.attention_mask))
-            out.append(logits.argmax(dim=-1).numpy())
-    predicted = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-    result = np.empty_like(predicted)
-    result[np.array(order, dtype=np.int64)] = predicted
+            ids, mask = torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.attention_mask).to(device)
+            out.append(model(ids, mask).float().cpu().numpy())
+    logits = np.concatenate(out) if out else np.zeros((0, NUM_LABELS), dtype=np.float32)
+    result = np.empty_like(logits)
+    result[np.array(order, dtype=np.int64)] = logits
     return result
+
+
+def predict(
+    model: EmotionClassifier,
+    tokenizer: TextTokenizer,
+    texts: list[str],
+    contexts: list[str] | None = None,
+    batch_size: int = 128,
+) -> np.ndarray:
+    return logits_of(model, tokenizer, texts, contexts, batch_size).argmax(axis=1)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 x KL(teacher || student at temperature T), averaged over the batch. The T^2 keeps its gradients
+    on the scale of the cross-entropy's whatever T is."""
+    log_student = torch.log_softmax(student_logits / temperature, dim=-1)
+    kl = torch.nn.functional.kl_div(log_student, teacher_probs, reduction="batchmean")
+    return kl * temperature**2
+
+
+class TeacherTargets:
+    """The teacher's softened probabilities for every training example, as shown with its context and
+    without it, computed once before training."""
+
+    def __init__(self, directory: Path, examples: Sequence[Example], temperature: float, device: torch.device) -> None:
+        meta = json.loads((directory / "meta.json").read_text())
+        tokenizer = TextTokenizer(
+            directory / "tokenizer.json", int(meta.get("max_length", 64)), int(meta.get("context_tokens", 0))
+        )
+        teacher = load_classifier(directory).to(device)
+        shown = sorted({(e.text, e.context) for e in examples} | {(e.text, "") for e in examples})
+        logits = logits_of(teacher, tokenizer, [t for t, _ in shown], [c for _, c in shown])
+        probs = torch.softmax(torch.from_numpy(logits) / temperature, dim=-1)
+        self.rows = {key: i for i, key in enumerate(shown)}
+        self.probs = probs
+        self.temperature = temperature
+
+    def of(self, texts: Sequence[str], contexts: Sequence[str]) -> torch.Tensor:
+        return self.probs[[self.rows[(t, c)] for t, c in zip(texts, contexts, strict=True)]]
 
 
 def score(model: EmotionClassifier, tokenizer: TextTokenizer, sets: dict[str, list[Example]]) -> dict[str, float]:
@@ -215,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--log-file", type=Path, default=None)
+    parser.add_argument("--teacher", type=Path, default=None, help="checkpoint of this script to distil from")
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the distillation loss")
+    parser.add_argument("--temperature", type=float, default=2.0, help="softening of teacher and student")
     args = parser.parse_args(argv)
 
     handlers: list[logging.Handler] = [logging.StreamHandler()]
@@ -248,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     weights = inverse_sqrt_class_weights(counts)
     log.info("class weights %s", [round(w, 2) for w in weights.tolist()])
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    teacher: TeacherTargets | None = None
+    if args.teacher is not None:
+        t0 = time.perf_counter()
+        teacher = TeacherTargets(args.teacher, train, args.temperature, device)
+        log.info("teacher %s: %d inputs labelled in %.0f s", args.teacher, len(teacher.rows), time.perf_counter() - t0)
     optimizer = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": args.lr},
@@ -281,6 +337,11 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         logits = model(torch.from_numpy(batch.input_ids).to(device), torch.from_numpy(batch.attention_mask).to(device))
         loss = loss_fn(logits, labels)
+        if teacher is not None:
+            soft = teacher.of([e.text for e in batch_examples], contexts).to(device)
+            loss = (1 - args.distill_weight) * loss + args.distill_weight * distillation_loss(
+                logits, soft, teacher.temperature
+            )
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -317,6 +378,7 @@ def main(argv: list[str] | None = None) -> None:
                 best = scores
                 meta = {
                     "base": str(base),
+                    "teacher": str(args.teacher) if args.teacher else None,
                     "max_length": args.max_length,
                     "context_tokens": args.context_tokens,
                     "step": step,
