@@ -170,16 +170,6 @@ def logits_of(
     return result
 
 
-def predict(
-    model: EmotionClassifier,
-    tokenizer: TextTokenizer,
-    texts: list[str],
-    contexts: list[str] | None = None,
-    batch_size: int = 128,
-) -> np.ndarray:
-    return logits_of(model, tokenizer, texts, contexts, batch_size).argmax(axis=1)
-
-
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 x KL(teacher || student at temperature T), averaged over the batch. The T^2 keeps its gradients
     on the scale of the cross-entropy's whatever T is."""
@@ -213,7 +203,8 @@ def score(model: EmotionClassifier, tokenizer: TextTokenizer, sets: dict[str, li
     scores: dict[str, float] = {}
     for name, examples in sets.items():
         truth = np.array([e.label for e in examples])
-        predicted = predict(model, tokenizer, [e.text for e in examples], [e.context for e in examples])
+        logits = logits_of(model, tokenizer, [e.text for e in examples], [e.context for e in examples])
+        predicted = logits.argmax(axis=1)
         confusion = confusion_matrix(truth, predicted)
         scores[f"{name}_macro_f1"] = macro_f1(confusion)
         scores[f"{name}_weighted_f1"] = weighted_f1(confusion)
