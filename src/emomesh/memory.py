@@ -12,7 +12,10 @@ then). A periodic trim (`run`) catches memory freed outside a request, e.g. mess
 size before any handler ran. MALLOC_ARENA_MAX=2 (set in the images, the manifests and the embedded
 stack) caps the arenas a process spreads over, so less memory is stranded in the first place.
 
-A no-op where the C library has no malloc_trim (musl, macOS)."""
+A no-op where the C library has no malloc_trim (musl, macOS).
+
+`container_memory_limit` reads the pod's memory limit from the cgroup, for the gauge
+emomesh_memory_limit_bytes that the alert EmomeshMemoryNearLimit compares the resident memory with."""
 
 from __future__ import annotations
 
@@ -22,8 +25,27 @@ import ctypes.util
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+# cgroup v1 reports "no limit" as a page-rounded 2^63 - 1; anything this large is no limit.
+_UNLIMITED_V1 = 1 << 60
+
+
+def container_memory_limit(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The memory limit of this process's container in bytes (cgroup v2 `memory.max`, else v1
+    `memory/memory.limit_in_bytes`), or None when there is none or it cannot be read."""
+    for path in (cgroup_root / "memory.max", cgroup_root / "memory" / "memory.limit_in_bytes"):
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < _UNLIMITED_V1:
+            return int(text)
+        return None
+    return None
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:

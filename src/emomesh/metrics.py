@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from emomesh.memory import container_memory_limit
+
 # Buckets from 1 ms to 30 s: covers a cached Triton call as well as a long video or an LLM reply.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -49,7 +51,13 @@ LLM_TOKENS = Counter("emomesh_llm_tokens_total", "Tokens used by LLM calls.", ["
 REDIS_ERRORS = Counter("emomesh_redis_errors_total", "Failed Redis operations.", ["operation"])
 
 
+# Beside prometheus_client's own process_resident_memory_bytes: how close a pod is to being OOM-killed
+# (alert EmomeshMemoryNearLimit).
+MEMORY_LIMIT = Gauge("emomesh_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.")
+
+
 def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> None:
     """Serves /metrics on its own port; port 0 disables it (tests start many services)."""
     if port:
+        MEMORY_LIMIT.set(container_memory_limit() or 0)
         start_http_server(port, addr=addr, registry=registry)
