@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.bench_text import SENTENCES
+from bench.bench_text import SENTENCES, corpus
 from bench.common import local_triton, write_results
 from emomesh.procs import free_port
 from emomesh.tritonserver import TritonServer
@@ -62,10 +62,6 @@ def add_candidate(repo: Path, candidate: Path) -> None:
     model.symlink_to((candidate / "model.onnx").resolve())
 
 
-def sentences(count: int) -> list[str]:
-    return [SENTENCES[i % len(SENTENCES)] for i in range(count)]
-
-
 async def run(args: argparse.Namespace, triton: TritonServer) -> dict[str, object]:
     files = {SHIPPED: (DEFAULT_MODEL, DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER)}
     files[NEW] = (CANDIDATE, args.candidate / "model.onnx", args.candidate / "tokenizer.json")
@@ -85,7 +81,7 @@ async def run(args: argparse.Namespace, triton: TritonServer) -> dict[str, objec
         await servers[name].start()
         tokenizers[name] = TextTokenizer(tokenizer_file, settings.max_tokens)
         models[name] = OnnxTextModel(onnx_file, threads=1)
-    texts = sentences(args.calls)
+    texts = corpus(args.calls)
     ms: dict[str, dict[str, list[float]]] = {name: {"in_process": [], "served": []} for name in files}
     try:
         channels = {name: grpc.aio.insecure_channel(server.address) for name, server in servers.items()}
