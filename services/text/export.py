@@ -27,12 +27,12 @@ from emomesh.onnx_export import export_onnx
 from services.text.config import DEFAULT_MODEL_FILE, DEFAULT_TOKENIZER
 from services.text.model import ATTENTION_MASK, INPUT_IDS, OUTPUT
 from services.text.tokenize import TextTokenizer
-from services.text.train import load_classifier, load_classifier_base, save
+from services.text.train import EmotionClassifier, load_classifier, load_classifier_base
 
 
-def export_float(checkpoint: Path, out: Path) -> None:
-    model = load_classifier(checkpoint, softmax=True)
-    tokenizer = TextTokenizer(checkpoint / "tokenizer.json", 64)
+def export_float(model: EmotionClassifier, tokenizer_json: Path, out: Path) -> None:
+    """The classifier (softmax on) as a float32 ONNX graph with dynamic batch and sequence."""
+    tokenizer = TextTokenizer(tokenizer_json, 64)
     sample = tokenizer.encode(["a short one", "and a somewhat longer sentence to give the batch two lengths"])
     export_onnx(
         model,
@@ -57,11 +57,11 @@ def quantize(source: Path, out: Path) -> None:
         )
 
 
-def compare(reference: Path, candidate: Path, checkpoint: Path) -> float:
+def compare(reference: Path, candidate: Path, tokenizer_json: Path) -> float:
     """Largest absolute probability difference between two exports on a few sentences."""
     import onnxruntime as ort
 
-    tokenizer = TextTokenizer(checkpoint / "tokenizer.json", 64)
+    tokenizer = TextTokenizer(tokenizer_json, 64)
     batch = tokenizer.encode(
         [
             "I love this so much!",
@@ -90,21 +90,22 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.checkpoint is not None:
+        model, tokenizer_json = load_classifier(args.checkpoint, softmax=True), args.checkpoint / "tokenizer.json"
+    else:
+        torch.manual_seed(0)  # the same untrained head every time
+        model, tokenizer_json = load_classifier_base(args.untrained_base).eval(), args.untrained_base / "tokenizer.json"
+        model.softmax = True
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            torch.manual_seed(0)
-            checkpoint = Path(tmp) / "untrained"
-            save(load_classifier_base(args.untrained_base), args.untrained_base / "tokenizer.json", checkpoint, {})
         float_path = Path(tmp) / "float.onnx"
-        export_float(checkpoint, float_path)
+        export_float(model, tokenizer_json, float_path)
         if args.no_quantize:
             shutil.copyfile(float_path, args.out)
         else:
             quantize(float_path, args.out)
-            print(f"int8 vs float32: max probability difference {compare(float_path, args.out, checkpoint):.4f}")
-        args.tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(checkpoint / "tokenizer.json", args.tokenizer_out)
+            print(f"int8 vs float32: max probability difference {compare(float_path, args.out, tokenizer_json):.4f}")
+    args.tokenizer_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tokenizer_json, args.tokenizer_out)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) and {args.tokenizer_out}")
 
 
