@@ -28,6 +28,8 @@ TRAINING_TOOLS = frozenset(
         "services.audio.whisper_encoder",
         "services.audio.whisper_model",
         "services.text.e5_import",
+        # Build-time derivation of the GPU image's float text models (onnx; run by the Triton image's build).
+        "services.text.float_model",
         "services.text.export",
         "services.text.train",
         "services.text.train_e5",
