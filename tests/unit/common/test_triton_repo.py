@@ -1,6 +1,8 @@
 from pathlib import Path
 
-from emomesh.triton_repo import RenderOptions, load_specs, render_config, render_repository
+import pytest
+
+from emomesh.triton_repo import RenderOptions, load_specs, render_config, render_repository, tensorrt_profile
 
 
 def test_local_variant_uses_the_python_backend_and_links_the_onnx(tmp_path: Path) -> None:
@@ -41,3 +43,28 @@ def test_only_the_gpu_variant_waits_to_fill_a_batch() -> None:
     assert f"max_queue_delay_microseconds: {configured}\n" in waiting
     not_waiting = render_config("audio_acrnn", spec, RenderOptions("gpu", batch_delay=False))
     assert "max_queue_delay_microseconds: 0\n" in not_waiting
+
+
+def test_variable_length_models_get_one_tensorrt_profile_for_every_batch_and_length() -> None:
+    spec = load_specs()["text_minilm_emotion"]
+    assert tensorrt_profile(spec) == {
+        "min": "input_ids:1x1,attention_mask:1x1",
+        "opt": "input_ids:8x48,attention_mask:8x48",
+        "max": "input_ids:32x512,attention_mask:32x512",
+    }
+    config = render_config("text_minilm_emotion", spec, RenderOptions("gpu"))
+    assert 'parameters { key: "trt_profile_max_shapes" value: "input_ids:32x512,attention_mask:32x512" }' in config
+    assert "trt_profile" not in render_config("text_minilm_emotion", spec, RenderOptions("local"))
+    assert tensorrt_profile(load_specs()["fer_mini_xception"]) is None
+    with pytest.raises(ValueError, match="needs inputs of dims"):
+        tensorrt_profile({**load_specs()["fer_mini_xception"], "tensorrt_sequence": {"opt": 8, "max": 16}})
+
+
+def test_every_variable_length_model_under_tensorrt_has_a_profile() -> None:
+    """Without one, onnxruntime's TensorRT provider rebuilds the engine (seconds) whenever a request is
+    longer than any before it."""
+    for name, spec in load_specs().items():
+        variable = any(list(tensor["dims"]) == [-1] for tensor in spec["inputs"])
+        if variable and spec.get("tensorrt", True):
+            assert tensorrt_profile(spec) is not None, name
+            assert spec["tensorrt_sequence"]["max"] >= spec["tensorrt_sequence"]["opt"] >= 1, name

@@ -313,3 +313,55 @@ def test_prepare_repository_rewrites_every_committed_model(tmp_path: Path) -> No
     for name in names:
         assert parse((repository / name / "config.pbtxt").read_text()).model_warmup
     assert triton_repository.main([str(tmp_path / "empty")]) == 1
+
+
+def triton_stages() -> dict[str, list[tuple[str, str]]]:
+    return {stage[0][1].split(" AS ")[-1]: stage for stage in stages(TRITON_DOCKERFILE)}
+
+
+def test_the_models_stage_derives_the_gpu_text_models_with_their_checksums() -> None:
+    (build,) = [rest for kw, rest in triton_stages()["models"] if kw == "RUN" and "float_model" in rest]
+    assert "python -m services.text.float_model --out /build/gpu-models" in build
+    # float_model reads models.yaml (the checksums) and the committed int8 files.
+    assert ("COPY", "deploy/triton/ ./deploy/triton/") in triton_stages()["models"]
+    assert ("COPY", "--from=models /build/gpu-models/ ./gpu-models/") in triton_stages()["repository"]
+
+
+def run_repository_step(variant: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Runs the repository stage's RUN step for real in tmp_path, on a copy of the committed configs with
+    placeholder model files and a gpu-models folder holding one derived (placeholder) text model."""
+    source = PROJECT_ROOT / "deploy" / "triton" / "models"
+    for config in source.glob("*/config.pbtxt"):
+        (tmp_path / "models" / config.parent.name / "1").mkdir(parents=True)
+        shutil.copyfile(config, tmp_path / "models" / config.parent.name / "config.pbtxt")
+        (tmp_path / "models" / config.parent.name / "1" / "model.onnx").write_bytes(b"committed")
+    (tmp_path / "gpu-models" / "text_minilm_emotion" / "1").mkdir(parents=True)
+    (tmp_path / "gpu-models" / "text_minilm_emotion" / "1" / "model.onnx").write_bytes(b"derived float32")
+    shutil.copyfile(DOCKER_DIR / "triton_repository.py", tmp_path / "triton_repository.py")
+    (step,) = [rest for kw, rest in triton_stages()["repository"] if kw == "RUN" and "triton_repository.py" in rest]
+    return subprocess.run(
+        ["bash", "-o", "errexit", "-c", step.replace("python ", f"{sys.executable} ")],
+        cwd=tmp_path,
+        env={**os.environ, "VARIANT": variant},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("variant", "served"), [("gpu", b"derived float32"), ("cpu", b"committed")])
+def test_only_the_gpu_image_serves_the_derived_text_models(variant: str, served: bytes, tmp_path: Path) -> None:
+    built = run_repository_step(variant, tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "models" / "text_minilm_emotion" / "1" / "model.onnx").read_bytes() == served
+    assert (tmp_path / "models" / "fer_mini_xception" / "1" / "model.onnx").read_bytes() == b"committed"
+    assert not (tmp_path / "gpu-models").exists()
+    config = parse((tmp_path / "models" / "text_minilm_emotion" / "config.pbtxt").read_text())
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accelerators] == (["tensorrt"] if variant == "gpu" else [])
+
+
+def test_the_repository_step_refuses_an_unknown_variant(tmp_path: Path) -> None:
+    built = run_repository_step("tpu", tmp_path)
+    assert built.returncode != 0
+    assert "VARIANT must be gpu or cpu, not 'tpu'" in built.stderr
