@@ -241,6 +241,29 @@ def test_live_voice_streams_the_microphone_into_the_live_stream(page: Any) -> No
     )
 
 
+def test_a_restarted_stream_goes_on_when_the_old_socket_closes_after_the_new_one_opened(page: Any) -> None:
+    """Turning live voice on or off replaces the stream. The old socket's close handshake is a round trip,
+    like the new one's opening, so under load its close event can come second; ending the old stream then
+    must not stop the new one's frames (it did: one frame timer for the page, cleared by the old socket)."""
+    wait_for(lambda: attribute(page, "#overlay", "data-source") == "stream", 40, "faces from the stream", page)
+    # Hold every close for 1.5 s, so the replaced socket closes after its successor has opened.
+    js(
+        page,
+        """const close = WebSocket.prototype.close;
+        window.restoreWebSocketClose = () => { WebSocket.prototype.close = close; };
+        WebSocket.prototype.close = function (...args) { setTimeout(() => close.apply(this, args), 1500); };""",
+    )
+    try:
+        js(page, "restartStream()")
+        wait_for(lambda: js(page, "return live.socket?.readyState === WebSocket.OPEN"), 20, "the new stream", page)
+        time.sleep(2.5)  # the old socket's close has now come
+        faces_after = js(page, "return window.emomeshConsole.facesSeen")
+        wait_for(lambda: js(page, "return window.emomeshConsole.facesSeen") > faces_after, 20, "faces, restarted", page)
+        assert attribute(page, "#overlay", "data-source") == "stream"
+    finally:
+        js(page, "window.restoreWebSocketClose()")
+
+
 @pytest.mark.parametrize(
     ("camera", "expected", "microphone"),
     [("denied", "camera access was denied", "microphone access was denied"), ("absent", "no camera", "no microphone")],

@@ -43,7 +43,7 @@ const ui = {};                          // every element with an id, camelCased:
 let liveAvailable = true;               // GET /api/v1/config "live"
 let chatQueue = Promise.resolve();      // greetings and replies run one at a time, in order
 let cameraStream = null;
-const live = { socket: null, startedAt: 0, frameSize: null, frameTimer: 0, pollTimer: 0, retryTimer: 0,
+const live = { socket: null, frameSize: null, pollTimer: 0, retryTimer: 0,
   clearTimer: 0, pollBusy: false, pollStatus: '' };
 const ptt = { held: false, micStream: null, recorder: null, chunks: [], startedAt: 0 };
 // Live voice: the microphone streamed into the live stream as encoded audio (its own microphone stream, so
@@ -546,7 +546,8 @@ function openStream() {
   const end = (why) => {
     if (ended) return;
     ended = true;
-    clearInterval(live.frameTimer);
+    // This socket's own timer: a replaced socket's close event may come after its successor opened.
+    clearInterval(socket.frameTimer);
     stopVoiceRecorder(socket);
     if (live.socket === socket) live.socket = null;
     if (socket.readyState === WebSocket.OPEN) socket.close();
@@ -559,12 +560,12 @@ function openStream() {
       ? { audio_encoding: 'AUDIO_ENCODING_CONTAINER', settings: { transcribe: true } }
       : { settings: { transcribe: false } };
     socket.send(JSON.stringify({ start }));
-    live.startedAt = performance.now();
+    socket.startedAt = performance.now();  // frame timestamps count from their own stream's start
     stopPolling();
     ui.liveStatus.textContent = voice.on
       ? 'Live: streaming about 8 frames a second and the microphone.'
       : 'Live: streaming about 8 frames a second.';
-    live.frameTimer = setInterval(() => sendFrame(socket), FRAME_INTERVAL_MS);
+    socket.frameTimer = setInterval(() => sendFrame(socket), FRAME_INTERVAL_MS);
     if (voice.on) startVoiceRecorder(socket);
   };
   socket.onmessage = (event) => {
@@ -592,7 +593,7 @@ function sendFrame(socket) {
   const frame = captureFrame();
   if (!frame) return;
   live.frameSize = frame;  // faces events give boxes in this frame's pixels
-  const timestamp = (performance.now() - live.startedAt) / 1000;
+  const timestamp = (performance.now() - socket.startedAt) / 1000;
   socket.send(JSON.stringify({ frame: { encoded: frame.base64, timestamp_s: timestamp } }));
 }
 
